@@ -1,0 +1,59 @@
+"""The reference's optimizer wrapper (spec 1.9) built from optax parts.
+
+Per update: clip the gradients to a global norm (torch's coefficient
+`min(1, clip / (norm + 1e-6))`), multiply every parameter by `(1 - wd)` (decoupled and
+*not* scaled by the learning rate), then take a plain Adam step (betas 0.9 / 0.999).
+Because Adam's step does not depend on the parameters, this equals adding
+`-wd * params` to the Adam update, which is how it is expressed here.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+TORCH_CLIP_EPS = 1e-6
+
+
+def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
+  """`torch.nn.utils.clip_grad_norm_`: scale by `min(1, max_norm / (norm + 1e-6))`."""
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    del params
+    norm = optax.global_norm(updates)
+    coef = jnp.minimum(1.0, max_norm / (norm + TORCH_CLIP_EPS))
+    return jax.tree.map(lambda g: (g * coef).astype(g.dtype), updates), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def lr_free_weight_decay(rate: float) -> optax.GradientTransformation:
+  """Adds `-rate * params` to the updates: `p <- (1 - rate) p + update` (spec 1.9)."""
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("lr_free_weight_decay needs the params passed to update()")
+    return jax.tree.map(lambda u, p: u - rate * p, updates, params), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Clip -> Adam -> lr-independent decay, from `{lr, eps, clip, wd}`."""
+  parts = []
+  if config.clip:
+    parts.append(clip_by_global_norm_torch(config.clip))
+  parts += [optax.scale_by_adam(b1=0.9, b2=0.999, eps=config.eps), optax.scale(-config.lr)]
+  if config.wd:
+    parts.append(lr_free_weight_decay(config.wd))
+  return optax.chain(*parts)
