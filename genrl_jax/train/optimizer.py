@@ -26,7 +26,7 @@ def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
-    norm = optax.global_norm(updates)
+    norm = optax.tree.norm(updates)
     coef = jnp.minimum(1.0, max_norm / (norm + TORCH_CLIP_EPS))
     return jax.tree.map(lambda g: (g * coef).astype(g.dtype), updates), state
 

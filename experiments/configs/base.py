@@ -1,0 +1,87 @@
+"""Shared base of every domain config, and the size variants.
+
+A domain config calls `domain_config(task, arg)`; `arg` is the part after ':' in
+`--config=configs/<domain>.py:<arg>`, a comma-separated list of variants:
+
+* `paper` (default): the reference's sizes (deter/hidden 1024, 32x32 latents, CNN
+  multiplier 48, MLP 4x1024, batch 48x48, 500k world-model updates).
+* `small`: deter/hidden 512, CNN multiplier 32, MLP 4x512, batch 16x32.
+* `tiny`: a CPU size that collects a few random episodes and trains in minutes.
+"""
+
+import ml_collections
+
+VARIANTS = ("paper", "small", "tiny")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 1
+  c.task = ""  # domain_task, e.g. "stickman_walk"; set by the domain config.
+  # "auto" = bfloat16 compute on accelerators, float32 on CPU; params stay float32.
+  c.compute_dtype = "auto"
+
+  c.data = ml_collections.ConfigDict()
+  c.data.path = ""  # A directory of episode files; empty: collect into <workdir>/episodes.
+  c.data.collect_episodes = 50  # Random-policy episodes to collect when data.path is empty.
+  c.data.collect_task = ""  # Environment to collect from; empty: config.task.
+  c.data.action_repeat = 2
+  c.data.fast_render = False  # True: no shadows / multisampling (~7x faster, differs a bit).
+
+  c.batch_size = 48
+  c.batch_length = 48
+
+  wm = c.world_model = ml_collections.ConfigDict()
+  wm.deter = 1024
+  wm.hidden = 1024
+  wm.stoch = 32
+  wm.discrete = 32
+  wm.cnn_depth = 48
+  wm.encoder_kernels = (4, 4, 4, 4)
+  wm.decoder_kernels = (5, 5, 6, 6)
+  wm.mlp_units = 1024
+  wm.mlp_layers = 4
+  wm.single_obs_posterior = True
+  wm.kl = ml_collections.ConfigDict(dict(free=1.0, forward=False, balance=0.85, free_avg=False))
+  wm.loss_scales = ml_collections.ConfigDict(dict(kl=0.6, observation=1.0, reward=1.0))
+  wm.optimizer = ml_collections.ConfigDict(dict(lr=1e-4, eps=1e-8, clip=1000.0, wd=1e-6))
+
+  c.mfwm = ml_collections.ConfigDict()
+  c.mfwm.num_steps = 500_000
+  c.mfwm.log_every = 1000
+  c.mfwm.save_every = 10_000
+  c.mfwm.keep = 3
+  return c
+
+
+def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
+  wm = c.world_model
+  if variant == "paper":
+    return
+  if variant == "small":
+    wm.deter = wm.hidden = 512
+    wm.cnn_depth = 32
+    wm.mlp_units, wm.mlp_layers = 512, 4
+    c.batch_size, c.batch_length = 16, 32
+    return
+  if variant == "tiny":
+    wm.deter = wm.hidden = 128
+    wm.stoch = wm.discrete = 16
+    wm.cnn_depth = 8
+    wm.mlp_units, wm.mlp_layers = 128, 2
+    c.batch_size, c.batch_length = 8, 32
+    c.data.collect_episodes = 4
+    c.data.fast_render = True
+    c.mfwm.num_steps = 300
+    c.mfwm.log_every = 50
+    c.mfwm.save_every = 100
+    return
+  raise ValueError(f"unknown config variant {variant!r}; expected one of {VARIANTS}")
+
+
+def domain_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
+  c = base_config()
+  c.task = task
+  for variant in (arg or "paper").split(","):
+    apply_variant(c, variant.strip())
+  return c

@@ -1,0 +1,15 @@
+r"""Cheetah (dm_control half-cheetah, 6 actuators): the GenRL world model for cheetah tasks.
+
+Command (from the repository root):
+  python experiments/main.py --config=configs/cheetah.py --workdir=workdirs/cheetah
+Variants: `configs/cheetah.py:small`, `configs/cheetah.py:tiny`.
+
+Produces: collected random episodes, world-model checkpoints under `mfwm/` and
+`metrics.jsonl` in the workdir. `:tiny` trains in a few minutes on a 2-core CPU.
+"""
+
+from configs import base
+
+
+def get_config(arg=None):
+  return base.domain_config("cheetah_run", arg)

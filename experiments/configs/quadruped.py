@@ -1,0 +1,15 @@
+r"""Quadruped (dm_control, 12 actuators, camera 2): the GenRL world model for quadruped tasks.
+
+Command (from the repository root):
+  python experiments/main.py --config=configs/quadruped.py --workdir=workdirs/quadruped
+Variants: `configs/quadruped.py:small`, `configs/quadruped.py:tiny`.
+
+Produces: collected random episodes, world-model checkpoints under `mfwm/` and
+`metrics.jsonl` in the workdir. `:tiny` trains in a few minutes on a 2-core CPU.
+"""
+
+from configs import base
+
+
+def get_config(arg=None):
+  return base.domain_config("quadruped_walk", arg)

@@ -1,0 +1,15 @@
+r"""Walker (dm_control planar walker, 6 actuators): the GenRL world model for walker tasks.
+
+Command (from the repository root):
+  python experiments/main.py --config=configs/walker.py --workdir=workdirs/walker
+Variants: `configs/walker.py:small`, `configs/walker.py:tiny`.
+
+Produces: collected random episodes, world-model checkpoints under `mfwm/` and
+`metrics.jsonl` in the workdir. `:tiny` trains in a few minutes on a 2-core CPU.
+"""
+
+from configs import base
+
+
+def get_config(arg=None):
+  return base.domain_config("walker_walk", arg)

@@ -1,0 +1,130 @@
+"""The stages of the main job, each a function of `(config, workdir)`.
+
+* `data`: use `config.data.path`, or collect random-policy episodes into
+  `<workdir>/episodes` (skipped when they are all there; resumes otherwise).
+* `mfwm`: train the multimodal foundation world model; resumes from `<workdir>/mfwm`.
+  (This issue trains the world model part; connector and aligner join in a later stage.)
+
+Everything a stage writes lives in the workdir; a stage never deletes anything there.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import ml_collections
+from absl import logging
+
+from genrl_jax import collect, configs
+from genrl_jax import world_model as wm_lib
+from genrl_jax.data import episodes as episodes_lib
+from genrl_jax.report.metrics import MetricWriter
+from genrl_jax.train import checkpoints, loop, optimizer, parallel, steps
+from genrl_jax.train.state import TrainState
+
+STAGES = ("data", "mfwm")
+# Keys that may differ between a workdir's saved config and a resumed run's config.
+RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.keep",
+                  "data.collect_episodes")
+
+
+class WorkdirMismatchError(ValueError):
+  """The workdir holds a run made with a different config."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+  return out
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Creates the workdir, or checks that the run it holds used a compatible config."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  current = configs.config_to_dict(config)
+  if os.path.exists(path):
+    import json  # pylint: disable=g-import-not-at-top
+    with open(path) as f:
+      saved = json.load(f)
+    old, new = _flatten(saved), _flatten(current)
+    differ = sorted(k for k in set(old) | set(new)
+                    if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
+    if differ:
+      details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
+      raise WorkdirMismatchError(
+          f"workdir {workdir} holds a run of a different config ({details}). Use a new "
+          "--workdir, or the config saved in that workdir's config.json; nothing was changed.")
+  if jax.process_index() == 0:
+    checkpoints.write_json_atomic(path, current)
+
+
+def episodes_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  return config.data.path or os.path.join(workdir, "episodes")
+
+
+def run_data(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The data stage. Returns the episode directory."""
+  if config.data.path:
+    if not os.path.isdir(config.data.path):
+      raise FileNotFoundError(f"config.data.path={config.data.path!r} is not a directory")
+    return config.data.path
+  from genrl_jax import envs  # pylint: disable=g-import-not-at-top  (MuJoCo only if needed)
+  directory = episodes_dir(config, workdir)
+  task = config.data.collect_task or config.task
+  make = functools.partial(envs.make_env, task, action_repeat=config.data.action_repeat,
+                           fast_render=config.data.fast_render)
+  if jax.process_index() == 0:
+    new = collect.collect_random(lambda seed: make(seed=seed), directory,
+                                 config.data.collect_episodes, seed=config.seed)
+    logging.info("data: %d new random-policy episodes of %s in %s", len(new), task, directory)
+  return directory
+
+
+def build_mfwm(config: ml_collections.ConfigDict, action_dim: int, mesh: jax.sharding.Mesh):
+  """The model, optimizer, a fresh replicated state and the jitted train step."""
+  model = wm_lib.make_world_model(config, action_dim)
+  opt = optimizer.make_optimizer(config.world_model.optimizer)
+  init_key = jax.random.fold_in(jax.random.key(config.seed), 0x5EED)
+  params = {"world_model": wm_lib.init_world_model(model, init_key)}
+  state = parallel.replicate(TrainState.create(params, opt), mesh)
+  step_fn = steps.jit_train_step(steps.world_model_train_step, mesh, state, model=model,
+                                 optimizer=opt, config=config.world_model)
+  return model, state, step_fn
+
+
+def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
+             ) -> TrainState:
+  """Trains the world model on the episodes of the data stage; resumes automatically."""
+  episodes = episodes_lib.load_episodes(episodes_dir(config, workdir))
+  action_dim = episodes[0]["action"].shape[-1]
+  mesh = parallel.make_mesh()
+  parallel.check_divisible(config.batch_size, mesh, "config.batch_size")
+  sampler = episodes_lib.SequenceSampler(episodes, config.batch_size // jax.process_count(),
+                                         config.batch_length,
+                                         seed=config.seed * 1000 + jax.process_index())
+  _, state, step_fn = build_mfwm(config, action_dim, mesh)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "mfwm"),
+                                  save_every=config.mfwm.save_every, keep=config.mfwm.keep,
+                                  config=configs.config_to_dict(config))
+  state, resumed = ckpt.restore_or_keep(state)
+  if resumed:
+    logging.info("mfwm: resumed from step %d", int(state.step))
+  try:
+    state = loop.train_loop(
+        stage="mfwm", state=state, step_fn=step_fn,
+        make_batch=lambda step: _check(sampler.sample(step), action_dim), mesh=mesh,
+        seed=config.seed, num_steps=config.mfwm.num_steps, log_every=config.mfwm.log_every,
+        checkpointer=ckpt, writer=MetricWriter(workdir, "mfwm"), progress=progress)
+  finally:
+    ckpt.close()
+  return state
+
+
+def _check(batch, action_dim):
+  wm_lib.check_batch(batch, action_dim)
+  return batch

@@ -1,0 +1,128 @@
+"""Orbax checkpoints: periodic atomic saves, keep-last-K, automatic resume, partial restore.
+
+Each checkpoint step directory holds two items: `state` (the train-state pytree) and
+`config` (the run's config as JSON), so a checkpoint always says what produced it.
+Orbax writes into a temporary directory and renames it when complete, so an interrupted
+save never shadows the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint cannot be read or does not match what the run expects."""
+
+
+class Checkpointer:
+  """Saves every `save_every` steps (and when forced), keeps the last `keep`."""
+
+  def __init__(self, directory: str, *, save_every: int, keep: int, config: dict[str, Any]):
+    self.directory = os.path.abspath(directory)
+    if save_every < 1 or keep < 1:
+      raise ValueError(f"checkpoint save_every={save_every} and keep={keep} must be >= 1")
+    self._config = config
+    self.save_every = save_every
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                           create=True, enable_async_checkpointing=False)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=("state", "config"))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def should_save(self, step: int) -> bool:
+    return step % self.save_every == 0
+
+  def save(self, step: int, state: Any, force: bool = False) -> bool:
+    """Saves `state` at `step` if it is a multiple of `save_every` (or `force`).
+
+    Returns whether it saved. An existing checkpoint of the same step is kept as it is.
+    """
+    if not (force or self.should_save(step)) or step in self._manager.all_steps():
+      return False
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              config=ocp.args.JsonSave(self._config))
+    saved = self._manager.save(step, args=args, force=True)
+    self._manager.wait_until_finished()
+    return saved
+
+  def restore(self, target: Any, step: int | None = None) -> Any:
+    """Restores into the structure, shapes, dtypes and shardings of `target`."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {self.directory}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    try:
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    except Exception as e:  # Orbax raises several types for unreadable or mismatched trees.
+      raise CheckpointError(
+          f"checkpoint {self.step_dir(step)} cannot be restored into the state built from the "
+          f"current config (different model sizes or a damaged checkpoint?): "
+          f"{type(e).__name__}: {e}") from e
+    return restored.state
+
+  def restore_or_keep(self, target: Any) -> tuple[Any, bool]:
+    """Restores the latest checkpoint if there is one, else returns `target` unchanged."""
+    if self.latest_step() is None:
+      return target, False
+    return self.restore(target), True
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def restore_subtree(directory: str, path: tuple[str, ...], step: int | None = None) -> Any:
+  """Restores one subtree of a saved state as numpy arrays, e.g. `('params', 'world_model')`.
+
+  Used to start a later stage (connector, behaviour) from a trained world model.
+  """
+  manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "config"),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise CheckpointError(f"no checkpoint in {os.path.abspath(directory)}")
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  except Exception as e:
+    raise CheckpointError(f"cannot read checkpoint {directory}/{step}: {e}") from e
+  tree = restored.state
+  for i, key in enumerate(path):
+    if not isinstance(tree, dict) or key not in tree:
+      have = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
+      raise CheckpointError(f"checkpoint {directory}/{step} has no entry "
+                            f"{'/'.join(path[:i + 1])}; found {have}")
+    tree = tree[key]
+  return jax.tree.map(np.asarray, tree)
+
+
+def read_checkpoint_config(directory: str, step: int | None = None) -> dict[str, Any]:
+  manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "config"),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise CheckpointError(f"no checkpoint in {os.path.abspath(directory)}")
+  return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+
+
+def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
+  """Writes JSON through a temporary file and a rename, so readers never see half a file."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)

@@ -1,0 +1,99 @@
+"""A generic training loop: sharded batches, per-step RNG, logging, NaN stop, checkpoints."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+import tqdm
+from jax.sharding import Mesh
+
+from genrl_jax.report.metrics import MetricWriter
+from genrl_jax.train import parallel
+from genrl_jax.train.checkpoints import Checkpointer
+from genrl_jax.train.state import TrainState, step_rng
+
+# Wait for the device at least this often: many undrained steps with cross-device
+# collectives on simulated CPU devices can abort XLA's rendezvous (platform notes).
+SYNC_EVERY = 8
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or the gradients became NaN or infinite."""
+
+
+def prefetch(make_batch: Callable[[int], dict[str, np.ndarray]], start: int, stop: int,
+             size: int = 2) -> Iterator[dict[str, np.ndarray]]:
+  """Yields `make_batch(step)` for `start <= step < stop`, computed `size` steps ahead in a
+  background thread so that the host prepares data while the device trains."""
+  q: queue.Queue = queue.Queue(maxsize=size)
+  stop_event = threading.Event()
+
+  def worker():
+    try:
+      for step in range(start, stop):
+        if stop_event.is_set():
+          return
+        q.put((step, make_batch(step)))
+    except BaseException as e:  # Surface data errors in the training thread.
+      q.put((None, e))
+
+  thread = threading.Thread(target=worker, daemon=True)
+  thread.start()
+  try:
+    for _ in range(start, stop):
+      step, item = q.get()
+      if step is None:
+        raise item
+      yield item
+  finally:
+    stop_event.set()
+    while thread.is_alive():  # Unblock a worker waiting on a full queue.
+      try:
+        q.get_nowait()
+      except queue.Empty:
+        thread.join(timeout=0.1)
+
+
+def check_finite(state: TrainState, stage: str) -> None:
+  bad = int(state.nonfinite_step)
+  if bad >= 0:
+    raise NonFiniteError(
+        f"[{stage}] the loss or gradients became non-finite at step {bad} (0-based update "
+        "index); training stopped and no checkpoint of a later step was written. Lower the "
+        "learning rate, check the data for NaNs, or use float32 compute.")
+
+
+def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
+               make_batch: Callable[[int], dict[str, np.ndarray]], mesh: Mesh, seed: int,
+               num_steps: int, log_every: int, checkpointer: Checkpointer | None,
+               writer: MetricWriter | None, progress: bool = True) -> TrainState:
+  """Runs `step_fn` from `state.step` to `num_steps`.
+
+  The batch of update `n` is `make_batch(n)` and its key `step_rng(seed, n)`, so a run that
+  resumes from a checkpoint at step `n` continues exactly as an uninterrupted one.
+  Saves through `checkpointer` at its interval and at the end.
+  """
+  start = int(state.step)
+  show = progress and jax.process_index() == 0
+  bar = tqdm.tqdm(total=num_steps, initial=start, desc=stage, disable=not show,
+                  dynamic_ncols=True)
+  for step, host_batch in zip(range(start, num_steps), prefetch(make_batch, start, num_steps)):
+    state, metrics = step_fn(state, parallel.shard_batch(host_batch, mesh), step_rng(seed, step))
+    done = step + 1
+    logging_now = done % log_every == 0 or done == num_steps
+    saving_now = checkpointer is not None and (
+        done == num_steps or checkpointer.should_save(done))
+    if logging_now or saving_now or done % SYNC_EVERY == 0:
+      check_finite(state, stage)
+    if logging_now and writer is not None:
+      scalars = writer.write(done, metrics)
+      bar.set_postfix({k: f"{scalars[k]:.4g}" for k in list(scalars)[:3]})
+    if saving_now:
+      checkpointer.save(done, state, force=done == num_steps)
+    bar.update(1)
+  bar.close()
+  return state

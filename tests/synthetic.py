@@ -1,0 +1,53 @@
+"""Small synthetic episodes and configs shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import ml_collections
+
+from genrl_jax import configs
+from genrl_jax.data import episodes as episodes_lib
+
+
+def random_episode(rng: np.random.Generator, length: int, action_dim: int = 6
+                   ) -> dict[str, np.ndarray]:
+  """An episode with smooth frames (a moving square) so that the model can learn them."""
+  t = np.arange(length)
+  obs = np.zeros((length, 64, 64, 3), np.uint8)
+  x0 = rng.integers(0, 40)
+  for i in range(length):
+    x = (x0 + 2 * i) % 48
+    obs[i, 20:36, x:x + 16] = (200, 120, 40)
+  return dict(observation=obs,
+              action=rng.uniform(-1, 1, (length, action_dim)).astype(np.float32),
+              reward=rng.normal(size=length).astype(np.float32),
+              discount=np.ones(length, np.float32), is_first=t == 0, is_last=t == length - 1,
+              is_terminal=np.zeros(length, bool))
+
+
+def write_episodes(directory: str, num: int = 3, length: int = 40, seed: int = 0) -> str:
+  rng = np.random.default_rng(seed)
+  for i in range(num):
+    episodes_lib.save_episode(directory, i, random_episode(rng, length))
+  return directory
+
+
+def micro_config(data_path: str = "", **overrides) -> ml_collections.ConfigDict:
+  """The `tiny` walker config shrunk further so that a handful of steps take seconds."""
+  c = configs.load_config("configs/walker.py:tiny")
+  with c.unlocked():
+    c.data.path = data_path
+    c.compute_dtype = "float32"
+    c.world_model.deter = c.world_model.hidden = 32
+    c.world_model.stoch = c.world_model.discrete = 4
+    c.world_model.mlp_units = 32
+    c.world_model.mlp_layers = 1
+    c.batch_size, c.batch_length = 8, 8
+    c.mfwm.num_steps, c.mfwm.log_every, c.mfwm.save_every = 6, 2, 3
+    for key, value in overrides.items():
+      target = c
+      *parents, leaf = key.split(".")
+      for p in parents:
+        target = target[p]
+      target[leaf] = value
+  return c
