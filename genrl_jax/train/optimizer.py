@@ -43,7 +43,8 @@ def lr_free_weight_decay(rate: float) -> optax.GradientTransformation:
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError("lr_free_weight_decay needs the params passed to update()")
-    return jax.tree.map(lambda u, p: u - rate * p, updates, params), state
+    # Written so that `p + update` rounds like torch's `p * (1 - rate) + adam_step`.
+    return jax.tree.map(lambda u, p: (p * (1.0 - rate) + u) - p, updates, params), state
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -1,0 +1,1 @@
+"""Interop with the reference PyTorch GenRL implementation (checkpoint conversion)."""

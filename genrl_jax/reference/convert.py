@@ -1,0 +1,392 @@
+"""Table-driven conversion between the reference PyTorch state dict and our Flax params.
+
+The reference (github.com/mazpie/genrl) stores an agent as a `GenRLAgent.state_dict()`
+with keys such as `wm.encoder._conv_model.0.weight` in torch layouts (spec section 11).
+Every mapping lives in one table of `Rule`s: a torch key pattern (relative to a prefix),
+the Flax param path it becomes, and the layout change of the array. The same table is
+read forwards (torch -> Flax) and backwards (Flax -> torch), so the two directions cannot
+disagree.
+
+Extension point: a component is a `RuleTable` (a namespace of torch keys plus its rules).
+`WORLD_MODEL` covers `wm.{encoder,rssm,heads.decoder,heads.reward}`. The connector
+(`wm.connector.*`: prior-only RSSM, `initial_state_pred`, `aligner`) and the behaviours
+(`_imag_behavior.*` / `_acting_behavior.*`: actor, critic, `_target_critic`, `ema_vals`)
+are added as further tables built from the same blocks (`rssm_prior_rules`, `mlp_rules`,
+`prefixed`) and converted with the generic `torch_to_flax` / `flax_to_torch`; the world
+model table already leaves `connector.` to that future table (`excluded`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from genrl_jax import world_model
+
+Params = dict[str, Any]
+
+
+class Layout(enum.Enum):
+  """How an array changes between the torch and the Flax layout."""
+  COPY = "copy"                # biases, LayerNorm weight (-> scale) and bias, buffers
+  LINEAR = "linear"            # nn.Linear (out, in) -> Dense kernel (in, out)
+  CONV = "conv"                # nn.Conv2d (O, I, kh, kw) -> Conv kernel (kh, kw, I, O)
+  # nn.ConvTranspose2d (I, O, kh, kw) -> ConvTranspose(transpose_kernel=True) kernel
+  # (kh, kw, O, I): the same axis permutation as CONV, named apart for readability.
+  CONV_TRANSPOSE = "conv_transpose"
+
+
+_TO_FLAX_AXES = {Layout.LINEAR: (1, 0), Layout.CONV: (2, 3, 1, 0),
+                 Layout.CONV_TRANSPOSE: (2, 3, 1, 0)}
+
+
+def _to_flax_array(x: np.ndarray, layout: Layout) -> np.ndarray:
+  x = np.asarray(x)
+  if layout is Layout.COPY:
+    return x.copy()
+  return np.ascontiguousarray(np.transpose(x, _TO_FLAX_AXES[layout]))
+
+
+def _to_torch_array(x: np.ndarray, layout: Layout) -> np.ndarray:
+  x = np.asarray(x)
+  if layout is Layout.COPY:
+    return x.copy()
+  return np.ascontiguousarray(np.transpose(x, np.argsort(_TO_FLAX_AXES[layout])))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """One torch key family <-> one Flax param path family.
+
+  `torch` and `flax` are templates with at most one `{i}` placeholder (a layer index);
+  `flax` is '/'-separated. The torch index is `stride * i + offset` (torch `Sequential`s
+  interleave layers with norms and activations, e.g. encoder convs sit at 0, 3, 6, 9 and
+  their norms at 1, 4, 7, 10), so both directions are exact inverses.
+  """
+  torch: str
+  flax: str
+  layout: Layout = Layout.COPY
+  stride: int = 1
+  offset: int = 0
+
+  def __post_init__(self):
+    if ("{i}" in self.torch) != ("{i}" in self.flax):
+      raise ValueError(f"rule {self}: both templates must have an index placeholder, or none")
+
+  @staticmethod
+  def _regex(template: str) -> re.Pattern[str]:
+    parts = template.split("{i}")
+    return re.compile(r"(\d+)".join(re.escape(p) for p in parts))
+
+  def match_torch(self, key: str) -> str | None:
+    """The Flax path of a relative torch key, or None if the rule does not apply."""
+    m = self._regex(self.torch).fullmatch(key)
+    if m is None:
+      return None
+    if not m.groups():
+      return self.flax
+    t = int(m.group(1))
+    if t < self.offset or (t - self.offset) % self.stride:
+      return None
+    return self.flax.format(i=(t - self.offset) // self.stride)
+
+  def match_flax(self, path: str) -> str | None:
+    """The relative torch key of a Flax path, or None if the rule does not apply."""
+    m = self._regex(self.flax).fullmatch(path)
+    if m is None:
+      return None
+    if not m.groups():
+      return self.torch
+    return self.torch.format(i=self.stride * int(m.group(1)) + self.offset)
+
+
+def prefixed(rules: Iterable[Rule], torch_prefix: str, flax_prefix: str) -> tuple[Rule, ...]:
+  """The same rules under a torch key prefix and a Flax path prefix (reuse of blocks)."""
+  return tuple(dataclasses.replace(r, torch=torch_prefix + r.torch, flax=flax_prefix + r.flax)
+               for r in rules)
+
+
+def _linear(torch: str, flax: str, stride: int = 1, offset: int = 0) -> tuple[Rule, ...]:
+  """nn.Linear `<torch>.weight/.bias` -> Dense `<flax>/kernel/bias`."""
+  return (Rule(f"{torch}.weight", f"{flax}/kernel", Layout.LINEAR, stride, offset),
+          Rule(f"{torch}.bias", f"{flax}/bias", Layout.COPY, stride, offset))
+
+
+def _layer_norm(torch: str, flax: str, stride: int = 1, offset: int = 0) -> tuple[Rule, ...]:
+  """nn.LayerNorm `<torch>.weight/.bias` -> LayerNorm `<flax>/scale/bias`."""
+  return (Rule(f"{torch}.weight", f"{flax}/scale", Layout.COPY, stride, offset),
+          Rule(f"{torch}.bias", f"{flax}/bias", Layout.COPY, stride, offset))
+
+
+def _dense_norm(torch: str, flax: str) -> tuple[Rule, ...]:
+  """A reference `Sequential(Linear, NormLayer)` -> our `DenseNormAct` (`dense`, `norm`)."""
+  return _linear(f"{torch}.0", f"{flax}/dense") + _layer_norm(f"{torch}.1._layer", f"{flax}/norm")
+
+
+def rssm_prior_rules() -> tuple[Rule, ...]:
+  """Prior half of `EnsembleRSSM` (ensemble member 0) -> our `RSSM` (shared with the
+  connector, which has no posterior layers)."""
+  return (_dense_norm("_img_in", "img_in")
+          + (Rule("_cell._layer.weight", "cell/dense/kernel", Layout.LINEAR),)
+          + _layer_norm("_cell._norm", "cell/norm")
+          + _dense_norm("_ensemble_img_out.0", "img_out")
+          + _linear("_ensemble_img_dist.0", "img_dist"))
+
+
+def rssm_posterior_rules() -> tuple[Rule, ...]:
+  """Posterior layers of the world-model RSSM."""
+  return _dense_norm("_obs_out", "obs_out") + _linear("_obs_dist", "obs_dist")
+
+
+def mlp_rules(out_layer: bool = True) -> tuple[Rule, ...]:
+  """Reference `MLP` (`dense{i}`, `norm{i}._layer`, `_out._out`) -> our `MLP`
+  (`layer{i}/dense`, `layer{i}/norm`, `out`). Reward head now; critic and actor later
+  (the actor adds `_out._std`)."""
+  rules = _linear("dense{i}", "layer{i}/dense") + _layer_norm("norm{i}._layer", "layer{i}/norm")
+  return rules + (_linear("_out._out", "out") if out_layer else ())
+
+
+def encoder_rules() -> tuple[Rule, ...]:
+  """`_conv_model.{3i}` = Conv2d, `.{3i+1}.norm` = ImgChLayerNorm (`3i+2` is the SiLU)."""
+  return (Rule("_conv_model.{i}.weight", "conv{i}/kernel", Layout.CONV, 3, 0),
+          Rule("_conv_model.{i}.bias", "conv{i}/bias", Layout.COPY, 3, 0)
+          ) + _layer_norm("_conv_model.{i}.norm", "norm{i}", 3, 1)
+
+
+def decoder_rules() -> tuple[Rule, ...]:
+  """`_conv_in.0` = Linear, `_conv_model.{3i}` = ConvTranspose2d, `.{3i+1}.norm` = LN (the
+  last block's norm is an identity without params)."""
+  return (_linear("_conv_in.0", "conv_in")
+          + (Rule("_conv_model.{i}.weight", "deconv{i}/kernel", Layout.CONV_TRANSPOSE, 3, 0),
+             Rule("_conv_model.{i}.bias", "deconv{i}/bias", Layout.COPY, 3, 0))
+          + _layer_norm("_conv_model.{i}.norm", "norm{i}", 3, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleTable:
+  """A component: the torch keys it owns (relative to the caller's prefix) and its rules.
+
+  A relative key is owned when it starts with one of `namespaces` and with none of
+  `excluded` (sub-namespaces owned by another table). An owned key that no rule maps is an
+  error, never silently dropped.
+  """
+  name: str
+  namespaces: tuple[str, ...]
+  rules: tuple[Rule, ...]
+  excluded: tuple[str, ...] = ()
+
+  def owns(self, key: str) -> bool:
+    return key.startswith(self.namespaces) and not key.startswith(self.excluded)
+
+
+# Keys relative to `wm.`; Flax paths of `WorldModel` params.
+WORLD_MODEL = RuleTable(
+    name="world model",
+    namespaces=("encoder.", "rssm.", "heads."),
+    rules=(prefixed(encoder_rules(), "encoder.", "encoder/")
+           + prefixed(rssm_prior_rules() + rssm_posterior_rules(), "rssm.", "rssm/")
+           + prefixed(decoder_rules(), "heads.decoder.", "decoder/")
+           + prefixed(mlp_rules(), "heads.reward.", "reward_head/")),
+    # `wm.connector.*` belongs to the connector table (a later issue), not to the WM.
+    excluded=("connector.",))
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for name, value in params.items():
+    path = f"{prefix}{name}"
+    if isinstance(value, Mapping):
+      flat.update(_flatten(value, path + "/"))
+    else:
+      flat[path] = value
+  return flat
+
+
+def _unflatten(flat: Mapping[str, Any]) -> Params:
+  tree: Params = {}
+  for path, value in flat.items():
+    node = tree
+    *parents, leaf = path.split("/")
+    for name in parents:
+      node = node.setdefault(name, {})
+    node[leaf] = value
+  return tree
+
+
+def torch_to_flax(state_dict: Mapping[str, Any], table: RuleTable, prefix: str = ""
+                  ) -> Params:
+  """Converts the keys of `state_dict` that `table` owns (under `prefix`).
+
+  Keys outside the table are ignored (they belong to other components); owned keys with
+  no rule raise a ValueError naming them. Does not check for missing keys (see
+  `check_params`). Returns a nested dict of numpy arrays in Flax layout.
+  """
+  flat, unknown = {}, []
+  for key, value in state_dict.items():
+    if not key.startswith(prefix) or not table.owns(key[len(prefix):]):
+      continue
+    rel = key[len(prefix):]
+    for rule in table.rules:
+      path = rule.match_torch(rel)
+      if path is not None:
+        flat[path] = _to_flax_array(np.asarray(value), rule.layout)
+        break
+    else:
+      unknown.append(key)
+  if unknown:
+    raise ValueError(f"{table.name}: no conversion rule for torch keys {sorted(unknown)}")
+  return _unflatten(flat)
+
+
+def _flax_rule(path: str, table: RuleTable) -> tuple[Rule, str] | tuple[None, None]:
+  """The rule mapping a Flax path and the relative torch key it gives."""
+  for rule in table.rules:
+    key = rule.match_flax(path)
+    if key is not None:
+      return rule, key
+  return None, None
+
+
+def flax_to_torch(params: Mapping[str, Any], table: RuleTable, prefix: str = ""
+                  ) -> dict[str, np.ndarray]:
+  """Inverse of `torch_to_flax`: Flax params (or grads, same tree) -> torch-layout dict.
+
+  Every leaf must be mapped by a rule (ValueError naming the unmapped paths).
+  """
+  out, unknown = {}, []
+  for path, value in _flatten(params).items():
+    rule, key = _flax_rule(path, table)
+    if rule is None:
+      unknown.append(path)
+    else:
+      out[prefix + key] = _to_torch_array(np.asarray(value), rule.layout)
+  if unknown:
+    raise ValueError(f"{table.name}: no conversion rule for Flax param paths {sorted(unknown)}")
+  return out
+
+
+def check_params(params: Mapping[str, Any], expected: Mapping[str, Any], table: RuleTable,
+                 prefix: str = "") -> None:
+  """Raises if `params` lacks a leaf of `expected` (KeyError naming the torch keys) or has
+  a leaf of another shape (ValueError). `expected` may hold `jax.ShapeDtypeStruct`s."""
+  have, want = _flatten(params), _flatten(expected)
+  name = lambda path: f"{prefix}{_flax_rule(path, table)[1]}"
+  missing = [name(p) for p in want if p not in have]
+  if missing:
+    raise KeyError(f"{table.name}: state dict is missing keys {sorted(missing)}")
+  extra = [name(p) for p in have if p not in want]
+  if extra:
+    raise ValueError(f"{table.name}: state dict has keys the model does not: {sorted(extra)}")
+  bad = [f"{name(p)}: {tuple(have[p].shape)} in Flax layout, expected {tuple(want[p].shape)}"
+         for p in want if tuple(have[p].shape) != tuple(want[p].shape)]
+  if bad:
+    raise ValueError(f"{table.name}: shape mismatch: {bad}")
+
+
+# --- world model ----------------------------------------------------------------------
+
+
+def _get(state_dict: Mapping[str, Any], key: str) -> np.ndarray:
+  if key not in state_dict:
+    raise KeyError(f"state dict is missing key {key!r} (needed to infer the model sizes)")
+  return np.asarray(state_dict[key])
+
+
+def _indexed(state_dict: Mapping[str, Any], template: str, stride: int = 1,
+             offset: int = 0) -> list[np.ndarray]:
+  """Arrays at `template.format(i=stride*i+offset)` for i = 0, 1, ... while present (at
+  least one: KeyError naming the first key otherwise)."""
+  out = [_get(state_dict, template.format(i=offset))]
+  while (key := template.format(i=stride * len(out) + offset)) in state_dict:
+    out.append(np.asarray(state_dict[key]))
+  return out
+
+
+def infer_world_model_sizes(state_dict: Mapping[str, Any], prefix: str = "wm.",
+                            discrete: int | None = None) -> dict[str, Any]:
+  """`WorldModel` constructor arguments read off the parameter shapes.
+
+  The shapes only give `stoch * discrete`: pass `discrete` (the reference default is 32,
+  the fixtures use 8) to get `stoch` and `discrete`; without it the result has
+  `stoch_flat` instead (enough for shapes: `WorldModel(stoch=stoch_flat, discrete=1)` has
+  the same params). Assumes 64x64 images (embed = 32 * cnn_depth).
+  """
+  p = prefix
+  enc = _indexed(state_dict, p + "encoder._conv_model.{i}.weight", 3)
+  dec = _indexed(state_dict, p + "heads.decoder._conv_model.{i}.weight", 3)
+  depth = enc[0].shape[0]
+  deter = _get(state_dict, p + "rssm._cell._layer.weight").shape[0] // 3
+  img_in = _get(state_dict, p + "rssm._img_in.0.weight")
+  stoch_flat = _get(state_dict, p + "rssm._ensemble_img_dist.0.weight").shape[0]
+  reward = _indexed(state_dict, p + "heads.reward.dense{i}.weight")
+  embed = 32 * depth
+  obs_in = _get(state_dict, p + "rssm._obs_out.0.weight").shape[1]
+  if obs_in not in (embed, embed + deter):
+    raise ValueError(f"{p}rssm._obs_out.0.weight takes {obs_in} inputs; expected the embed "
+                     f"({embed}) or deter + embed ({embed + deter})")
+  sizes = dict(action_dim=img_in.shape[1] - stoch_flat, deter=deter, hidden=img_in.shape[0],
+               cnn_depth=depth, encoder_kernels=tuple(w.shape[-1] for w in enc),
+               decoder_kernels=tuple(w.shape[-1] for w in dec),
+               mlp_units=reward[0].shape[0], mlp_layers=len(reward),
+               single_obs_posterior=obs_in == embed)
+  if discrete is None:
+    sizes["stoch_flat"] = stoch_flat
+  else:
+    if stoch_flat % discrete:
+      raise ValueError(f"stoch * discrete = {stoch_flat} is not divisible by discrete={discrete}")
+    sizes.update(stoch=stoch_flat // discrete, discrete=discrete)
+  return sizes
+
+
+def world_model_param_shapes(sizes: Mapping[str, Any]) -> Params:
+  """Param shapes (`jax.ShapeDtypeStruct`s) of the `WorldModel` with these sizes."""
+  kwargs = dict(sizes)
+  if "stoch_flat" in kwargs:
+    kwargs.update(stoch=kwargs.pop("stoch_flat"), discrete=1)
+  model = world_model.WorldModel(**kwargs)
+  return jax.eval_shape(lambda k: world_model.init_world_model(model, k), jax.random.PRNGKey(0))
+
+
+def torch_world_model_to_flax(state_dict: Mapping[str, Any], prefix: str = "wm.",
+                              strict: bool = True) -> Params:
+  """Reference `wm.{encoder,rssm,heads.decoder,heads.reward}.*` -> `WorldModel` params.
+
+  Args:
+    state_dict: torch key -> array (torch layout; numpy or anything `np.asarray` takes).
+      Keys outside `prefix` and the connector (`<prefix>connector.*`) are ignored.
+    prefix: where the world model sits in the state dict ('wm.' in a `GenRLAgent`).
+    strict: also require every world-model param (KeyError naming the missing torch
+      keys) and check shapes against a `WorldModel` built from the inferred sizes.
+      `strict=False` converts a subset (e.g. a fixture holding only the encoder).
+  Returns:
+    `{'encoder', 'rssm', 'decoder', 'reward_head'}` tree of float numpy arrays.
+  Raises:
+    ValueError naming world-model keys that no rule maps (e.g. a second ensemble member).
+  """
+  params = torch_to_flax(state_dict, WORLD_MODEL, prefix)
+  if strict:
+    expected = world_model_param_shapes(infer_world_model_sizes(state_dict, prefix))
+    check_params(params, expected, WORLD_MODEL, prefix)
+  return params
+
+
+def flax_world_model_to_torch(params: Mapping[str, Any], prefix: str = "wm."
+                              ) -> dict[str, np.ndarray]:
+  """`WorldModel` params (or a gradient tree of the same structure) -> torch state dict
+  entries under `prefix`, in torch layouts."""
+  return flax_to_torch(params, WORLD_MODEL, prefix)
+
+
+# Registry of the component tables; later issues add 'connector' and 'behavior'.
+TABLES: dict[str, RuleTable] = {"world_model": WORLD_MODEL}
+
+
+def torch_keys(state_dict: Mapping[str, Any], table: RuleTable, prefix: str = ""
+               ) -> Sequence[str]:
+  """The keys of `state_dict` that `table` owns under `prefix`, in their original order."""
+  return [k for k in state_dict if k.startswith(prefix) and table.owns(k[len(prefix):])]
