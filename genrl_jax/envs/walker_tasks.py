@@ -1,0 +1,72 @@
+"""GenRL's extra walker tasks (poses, flips, moving backwards) on dm_control's walker.
+
+The reference's walker model is the standard planar walker, so dm_control's model
+and initialisation are reused; only the rewards differ. ``walk``/``run``/``stand``
+are not here: they come from dm_control unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from dm_control.rl import control
+from dm_control.suite import walker
+from dm_control.utils import containers
+
+from genrl_jax.envs import poses
+
+TIME_LIMIT = 25.0
+CONTROL_TIMESTEP = 0.025
+WALKER_STAND_HEIGHT = 1.2  # dm_control walker's stand height (high_kick, urlb_flip)
+
+SUITE = containers.TaggedTasks()
+
+
+class Physics(poses.PlanarBodyMixin, walker.Physics):
+    """dm_control walker physics plus the planar read-outs used by the poses."""
+
+
+class YogaPlanarWalker(walker.PlanarWalker):
+    """dm_control's walker task (random joint initialisation) with another reward."""
+
+    def __init__(self, reward_fn, random=None):
+        super().__init__(move_speed=0, random=random)
+        self._reward_fn = reward_fn
+
+    def get_reward(self, physics):
+        return self._reward_fn(physics)
+
+
+REWARDS = {
+    "arabesque": poses.arabesque,
+    "lying_down": poses.lying_down,
+    "legs_up": poses.legs_up,
+    "high_kick": functools.partial(poses.high_kick, kick_height=WALKER_STAND_HEIGHT),
+    "one_foot": poses.one_foot,
+    "lunge_pose": poses.lunge_pose,
+    "sit_knees": poses.sit_knees,
+    "headstand": functools.partial(poses.flip, speed=0.0),
+    "flip": functools.partial(poses.flip, speed=poses.FLIP_SPEED),
+    "backflip": functools.partial(poses.flip, speed=-poses.FLIP_SPEED),
+    "flipping": poses.flipping,
+    "urlb_flip": functools.partial(poses.urlb_flip, stand_height=WALKER_STAND_HEIGHT),
+    "walk_backwards": functools.partial(poses.move_backwards, speed=poses.WALK_SPEED),
+    "run_backwards": functools.partial(poses.move_backwards, speed=poses.RUN_SPEED),
+}
+
+
+def _make_task_constructor(name):
+    def constructor(time_limit=TIME_LIMIT, random=None, environment_kwargs=None):
+        physics = Physics.from_xml_string(*walker.get_model_and_assets())
+        task = YogaPlanarWalker(REWARDS[name], random=random)
+        return control.Environment(physics, task, time_limit=time_limit,
+                                   control_timestep=CONTROL_TIMESTEP,
+                                   **(environment_kwargs or {}))
+
+    constructor.__name__ = name
+    return constructor
+
+
+for _name in REWARDS:
+    SUITE.add("custom")(_make_task_constructor(_name))
+del _name

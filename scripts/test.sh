@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up (scripts/setup.sh) and runs the whole test suite. Extra arguments go to pytest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+.venv/bin/python -m pytest -q "$@" tests
+status=$?
+# pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
+if [ $status -eq 5 ]; then
+  echo "test.sh: pytest collected no tests" >&2
+  exit 1
+fi
+exit $status

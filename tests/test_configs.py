@@ -1,0 +1,71 @@
+"""Experiment configs and the command line of experiments/main.py."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from genrl_jax import configs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOMAINS = ("walker", "cheetah", "quadruped", "stickman", "kitchen")
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+@pytest.mark.parametrize("variant", ["", ":paper", ":small", ":tiny"])
+def test_every_domain_config_loads_in_every_variant(domain, variant):
+  config = configs.load_config(f"configs/{domain}.py{variant}")
+  assert config.task.startswith(domain + "_")
+  wm = config.world_model
+  if variant in ("", ":paper"):
+    assert (wm.deter, wm.hidden, wm.stoch, wm.discrete, wm.cnn_depth) == (1024, 1024, 32, 32, 48)
+    assert (wm.mlp_units, wm.mlp_layers, config.batch_size, config.batch_length) == (
+        1024, 4, 48, 48)
+  if variant == ":small":
+    assert (wm.deter, wm.cnn_depth, wm.mlp_units, config.batch_size, config.batch_length) == (
+        512, 32, 512, 16, 32)
+  if variant == ":tiny":
+    assert config.mfwm.num_steps <= 1000 and config.data.collect_episodes <= 10
+
+
+def test_config_docstrings_state_the_command():
+  for domain in DOMAINS:
+    path = os.path.join(REPO, "experiments", "configs", f"{domain}.py")
+    with open(path) as f:
+      text = f.read()
+    assert f"python experiments/main.py --config=configs/{domain}.py" in text
+    assert "Produces:" in text
+
+
+def test_unknown_variant_and_unknown_file_are_refused():
+  with pytest.raises(ValueError, match="unknown config variant 'huge'"):
+    configs.load_config("configs/walker.py:huge")
+  with pytest.raises(FileNotFoundError, match="configs/walker.py"):
+    configs.load_config("configs/nowhere.py")
+  config = configs.load_config("configs/walker.py:tiny")
+  with pytest.raises(AttributeError):
+    config.not_a_key = 1  # configs are locked
+
+
+def _main(*args, cwd=REPO):
+  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", "main.py"), *args],
+                        cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_main_refuses_unknown_config_keys_and_modes(tmp_path):
+  result = _main("--config=configs/walker.py:tiny", "--config.world_model.nonsense=3",
+                 f"--workdir={tmp_path}")
+  assert result.returncode != 0 and "nonsense" in result.stderr
+  result = _main("--config=configs/walker.py:tiny", "--mode=dance", f"--workdir={tmp_path}")
+  assert result.returncode != 0 and "dance" in result.stderr
+  result = _main("--config=configs/nowhere.py", f"--workdir={tmp_path}")
+  assert result.returncode != 0 and "available" in result.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_main_reports_a_missing_dataset_path(tmp_path):
+  result = _main("--config=configs/walker.py:tiny", "--config.data.path=/no/such/dir",
+                 f"--workdir={tmp_path / 'w'}")
+  assert result.returncode != 0
+  assert "config.data.path='/no/such/dir' is not a directory" in result.stderr
