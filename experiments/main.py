@@ -37,8 +37,17 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the ru
 _MODE = flags.DEFINE_enum("mode", "all", ("all",) + ("data", "mfwm"), "Stage(s) to run.")
 
 
+class _OwnInfoOnly(logging.logging.Filter):
+  """Keeps INFO lines of genrl_jax and this script; libraries (Orbax, XLA) log many."""
+
+  def filter(self, record):
+    own = "genrl_jax" in record.pathname or record.pathname == __file__
+    return own or record.levelno >= logging.logging.WARNING
+
+
 def main(argv):
   del argv
+  logging.get_absl_handler().addFilter(_OwnInfoOnly())
   from genrl_jax import pipeline  # pylint: disable=g-import-not-at-top (after flag parsing)
   import jax  # pylint: disable=g-import-not-at-top
 

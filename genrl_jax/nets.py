@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genrl_jax.convs import Conv2, ConvTranspose2
+
 VECTOR_LN_EPS = 1e-5
 IMAGE_LN_EPS = 1e-3
 
@@ -75,11 +77,14 @@ class LayerNormGRU(nn.Module):
 class ConvEncoder(nn.Module):
   """Four [Conv(k, stride 2, VALID) -> channel LN (eps 1e-3) -> SiLU] blocks (spec 2.2).
 
+  `conv_impl` chooses how the strided convs are computed (see `genrl_jax.convs`).
+
   Input `(..., 64, 64, 3)` float in [-0.5, 0.5]; output `(..., 32 * depth)` flattened in the
   reference's (C, H, W) order so that reference weights load without permutation.
   """
   depth: int = 48
   kernels: Sequence[int] = (4, 4, 4, 4)
+  conv_impl: str = "auto"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -87,8 +92,7 @@ class ConvEncoder(nn.Module):
     batch_shape = image.shape[:-3]
     x = image.reshape((-1,) + image.shape[-3:]).astype(self.dtype)
     for i, k in enumerate(self.kernels):
-      x = nn.Conv(self.depth * 2 ** i, (k, k), strides=(2, 2), padding="VALID",
-                  dtype=self.dtype, name=f"conv{i}")(x)
+      x = Conv2(self.depth * 2 ** i, k, self.conv_impl, dtype=self.dtype, name=f"conv{i}")(x)
       x = nn.LayerNorm(epsilon=IMAGE_LN_EPS, dtype=self.dtype, name=f"norm{i}")(x)
       x = nn.silu(x)
     x = jnp.transpose(x, (0, 3, 1, 2))  # NHWC -> NCHW before flattening (reference order)
@@ -98,6 +102,7 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
   """Linear -> (1, 1, 32 * depth) -> four transposed convs (spec 2.5).
 
+  `conv_impl` chooses how the transposed convs are computed (see `genrl_jax.convs`).
   Input `(..., D)` (the flattened stoch); output mean image `(..., 64, 64, channels)` in the
   preprocessed space [-0.5, 0.5]. The first Linear (`conv_in`) is also the projection used
   by the GenRL reward.
@@ -105,15 +110,15 @@ class ConvDecoder(nn.Module):
   depth: int = 48
   kernels: Sequence[int] = (5, 5, 6, 6)
   channels: int = 3
+  conv_impl: str = "auto"
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
     self.conv_in = nn.Dense(32 * self.depth, dtype=self.dtype, name="conv_in")
     n = len(self.kernels)
     self.deconvs = [
-        nn.ConvTranspose(self.channels if i == n - 1 else self.depth * 2 ** (n - 2 - i),
-                         (k, k), strides=(2, 2), padding="VALID", transpose_kernel=True,
-                         dtype=self.dtype, name=f"deconv{i}")
+        ConvTranspose2(self.channels if i == n - 1 else self.depth * 2 ** (n - 2 - i), k,
+                       self.conv_impl, dtype=self.dtype, name=f"deconv{i}")
         for i, k in enumerate(self.kernels)]
     self.norms = [nn.LayerNorm(epsilon=IMAGE_LN_EPS, dtype=self.dtype, name=f"norm{i}")
                   for i in range(n - 1)]

@@ -117,14 +117,9 @@ def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   try:
     state = loop.train_loop(
         stage="mfwm", state=state, step_fn=step_fn,
-        make_batch=lambda step: _check(sampler.sample(step), action_dim), mesh=mesh,
+        make_batch=sampler.sample, mesh=mesh,
         seed=config.seed, num_steps=config.mfwm.num_steps, log_every=config.mfwm.log_every,
         checkpointer=ckpt, writer=MetricWriter(workdir, "mfwm"), progress=progress)
   finally:
     ckpt.close()
   return state
-
-
-def _check(batch, action_dim):
-  wm_lib.check_batch(batch, action_dim)
-  return batch

@@ -41,6 +41,7 @@ class WorldModel(nn.Module):
   mlp_units: int = 1024
   mlp_layers: int = 4
   single_obs_posterior: bool = True
+  conv_impl: str = "auto"
   dtype: jnp.dtype = jnp.float32
 
   def _rssm_fields(self) -> dict[str, Any]:
@@ -52,9 +53,11 @@ class WorldModel(nn.Module):
     return rssm.RSSM(**self._rssm_fields(), parent=None)
 
   def setup(self):
-    self.encoder = ConvEncoder(self.cnn_depth, tuple(self.encoder_kernels), dtype=self.dtype)
+    self.encoder = ConvEncoder(self.cnn_depth, tuple(self.encoder_kernels), self.conv_impl,
+                               dtype=self.dtype)
     self.rssm = rssm.RSSM(**self._rssm_fields())
-    self.decoder = ConvDecoder(self.cnn_depth, tuple(self.decoder_kernels), dtype=self.dtype)
+    self.decoder = ConvDecoder(self.cnn_depth, tuple(self.decoder_kernels), 3, self.conv_impl,
+                               dtype=self.dtype)
     self.reward_head = MLP(self.mlp_units, self.mlp_layers, out=dists.NUM_BUCKETS,
                            zero_init_out=True, dtype=self.dtype)
 
@@ -92,7 +95,7 @@ def make_world_model(config: ml_collections.ConfigDict, action_dim: int) -> Worl
       discrete=wm.discrete, cnn_depth=wm.cnn_depth, encoder_kernels=tuple(wm.encoder_kernels),
       decoder_kernels=tuple(wm.decoder_kernels), mlp_units=wm.mlp_units,
       mlp_layers=wm.mlp_layers, single_obs_posterior=wm.single_obs_posterior,
-      dtype=compute_dtype(config.compute_dtype))
+      conv_impl=wm.conv_impl, dtype=compute_dtype(config.compute_dtype))
 
 
 def compute_dtype(name: str) -> jnp.dtype:

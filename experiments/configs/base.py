@@ -42,6 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
   wm.mlp_units = 1024
   wm.mlp_layers = 4
   wm.single_obs_posterior = True
+  # How strided convs run: "auto" = XLA's own on accelerators, stride-1 rewrites on CPU
+  # (3x faster there); "native" | "stride1" | "taps" force one (genrl_jax/convs.py).
+  wm.conv_impl = "auto"
   wm.kl = ml_collections.ConfigDict(dict(free=1.0, forward=False, balance=0.85, free_avg=False))
   wm.loss_scales = ml_collections.ConfigDict(dict(kl=0.6, observation=1.0, reward=1.0))
   wm.optimizer = ml_collections.ConfigDict(dict(lr=1e-4, eps=1e-8, clip=1000.0, wd=1e-6))

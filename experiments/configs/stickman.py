@@ -6,8 +6,8 @@ Variants: `configs/stickman.py:small`, `configs/stickman.py:tiny`.
 
 Produces: in the workdir, the collected episodes (random policy, until the dataset issue
 lands), Orbax checkpoints of the world model under `mfwm/` and `metrics.jsonl`. With
-`:tiny` on a 2-core CPU: 4 random episodes and 300 world-model updates in a few minutes,
-observation loss falling from about 4.4e3 towards a few hundred.
+`:tiny` on a 2-core CPU: 4 random episodes and 300 world-model updates in about 3.5
+minutes, the observation loss falling from about 1.7e3 (step 50) to about 270 (step 300).
 """
 
 from configs import base

@@ -42,8 +42,10 @@ def world_model_train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
                            config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
   """One world-model update on a global batch `(B, T, ...)` (spec 2.7).
 
-  `config` is `config.world_model`. Params are `state.params['world_model']`.
+  `config` is `config.world_model`. Params are `state.params['world_model']`. The batch
+  layout is checked when the step is traced (shapes are static), at no run-time cost.
   """
+  wm_lib.check_batch(batch, model.action_dim)
   batch = dict(batch, is_first=batch["is_first"].astype(jnp.float32),
                reward=batch["reward"].astype(jnp.float32),
                action=batch["action"].astype(jnp.float32))

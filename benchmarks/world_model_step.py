@@ -1,0 +1,91 @@
+r"""World-model update throughput, compile time and peak memory on the present devices.
+
+  python benchmarks/world_model_step.py                 # small and paper sizes
+  python benchmarks/world_model_step.py --sizes=small --iters=5
+
+Sizes (issue 2): `small` = batch 16x32, deter/hidden 512, CNN multiplier 32, MLP 4x512;
+`paper` = batch 48x48, deter/hidden 1024, CNN multiplier 48, MLP 4x1024. The batch is
+random uint8 frames (the step's cost does not depend on the pixel values). Prints one line
+per size; the reference PyTorch code takes 1.58 s (small) and 17.6 s (paper) per world
+model + connector update on the 2-core CPU machine, of which the connector is 0.23 s and
+1.6 s.
+"""
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from genrl_jax import configs, pipeline  # pylint: disable=wrong-import-position
+from genrl_jax.train import parallel  # pylint: disable=wrong-import-position
+from genrl_jax.train.state import step_rng  # pylint: disable=wrong-import-position
+
+REFERENCE_SECONDS = {"small": (1.58, 0.23), "paper": (17.6, 1.6)}  # (WM + connector, connector)
+ACTION_DIM = 6
+
+
+def make_batch(batch_size, length, seed=0):
+  rng = np.random.default_rng(seed)
+  is_first = np.zeros((batch_size, length), bool)
+  is_first[:, 0] = True
+  return {
+      "observation": rng.integers(0, 256, (batch_size, length, 64, 64, 3), dtype=np.uint8),
+      "action": rng.uniform(-1, 1, (batch_size, length, ACTION_DIM)).astype(np.float32),
+      "reward": rng.normal(size=(batch_size, length)).astype(np.float32),
+      "is_first": is_first,
+  }
+
+
+def peak_memory_mb():
+  stats = [d.memory_stats() or {} for d in jax.local_devices()]
+  peaks = [s.get("peak_bytes_in_use") for s in stats if s.get("peak_bytes_in_use")]
+  if peaks:
+    return f"device peak {max(peaks) / 2**20:.0f} MiB"
+  return f"host peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+
+
+def bench(size, iters, dtype):
+  config = configs.load_config(f"configs/walker.py:{size}")
+  with config.unlocked():
+    config.compute_dtype = dtype
+  mesh = parallel.make_mesh()
+  _, state, step_fn = pipeline.build_mfwm(config, ACTION_DIM, mesh)
+  batch = parallel.shard_batch(make_batch(config.batch_size, config.batch_length), mesh)
+  t0 = time.perf_counter()
+  compiled = step_fn.lower(state, batch, step_rng(0, 0)).compile()
+  compile_s = time.perf_counter() - t0
+  times = []
+  for i in range(iters + 1):
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batch, step_rng(0, i))
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  median = statistics.median(times[1:])  # the first call also transfers and warms caches
+  ref_total, ref_connector = REFERENCE_SECONDS[size]
+  ref_wm = ref_total - ref_connector
+  print(f"{size:5s} batch {config.batch_size}x{config.batch_length} "
+        f"{jax.device_count()}x{jax.devices()[0].device_kind} {config.compute_dtype}: "
+        f"{1 / median:.3f} updates/s ({median:.3f} s/update, median of {iters}), "
+        f"compile {compile_s:.1f} s, {peak_memory_mb()}; reference WM-only {ref_wm:.2f} s "
+        f"-> speed-up x{ref_wm / median:.1f}", flush=True)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--sizes", default="small,paper")
+  parser.add_argument("--iters", type=int, default=5)
+  parser.add_argument("--dtype", default="auto", help="compute dtype: auto|float32|bfloat16")
+  args = parser.parse_args()
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} devices")
+  for size in args.sizes.split(","):
+    bench(size, args.iters, args.dtype)
+
+
+if __name__ == "__main__":
+  main()
