@@ -1,14 +1,15 @@
-r"""World-model update throughput, compile time and peak memory on the present devices.
+r"""World-model and MFWM update throughput, compile time and peak memory on the present devices.
 
-  python benchmarks/world_model_step.py                 # small and paper sizes
-  python benchmarks/world_model_step.py --sizes=small --iters=5
+  python benchmarks/world_model_step.py                 # small and paper, WM and MFWM
+  python benchmarks/world_model_step.py --sizes=small --models=mfwm --iters=5
 
 Sizes (issue 2): `small` = batch 16x32, deter/hidden 512, CNN multiplier 32, MLP 4x512;
 `paper` = batch 48x48, deter/hidden 1024, CNN multiplier 48, MLP 4x1024. The batch is
-random uint8 frames (the step's cost does not depend on the pixel values). Prints one line
-per size; the reference PyTorch code takes 1.58 s (small) and 17.6 s (paper) per world
-model + connector update on the 2-core CPU machine, of which the connector is 0.23 s and
-1.6 s.
+random uint8 frames and random unit embeddings (the step's cost does not depend on the
+values). `wm` times the world-model update alone, `mfwm` the world model + connector +
+aligner update. Prints one line per (size, model); the reference PyTorch code takes 1.58 s
+(small) and 17.6 s (paper) per world model + connector update on the 2-core CPU machine, of
+which the connector is 0.23 s and 1.6 s.
 """
 
 import argparse
@@ -30,16 +31,21 @@ REFERENCE_SECONDS = {"small": (1.58, 0.23), "paper": (17.6, 1.6)}  # (WM + conne
 ACTION_DIM = 6
 
 
-def make_batch(batch_size, length, seed=0):
+def make_batch(batch_size, length, embed_dim=None, seed=0):
   rng = np.random.default_rng(seed)
   is_first = np.zeros((batch_size, length), bool)
   is_first[:, 0] = True
-  return {
+  batch = {
       "observation": rng.integers(0, 256, (batch_size, length, 64, 64, 3), dtype=np.uint8),
       "action": rng.uniform(-1, 1, (batch_size, length, ACTION_DIM)).astype(np.float32),
       "reward": rng.normal(size=(batch_size, length)).astype(np.float32),
       "is_first": is_first,
   }
+  if embed_dim:
+    embed = rng.normal(size=(batch_size, length, embed_dim))
+    batch["vlm_embedding"] = (embed / np.linalg.norm(embed, axis=-1, keepdims=True)).astype(
+        np.float32)
+  return batch
 
 
 def peak_memory_mb():
@@ -50,13 +56,16 @@ def peak_memory_mb():
   return f"host peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
 
 
-def bench(size, iters, dtype):
+def bench(size, model, iters, dtype):
   config = configs.load_config(f"configs/walker.py:{size}")
   with config.unlocked():
     config.compute_dtype = dtype
   mesh = parallel.make_mesh()
-  _, state, step_fn = pipeline.build_mfwm(config, ACTION_DIM, mesh)
-  batch = parallel.shard_batch(make_batch(config.batch_size, config.batch_length), mesh)
+  with_connector = model == "mfwm"
+  _, state, step_fn = pipeline.build_mfwm(config, ACTION_DIM, mesh, with_connector)
+  embed_dim = config.connector.embed_dim if with_connector else None
+  batch = parallel.shard_batch(make_batch(config.batch_size, config.batch_length, embed_dim),
+                               mesh)
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, batch, step_rng(0, 0)).compile()
   compile_s = time.perf_counter() - t0
@@ -68,23 +77,25 @@ def bench(size, iters, dtype):
     times.append(time.perf_counter() - t0)
   median = statistics.median(times[1:])  # the first call also transfers and warms caches
   ref_total, ref_connector = REFERENCE_SECONDS[size]
-  ref_wm = ref_total - ref_connector
-  print(f"{size:5s} batch {config.batch_size}x{config.batch_length} "
+  ref = ref_total if with_connector else ref_total - ref_connector
+  print(f"{size:5s} {model:4s} batch {config.batch_size}x{config.batch_length} "
         f"{jax.device_count()}x{jax.devices()[0].device_kind} {config.compute_dtype}: "
         f"{1 / median:.3f} updates/s ({median:.3f} s/update, median of {iters}), "
-        f"compile {compile_s:.1f} s, {peak_memory_mb()}; reference WM-only {ref_wm:.2f} s "
-        f"-> speed-up x{ref_wm / median:.1f}", flush=True)
+        f"compile {compile_s:.1f} s, {peak_memory_mb()}; reference {ref:.2f} s/update "
+        f"-> speed-up x{ref / median:.2f}", flush=True)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--sizes", default="small,paper")
+  parser.add_argument("--models", default="wm,mfwm", help="wm: world model; mfwm: + connector")
   parser.add_argument("--iters", type=int, default=5)
   parser.add_argument("--dtype", default="auto", help="compute dtype: auto|float32|bfloat16")
   args = parser.parse_args()
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} devices")
   for size in args.sizes.split(","):
-    bench(size, args.iters, args.dtype)
+    for model in args.models.split(","):
+      bench(size, model, args.iters, args.dtype)
 
 
 if __name__ == "__main__":

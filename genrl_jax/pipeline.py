@@ -2,8 +2,9 @@
 
 * `data`: use `config.data.path`, or collect random-policy episodes into
   `<workdir>/episodes` (skipped when they are all there; resumes otherwise).
-* `mfwm`: train the multimodal foundation world model; resumes from `<workdir>/mfwm`.
-  (This issue trains the world model part; connector and aligner join in a later stage.)
+* `mfwm`: train the multimodal foundation world model (world model, connector, aligner;
+  the world model alone when the episodes have no VLM embeddings); resumes from
+  `<workdir>/mfwm`.
 
 Everything a stage writes lives in the workdir; a stage never deletes anything there.
 """
@@ -15,19 +16,20 @@ import os
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from genrl_jax import collect, configs
-from genrl_jax import world_model as wm_lib
+from genrl_jax import mfwm as mfwm_lib
 from genrl_jax.data import episodes as episodes_lib
 from genrl_jax.report.metrics import MetricWriter
-from genrl_jax.train import checkpoints, loop, optimizer, parallel, steps
+from genrl_jax.train import checkpoints, loop, parallel, steps
 from genrl_jax.train.state import TrainState
 
 STAGES = ("data", "mfwm")
 # Keys that may differ between a workdir's saved config and a resumed run's config.
 RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.keep",
-                  "data.collect_episodes")
+                  "data.collect_episodes", "mfwm.init_world_model_from")
 
 
 class WorkdirMismatchError(ValueError):
@@ -85,29 +87,75 @@ def run_data(config: ml_collections.ConfigDict, workdir: str) -> str:
   return directory
 
 
-def build_mfwm(config: ml_collections.ConfigDict, action_dim: int, mesh: jax.sharding.Mesh):
-  """The model, optimizer, a fresh replicated state and the jitted train step."""
-  model = wm_lib.make_world_model(config, action_dim)
-  opt = optimizer.make_optimizer(config.world_model.optimizer)
+def build_mfwm(config: ml_collections.ConfigDict, action_dim: int, mesh: jax.sharding.Mesh,
+               with_connector: bool = True):
+  """The MFWM modules, a fresh replicated train state and the jitted train step."""
+  mfwm = mfwm_lib.make_mfwm(config, action_dim, with_connector)
+  opt = mfwm_lib.make_optimizer(config)
   init_key = jax.random.fold_in(jax.random.key(config.seed), 0x5EED)
-  params = {"world_model": wm_lib.init_world_model(model, init_key)}
+  params = mfwm_lib.init_params(mfwm, init_key)
+  if config.mfwm.init_world_model_from:
+    params["world_model"] = _restore_world_model(config.mfwm.init_world_model_from,
+                                                 params["world_model"])
   state = parallel.replicate(TrainState.create(params, opt), mesh)
-  step_fn = steps.jit_train_step(steps.world_model_train_step, mesh, state, model=model,
-                                 optimizer=opt, config=config.world_model)
-  return model, state, step_fn
+  step_fn = steps.jit_train_step(steps.mfwm_train_step, mesh, state, mfwm=mfwm, optimizer=opt,
+                                 config=config)
+  return mfwm, state, step_fn
+
+
+def _restore_world_model(directory: str, fresh: dict) -> dict:
+  restored = checkpoints.restore_subtree(directory, ("params", "world_model"))
+  want = jax.tree.map(lambda x: (x.shape, str(x.dtype)), fresh)
+  have = jax.tree.map(lambda x: (x.shape, str(x.dtype)), restored)
+  if want != have:
+    raise checkpoints.CheckpointError(
+        f"config.mfwm.init_world_model_from={directory!r}: its world model does not match the "
+        "sizes of this config (world_model.* keys)")
+  return restored
+
+
+def _has_embeddings(episodes: list[dict], embed_dim: int) -> bool:
+  have = [("vlm_embedding" in e) for e in episodes]
+  if not any(have):
+    return False
+  if not all(have):
+    raise episodes_lib.DatasetError(
+        f"{have.count(False)} of {len(have)} episodes have no 'vlm_embedding'; embed the "
+        "whole dataset or none of it")
+  dims = {e["vlm_embedding"].shape[-1] for e in episodes}
+  if dims != {embed_dim}:
+    raise episodes_lib.DatasetError(
+        f"'vlm_embedding' has dimension {sorted(dims)}; config.connector.embed_dim is "
+        f"{embed_dim}")
+  return True
+
+
+def _finite_embeddings(batch: dict) -> dict:
+  if "vlm_embedding" in batch and not np.isfinite(batch["vlm_embedding"]).all():
+    raise episodes_lib.DatasetError("batch['vlm_embedding'] (B, T, E) holds NaN or infinite "
+                                    "values; recompute the dataset's embeddings")
+  return batch
 
 
 def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
              ) -> TrainState:
-  """Trains the world model on the episodes of the data stage; resumes automatically."""
+  """Trains the MFWM on the episodes of the data stage; resumes automatically."""
   episodes = episodes_lib.load_episodes(episodes_dir(config, workdir))
   action_dim = episodes[0]["action"].shape[-1]
+  with_connector = config.mfwm.train_connector and _has_embeddings(
+      episodes, config.connector.embed_dim)
+  if config.mfwm.train_connector and not with_connector:
+    logging.warning("mfwm: the dataset has no 'vlm_embedding'; training the world model "
+                    "alone (the connector and aligner need embedded episodes)")
+  if with_connector and config.batch_length % config.connector.n_frames:
+    raise ValueError(f"config.batch_length={config.batch_length} is not a multiple of "
+                     f"config.connector.n_frames={config.connector.n_frames}")
   mesh = parallel.make_mesh()
   parallel.check_divisible(config.batch_size, mesh, "config.batch_size")
   sampler = episodes_lib.SequenceSampler(episodes, config.batch_size // jax.process_count(),
                                          config.batch_length,
                                          seed=config.seed * 1000 + jax.process_index())
-  _, state, step_fn = build_mfwm(config, action_dim, mesh)
+  _, state, step_fn = build_mfwm(config, action_dim, mesh, with_connector)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "mfwm"),
                                   save_every=config.mfwm.save_every, keep=config.mfwm.keep,
                                   config=configs.config_to_dict(config))
@@ -117,7 +165,7 @@ def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   try:
     state = loop.train_loop(
         stage="mfwm", state=state, step_fn=step_fn,
-        make_batch=sampler.sample, mesh=mesh,
+        make_batch=lambda step: _finite_embeddings(sampler.sample(step)), mesh=mesh,
         seed=config.seed, num_steps=config.mfwm.num_steps, log_every=config.mfwm.log_every,
         checkpointer=ckpt, writer=MetricWriter(workdir, "mfwm"), progress=progress)
   finally:

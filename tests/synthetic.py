@@ -9,26 +9,39 @@ from genrl_jax import configs
 from genrl_jax.data import episodes as episodes_lib
 
 
-def random_episode(rng: np.random.Generator, length: int, action_dim: int = 6
-                   ) -> dict[str, np.ndarray]:
-  """An episode with smooth frames (a moving square) so that the model can learn them."""
+def random_episode(rng: np.random.Generator, length: int, action_dim: int = 6,
+                   embed_dim: int | None = None) -> dict[str, np.ndarray]:
+  """An episode with smooth frames (a moving square) so that the model can learn them.
+
+  With `embed_dim`, adds `vlm_embedding (T, E)`: a fixed unit vector per square position
+  (a deterministic function of the frame), zero for the first 7 steps as in the reference.
+  """
   t = np.arange(length)
   obs = np.zeros((length, 64, 64, 3), np.uint8)
   x0 = rng.integers(0, 40)
   for i in range(length):
     x = (x0 + 2 * i) % 48
     obs[i, 20:36, x:x + 16] = (200, 120, 40)
-  return dict(observation=obs,
-              action=rng.uniform(-1, 1, (length, action_dim)).astype(np.float32),
-              reward=rng.normal(size=length).astype(np.float32),
-              discount=np.ones(length, np.float32), is_first=t == 0, is_last=t == length - 1,
-              is_terminal=np.zeros(length, bool))
+  episode = dict(observation=obs,
+                 action=rng.uniform(-1, 1, (length, action_dim)).astype(np.float32),
+                 reward=rng.normal(size=length).astype(np.float32),
+                 discount=np.ones(length, np.float32), is_first=t == 0,
+                 is_last=t == length - 1, is_terminal=np.zeros(length, bool))
+  if embed_dim:
+    codes = np.random.default_rng(1234).normal(size=(48, embed_dim))
+    codes /= np.linalg.norm(codes, axis=-1, keepdims=True)
+    positions = (x0 + 2 * t) % 48
+    emb = codes[positions].astype(np.float32)
+    emb[:7] = 0.0
+    episode["vlm_embedding"] = emb
+  return episode
 
 
-def write_episodes(directory: str, num: int = 3, length: int = 40, seed: int = 0) -> str:
+def write_episodes(directory: str, num: int = 3, length: int = 40, seed: int = 0,
+                   embed_dim: int | None = None) -> str:
   rng = np.random.default_rng(seed)
   for i in range(num):
-    episodes_lib.save_episode(directory, i, random_episode(rng, length))
+    episodes_lib.save_episode(directory, i, random_episode(rng, length, embed_dim=embed_dim))
   return directory
 
 
@@ -43,6 +56,7 @@ def micro_config(data_path: str = "", **overrides) -> ml_collections.ConfigDict:
     c.world_model.mlp_units = 32
     c.world_model.mlp_layers = 1
     c.batch_size, c.batch_length = 8, 8
+    c.connector.embed_dim = 16
     c.mfwm.num_steps, c.mfwm.log_every, c.mfwm.save_every = 6, 2, 3
     for key, value in overrides.items():
       target = c

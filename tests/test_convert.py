@@ -131,3 +131,151 @@ def test_other_prefix():
   params = convert.torch_world_model_to_flax(state_dict, prefix="agent.wm.")
   back = convert.flax_world_model_to_torch(params, prefix="agent.wm.")
   assert len(back) == 61 and all(k.startswith("agent.wm.") for k in back)
+
+
+# --- connector + aligner, and the whole `wm.*` (MFWM) ---------------------------------
+
+from genrl_jax import connector as connector_lib  # noqa: E402
+
+
+def _wm_keys(state_dict) -> list[str]:
+  return [k for k in state_dict if k.startswith("wm.")]
+
+
+def test_connector_keys_are_the_49_of_the_spec():
+  state_dict = _state_dict()
+  keys = list(convert.torch_keys(state_dict, convert.CONNECTOR, "wm.connector."))
+  assert len(keys) == 49
+  assert sum(k.startswith("wm.connector.aligner.") for k in keys) == 26
+  assert len(_wm_keys(state_dict)) == 110
+
+
+def test_mfwm_round_trip_all_110_wm_keys():
+  state_dict = _state_dict()
+  params = convert.torch_mfwm_to_flax(state_dict)
+  assert sorted(params) == ["aligner", "connector", "world_model"]
+  back = convert.flax_mfwm_to_torch(params)
+  keys = _wm_keys(state_dict)
+  assert sorted(back) == sorted(keys)
+  for key in keys:
+    assert back[key].dtype == state_dict[key].dtype, key
+    np.testing.assert_array_equal(back[key], state_dict[key], err_msg=key)
+
+
+def test_connector_round_trip_and_parts():
+  state_dict = _state_dict()
+  params = convert.torch_connector_to_flax(state_dict)
+  assert sorted(params) == ["aligner", "connector"]
+  back = convert.flax_connector_to_torch(params)
+  assert len(back) == 49
+  for key, value in back.items():
+    np.testing.assert_array_equal(value, state_dict[key], err_msg=key)
+  # Either part alone (e.g. aligner gradients) converts back on its own.
+  only_aligner = convert.flax_connector_to_torch({"aligner": params["aligner"]})
+  assert len(only_aligner) == 26 and all(".aligner." in k for k in only_aligner)
+
+
+def test_connector_tree_matches_the_modules():
+  state_dict = _state_dict()
+  sizes = convert.infer_connector_sizes(state_dict, discrete=8)
+  assert sizes == dict(embed_dim=32, n_frames=8, deter=64, hidden=64, stoch=8, discrete=8)
+  params = convert.torch_connector_to_flax(state_dict)
+  connector = connector_lib.Connector(**sizes)
+  aligner = connector_lib.Aligner(embed_dim=32)
+  expected = {
+      "connector": jax.eval_shape(lambda k: connector.init(k, jax.numpy.zeros((1, 40))),
+                                  jax.random.PRNGKey(0))["params"],
+      "aligner": jax.eval_shape(lambda k: aligner.init(k, jax.numpy.zeros((1, 32))),
+                                jax.random.PRNGKey(0))["params"]}
+  assert jax.tree.structure(params) == jax.tree.structure(expected)
+  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected)):
+    assert got.shape == want.shape
+
+
+def test_connector_layouts():
+  state_dict = _state_dict()
+  params = convert.torch_connector_to_flax(state_dict)
+  c, a = params["connector"], params["aligner"]
+  p = "wm.connector."
+  np.testing.assert_array_equal(c["rssm"]["img_in"]["dense"]["kernel"],
+                                state_dict[p + "_img_in.0.weight"].T)
+  np.testing.assert_array_equal(c["rssm"]["cell"]["dense"]["kernel"],
+                                state_dict[p + "_cell._layer.weight"].T)
+  np.testing.assert_array_equal(c["rssm"]["img_out"]["norm"]["scale"],
+                                state_dict[p + "_ensemble_img_out.0.1._layer.weight"])
+  np.testing.assert_array_equal(c["rssm"]["img_dist"]["bias"],
+                                state_dict[p + "_ensemble_img_dist.0.bias"])
+  for torch_i, flax_path in (("0", ("layer0", "dense", "kernel")),
+                             ("3", ("layer1", "dense", "kernel")),
+                             ("6", ("out", "kernel"))):
+    leaf = c["initial_net"]
+    for name in flax_path:
+      leaf = leaf[name]
+    np.testing.assert_array_equal(leaf, state_dict[f"{p}initial_state_pred.{torch_i}.weight"].T)
+  np.testing.assert_array_equal(c["initial_net"]["layer1"]["norm"]["bias"],
+                                state_dict[p + "initial_state_pred.4._layer.bias"])
+  np.testing.assert_array_equal(a["up1"]["res_proj"]["kernel"],
+                                state_dict[p + "aligner.up.1.res_proj.weight"].T)
+  np.testing.assert_array_equal(a["mid0"]["norm"]["scale"],
+                                state_dict[p + "aligner.mid.0.norm_layer._layer.weight"])
+  assert "norm" not in a["up0"] and "res_proj" not in a["up0"]
+
+
+@pytest.mark.parametrize("key", ["wm.connector._cell._norm.bias",
+                                 "wm.connector.initial_state_pred.4._layer.weight",
+                                 "wm.connector.aligner.up.1.res_proj.bias",
+                                 "wm.connector.aligner.mid.1.norm_layer._layer.weight",
+                                 "wm.rssm._obs_dist.bias"])
+def test_mfwm_missing_key_raises_naming_it(key):
+  state_dict = _state_dict()
+  del state_dict[key]
+  with pytest.raises(KeyError, match=key.replace(".", r"\.")):
+    convert.torch_mfwm_to_flax(state_dict)
+
+
+@pytest.mark.parametrize("key", ["wm.connector._obs_out.0.weight",  # deleted in the reference
+                                 "wm.connector._ensemble_img_dist.1.weight",
+                                 "wm.connector.aligner.down.0.extra",
+                                 "wm.connector.clip_const",
+                                 "wm.discount_head.weight"])
+def test_mfwm_unknown_key_raises_naming_it(key):
+  state_dict = _state_dict()
+  state_dict[key] = np.zeros((3,), np.float32)
+  with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+    convert.torch_mfwm_to_flax(state_dict)
+
+
+@pytest.mark.parametrize("key", ["wm.connector.aligner.up.2.layer.weight",
+                                 "wm.connector.aligner.up.0.res_proj.bias"])
+def test_connector_extra_layer_raises_naming_it(key):
+  # Matches a rule, but the modules built from the inferred sizes have no such param.
+  state_dict = _state_dict()
+  state_dict[key] = np.zeros((32, 32) if key.endswith("weight") else (32,), np.float32)
+  with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+    convert.torch_connector_to_flax(state_dict)
+
+
+def test_connector_wrong_rank_raises_naming_it():
+  state_dict = _state_dict()
+  key = "wm.connector.initial_state_pred.3.weight"
+  state_dict[key] = np.zeros((64,), np.float32)
+  with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+    convert.torch_connector_to_flax(state_dict)
+
+
+def test_connector_wrong_shape_raises_naming_it():
+  state_dict = _state_dict()
+  key = "wm.connector.aligner.down.1.res_proj.weight"
+  state_dict[key] = np.zeros((16, 33), np.float32)
+  with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+    convert.torch_connector_to_flax(state_dict)
+
+
+def test_mfwm_ignores_other_components_and_unknown_parts():
+  state_dict = _state_dict()
+  assert any(k.startswith("_imag_behavior.") for k in state_dict)  # ignored, not an error
+  params = convert.torch_mfwm_to_flax(state_dict)
+  with pytest.raises(ValueError, match="behavior"):
+    convert.flax_mfwm_to_torch({**params, "behavior": {}})
+  with pytest.raises(ValueError, match="connector/extra/kernel"):
+    convert.flax_connector_to_torch({"connector": {"extra": {"kernel": np.zeros((2, 2))}}})

@@ -12,28 +12,31 @@ from genrl_jax.train import loop, parallel
 from genrl_jax.train.state import step_rng
 
 
-def _batch(config, seed=0):
+def _batch(config, seed=0, embed=False):
   rng = np.random.default_rng(seed)
-  eps = [synthetic.random_episode(rng, config.batch_length) for _ in range(config.batch_size)]
+  dim = config.connector.embed_dim if embed else None
+  eps = [synthetic.random_episode(rng, config.batch_length, embed_dim=dim)
+         for _ in range(config.batch_size)]
   return {k: np.stack([e[k] for e in eps]) for k in eps[0]}
 
 
-def _run(config, devices, num_steps):
+def _run(config, devices, num_steps, with_connector):
   mesh = parallel.make_mesh(devices)
-  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh)
+  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh, with_connector)
   history = []
   for step in range(num_steps):
-    state, metrics = step_fn(state, parallel.shard_batch(_batch(config, step), mesh),
-                             step_rng(config.seed, step))
+    batch = _batch(config, step, embed=with_connector)
+    state, metrics = step_fn(state, parallel.shard_batch(batch, mesh), step_rng(config.seed, step))
     history.append(jax.device_get(metrics))
   return jax.device_get(state), history
 
 
-def test_world_model_step_on_1_device_equals_8_devices():
+@pytest.mark.parametrize("with_connector", [False, True], ids=["world_model", "mfwm"])
+def test_train_step_on_1_device_equals_8_devices(with_connector):
   assert jax.device_count() == 8, "conftest.py should simulate 8 CPU devices"
   config = synthetic.micro_config()
-  one, hist_one = _run(config, jax.devices()[:1], 3)
-  eight, hist_eight = _run(config, jax.devices(), 3)
+  one, hist_one = _run(config, jax.devices()[:1], 3, with_connector)
+  eight, hist_eight = _run(config, jax.devices(), 3, with_connector)
   # Same global batch and keys: only the order of the cross-device reductions differs.
   for a, b in zip(hist_one, hist_eight):
     for k in a:
@@ -48,7 +51,7 @@ def test_world_model_step_on_1_device_equals_8_devices():
 def test_world_model_step_output_is_replicated_and_state_donated():
   config = synthetic.micro_config()
   mesh = parallel.make_mesh()
-  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh)
+  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh, with_connector=False)
   old_leaf = jax.tree.leaves(state.params)[0]
   state, _ = step_fn(state, parallel.shard_batch(_batch(config), mesh), step_rng(0, 0))
   leaf = jax.tree.leaves(state.params)[0]
@@ -60,7 +63,7 @@ def test_world_model_step_output_is_replicated_and_state_donated():
 def test_world_model_loss_goes_down_on_a_fixed_batch():
   config = synthetic.micro_config(**{"world_model.optimizer.lr": 1e-3})
   mesh = parallel.make_mesh(jax.devices()[:1])
-  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh)
+  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh, with_connector=False)
   batch = parallel.shard_batch(_batch(config), mesh)
   losses = []
   for step in range(30):
@@ -72,7 +75,7 @@ def test_world_model_loss_goes_down_on_a_fixed_batch():
 def test_non_finite_loss_stops_training_with_the_step_named():
   config = synthetic.micro_config()
   mesh = parallel.make_mesh(jax.devices()[:1])
-  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh)
+  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh, with_connector=False)
 
   def make_batch(step):
     batch = _batch(config, step)
@@ -108,9 +111,10 @@ def test_batch_size_not_divisible_by_device_count_is_refused():
 def test_compute_dtype_bfloat16_keeps_float32_params_and_distributions():
   config = synthetic.micro_config(compute_dtype="bfloat16")
   mesh = parallel.make_mesh(jax.devices()[:1])
-  model, state, step_fn = pipeline.build_mfwm(config, 6, mesh)
-  assert model.dtype == jnp.bfloat16
-  state, metrics = step_fn(state, parallel.shard_batch(_batch(config), mesh), step_rng(0, 0))
+  mfwm, state, step_fn = pipeline.build_mfwm(config, 6, mesh)
+  assert mfwm.world_model.dtype == jnp.bfloat16 and mfwm.connector.dtype == jnp.bfloat16
+  batch = parallel.shard_batch(_batch(config, embed=True), mesh)
+  state, metrics = step_fn(state, batch, step_rng(0, 0))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
   assert all(np.isfinite(float(v)) for v in metrics.values())
   with pytest.raises(ValueError, match="compute_dtype='float16'"):

@@ -49,7 +49,26 @@ def base_config() -> ml_collections.ConfigDict:
   wm.loss_scales = ml_collections.ConfigDict(dict(kl=0.6, observation=1.0, reward=1.0))
   wm.optimizer = ml_collections.ConfigDict(dict(lr=1e-4, eps=1e-8, clip=1000.0, wd=1e-6))
 
+  cn = c.connector = ml_collections.ConfigDict()
+  cn.embed_dim = 512  # VLM embedding size E
+  cn.n_frames = 8  # frames per VLM clip; the connector's chunk length
+  cn.rescale_embeds = True  # multiply embeddings by sqrt(E)
+  cn.temporal_embeds = False  # the reference zeroes the n_frames temporal one-hot
+  cn.lafite_noise = 0.5  # aligner training corruption strength
+  cn.loss_scale = 1.0
+  cn.kl = ml_collections.ConfigDict(dict(free=0.0, forward=True, balance=0.8, free_avg=False))
+  cn.optimizer = ml_collections.ConfigDict(dict(lr=1e-4, eps=1e-8, clip=1000.0, wd=1e-6))
+  # The reference's shared Adam decays connector weights twice per iteration; True
+  # reproduces that, False (default) decays once like every other parameter.
+  cn.double_weight_decay = False
+
   c.mfwm = ml_collections.ConfigDict()
+  # Train the connector and aligner too (needs `vlm_embedding` in the dataset; without it
+  # the stage trains the world model alone and says so).
+  c.mfwm.train_connector = True
+  # A checkpoint directory whose params/world_model initialise the world model (e.g. a
+  # world-model-only run); empty: random initialisation.
+  c.mfwm.init_world_model_from = ""
   c.mfwm.num_steps = 500_000
   c.mfwm.log_every = 1000
   c.mfwm.save_every = 10_000

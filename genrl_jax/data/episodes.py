@@ -20,6 +20,8 @@ import numpy as np
 
 EPISODE_KEYS = ("observation", "action", "reward", "discount", "is_first", "is_last",
                 "is_terminal")
+# Optional per-step keys: `vlm_embedding (T, E)`, the embedding of the frames t-7..t.
+OPTIONAL_KEYS = ("vlm_embedding",)
 Episode = dict[str, np.ndarray]
 
 
@@ -38,7 +40,8 @@ def save_episode(directory: str, index: int, episode: Mapping[str, np.ndarray]) 
   length = len(episode["observation"])
   path = episode_path(directory, index, length)
   tmp = path + ".tmp.npz"
-  np.savez_compressed(tmp, **{k: np.asarray(episode[k]) for k in EPISODE_KEYS})
+  keys = EPISODE_KEYS + tuple(k for k in OPTIONAL_KEYS if k in episode)
+  np.savez_compressed(tmp, **{k: np.asarray(episode[k]) for k in keys})
   os.replace(tmp, path)
   return path
 
@@ -58,7 +61,7 @@ def check_episode(episode: Mapping[str, np.ndarray], where: str) -> None:
     raise DatasetError(f"{where}: 'observation' is {obs.dtype}{obs.shape}; expected uint8 "
                        "(T, 64, 64, 3)")
   length = len(obs)
-  for key in EPISODE_KEYS[1:]:
+  for key in EPISODE_KEYS[1:] + tuple(k for k in OPTIONAL_KEYS if k in episode):
     if len(episode[key]) != length:
       raise DatasetError(f"{where}: {key!r} has {len(episode[key])} rows; 'observation' has "
                          f"{length}")
@@ -92,6 +95,9 @@ class SequenceSampler:
     if short:
       raise DatasetError(f"episodes {short} are shorter than the sequence length {length}")
     self.episodes = episodes
+    # Optional keys are sampled when every episode has them.
+    self.keys = EPISODE_KEYS + tuple(k for k in OPTIONAL_KEYS
+                                     if all(k in e for e in episodes))
     self.batch_size = batch_size
     self.length = length
     self.seed = seed
@@ -104,5 +110,5 @@ class SequenceSampler:
     for i in which:
       episode = self.episodes[i]
       start = rng.integers(0, len(episode["observation"]) - self.length + 1)
-      windows.append({k: episode[k][start:start + self.length] for k in EPISODE_KEYS})
-    return {k: np.stack([w[k] for w in windows]) for k in EPISODE_KEYS}
+      windows.append({k: episode[k][start:start + self.length] for k in self.keys})
+    return {k: np.stack([w[k] for w in windows]) for k in self.keys}

@@ -8,12 +8,13 @@ read forwards (torch -> Flax) and backwards (Flax -> torch), so the two directio
 disagree.
 
 Extension point: a component is a `RuleTable` (a namespace of torch keys plus its rules).
-`WORLD_MODEL` covers `wm.{encoder,rssm,heads.decoder,heads.reward}`. The connector
-(`wm.connector.*`: prior-only RSSM, `initial_state_pred`, `aligner`) and the behaviours
-(`_imag_behavior.*` / `_acting_behavior.*`: actor, critic, `_target_critic`, `ema_vals`)
-are added as further tables built from the same blocks (`rssm_prior_rules`, `mlp_rules`,
-`prefixed`) and converted with the generic `torch_to_flax` / `flax_to_torch`; the world
-model table already leaves `connector.` to that future table (`excluded`).
+`WORLD_MODEL` covers `wm.{encoder,rssm,heads.decoder,heads.reward}`; `CONNECTOR` covers
+`wm.connector.*` (prior-only RSSM, `initial_state_pred`, `aligner`) and gives our
+`{'connector', 'aligner'}` params. `torch_mfwm_to_flax` converts all `wm.*` keys (world
+model + connector + aligner) at once. The behaviours (`_imag_behavior.*` /
+`_acting_behavior.*`: actor, critic, `_target_critic`, `ema_vals`) are further tables built
+from the same blocks (`rssm_prior_rules`, `mlp_rules`, `prefixed`) and converted with the
+generic `torch_to_flax` / `flax_to_torch`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
+from genrl_jax import connector as connector_lib
 from genrl_jax import world_model
 
 Params = dict[str, Any]
@@ -45,15 +47,23 @@ _TO_FLAX_AXES = {Layout.LINEAR: (1, 0), Layout.CONV: (2, 3, 1, 0),
                  Layout.CONV_TRANSPOSE: (2, 3, 1, 0)}
 
 
-def _to_flax_array(x: np.ndarray, layout: Layout) -> np.ndarray:
+def _check_rank(x: np.ndarray, layout: Layout, name: str) -> None:
+  if layout is not Layout.COPY and x.ndim != len(_TO_FLAX_AXES[layout]):
+    raise ValueError(f"{name}: a {layout.value} weight has {len(_TO_FLAX_AXES[layout])} axes, "
+                     f"got shape {tuple(x.shape)}")
+
+
+def _to_flax_array(x: np.ndarray, layout: Layout, name: str = "array") -> np.ndarray:
   x = np.asarray(x)
+  _check_rank(x, layout, name)
   if layout is Layout.COPY:
     return x.copy()
   return np.ascontiguousarray(np.transpose(x, _TO_FLAX_AXES[layout]))
 
 
-def _to_torch_array(x: np.ndarray, layout: Layout) -> np.ndarray:
+def _to_torch_array(x: np.ndarray, layout: Layout, name: str = "array") -> np.ndarray:
   x = np.asarray(x)
+  _check_rank(x, layout, name)
   if layout is Layout.COPY:
     return x.copy()
   return np.ascontiguousarray(np.transpose(x, np.argsort(_TO_FLAX_AXES[layout])))
@@ -192,8 +202,41 @@ WORLD_MODEL = RuleTable(
            + prefixed(rssm_prior_rules() + rssm_posterior_rules(), "rssm.", "rssm/")
            + prefixed(decoder_rules(), "heads.decoder.", "decoder/")
            + prefixed(mlp_rules(), "heads.reward.", "reward_head/")),
-    # `wm.connector.*` belongs to the connector table (a later issue), not to the WM.
+    # `wm.connector.*` belongs to the connector table, not to the WM.
     excluded=("connector.",))
+
+
+def initial_state_rules() -> tuple[Rule, ...]:
+  """`VideoSSM.initial_state_pred` = Sequential(Linear, NormLayer, SiLU, Linear, NormLayer,
+  SiLU, Linear) -> our `MLP(hidden, 2, out=deter)` (`layer{0,1}/{dense,norm}`, `out`)."""
+  return (_linear("initial_state_pred.0", "layer0/dense")
+          + _layer_norm("initial_state_pred.1._layer", "layer0/norm")
+          + _linear("initial_state_pred.3", "layer1/dense")
+          + _layer_norm("initial_state_pred.4._layer", "layer1/norm")
+          + _linear("initial_state_pred.6", "out"))
+
+
+def aligner_rules() -> tuple[Rule, ...]:
+  """`UNetDenoiser` `{down,mid,up}.{i}` `ResidualLinear`s (`layer`, `norm_layer._layer`,
+  `res_proj`) -> our `Aligner` `{down,mid,up}{i}/{layer,norm,res_proj}` (a block without a
+  norm (`up.0`) or with an identity residual simply has no such keys)."""
+  rules: tuple[Rule, ...] = ()
+  for group in ("down", "mid", "up"):
+    rules += (_linear(f"{group}.{{i}}.layer", f"{group}{{i}}/layer")
+              + _layer_norm(f"{group}.{{i}}.norm_layer._layer", f"{group}{{i}}/norm")
+              + _linear(f"{group}.{{i}}.res_proj", f"{group}{{i}}/res_proj"))
+  return rules
+
+
+# Keys relative to `wm.connector.` (every key there is owned: the reference deletes the
+# posterior layers `_obs_out`/`_obs_dist`, so finding them is an error); Flax paths of the
+# `{'connector': Connector params, 'aligner': Aligner params}` tree.
+CONNECTOR = RuleTable(
+    name="connector",
+    namespaces=("",),
+    rules=(prefixed(rssm_prior_rules(), "", "connector/rssm/")
+           + prefixed(initial_state_rules(), "", "connector/initial_net/")
+           + prefixed(aligner_rules(), "aligner.", "aligner/")))
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -234,7 +277,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], table: RuleTable, prefix: str =
     for rule in table.rules:
       path = rule.match_torch(rel)
       if path is not None:
-        flat[path] = _to_flax_array(np.asarray(value), rule.layout)
+        flat[path] = _to_flax_array(np.asarray(value), rule.layout, key)
         break
     else:
       unknown.append(key)
@@ -264,7 +307,7 @@ def flax_to_torch(params: Mapping[str, Any], table: RuleTable, prefix: str = ""
     if rule is None:
       unknown.append(path)
     else:
-      out[prefix + key] = _to_torch_array(np.asarray(value), rule.layout)
+      out[prefix + key] = _to_torch_array(np.asarray(value), rule.layout, path)
   if unknown:
     raise ValueError(f"{table.name}: no conversion rule for Flax param paths {sorted(unknown)}")
   return out
@@ -382,8 +425,123 @@ def flax_world_model_to_torch(params: Mapping[str, Any], prefix: str = "wm."
   return flax_to_torch(params, WORLD_MODEL, prefix)
 
 
-# Registry of the component tables; later issues add 'connector' and 'behavior'.
-TABLES: dict[str, RuleTable] = {"world_model": WORLD_MODEL}
+# --- connector and aligner ------------------------------------------------------------
+
+
+def infer_connector_sizes(state_dict: Mapping[str, Any], prefix: str = "wm.connector.",
+                          discrete: int | None = None) -> dict[str, Any]:
+  """`Connector` constructor arguments read off the parameter shapes.
+
+  As for the world model, the shapes only give `stoch * discrete`: pass `discrete` to get
+  `stoch` and `discrete`, else the result has `stoch_flat`. `embed_dim` comes from the
+  aligner's first layer, `n_frames` = initial-state input width - `embed_dim`.
+  """
+  p = prefix
+  deter = _get(state_dict, p + "_cell._layer.weight").shape[0] // 3
+  img_in = _get(state_dict, p + "_img_in.0.weight")
+  stoch_flat = _get(state_dict, p + "_ensemble_img_dist.0.weight").shape[0]
+  action_dim = _get(state_dict, p + "initial_state_pred.0.weight").shape[1]
+  embed_dim = _get(state_dict, p + "aligner.down.0.layer.weight").shape[1]
+  if img_in.shape[1] != stoch_flat + action_dim:
+    raise ValueError(f"{p}_img_in.0.weight takes {img_in.shape[1]} inputs; expected stoch "
+                     f"({stoch_flat}) + embedding-action ({action_dim}) = "
+                     f"{stoch_flat + action_dim}")
+  if action_dim < embed_dim:
+    raise ValueError(f"{p}initial_state_pred.0.weight takes {action_dim} inputs, fewer than "
+                     f"the aligner's embedding dim {embed_dim}")
+  sizes = dict(embed_dim=embed_dim, n_frames=action_dim - embed_dim, deter=deter,
+               hidden=img_in.shape[0])
+  if discrete is None:
+    sizes["stoch_flat"] = stoch_flat
+  else:
+    if stoch_flat % discrete:
+      raise ValueError(f"stoch * discrete = {stoch_flat} is not divisible by discrete={discrete}")
+    sizes.update(stoch=stoch_flat // discrete, discrete=discrete)
+  return sizes
+
+
+def connector_param_shapes(sizes: Mapping[str, Any]) -> Params:
+  """`{'connector', 'aligner'}` param shapes (`jax.ShapeDtypeStruct`s) for these sizes."""
+  kwargs = dict(sizes)
+  if "stoch_flat" in kwargs:
+    kwargs.update(stoch=kwargs.pop("stoch_flat"), discrete=1)
+  connector = connector_lib.Connector(**kwargs)
+  aligner = connector_lib.Aligner(embed_dim=connector.embed_dim)
+
+  def init(key):
+    k1, k2 = jax.random.split(key)
+    return {"connector": connector.init(k1, jax.numpy.zeros((1, connector.action_dim)))["params"],
+            "aligner": aligner.init(k2, jax.numpy.zeros((1, connector.embed_dim)))["params"]}
+
+  return jax.eval_shape(init, jax.random.PRNGKey(0))
+
+
+def torch_connector_to_flax(state_dict: Mapping[str, Any], prefix: str = "wm.connector.",
+                            strict: bool = True) -> Params:
+  """Reference `wm.connector.*` (`VideoSSM` incl. `initial_state_pred` and `aligner`) ->
+  `{'connector': Connector params, 'aligner': Aligner params}`.
+
+  Keys outside `prefix` are ignored; every key under it must be mapped (ValueError naming
+  the others). `strict` also requires every param (KeyError naming the missing torch keys)
+  and checks the shapes against modules built from the inferred sizes.
+  """
+  params = torch_to_flax(state_dict, CONNECTOR, prefix)
+  if strict:
+    expected = connector_param_shapes(infer_connector_sizes(state_dict, prefix))
+    check_params(params, expected, CONNECTOR, prefix)
+  return params
+
+
+def flax_connector_to_torch(params: Mapping[str, Any], prefix: str = "wm.connector."
+                            ) -> dict[str, np.ndarray]:
+  """`{'connector', 'aligner'}` params (or gradients; either part may be left out) ->
+  torch state dict entries under `prefix`, in torch layouts."""
+  return flax_to_torch(params, CONNECTOR, prefix)
+
+
+# --- whole multimodal-foundation world model (`wm.*`) ----------------------------------
+
+MFWM_PARTS = ("world_model", "connector", "aligner")
+
+
+def torch_mfwm_to_flax(state_dict: Mapping[str, Any], prefix: str = "wm.",
+                       strict: bool = True) -> Params:
+  """All reference `wm.*` keys -> `{'world_model', 'connector', 'aligner'}`.
+
+  Keys outside `prefix` (e.g. the behaviours) are ignored; a key under `prefix` that
+  belongs to neither the world model nor the connector raises a ValueError naming it.
+  `strict` as in `torch_world_model_to_flax` / `torch_connector_to_flax` (missing keys
+  raise a KeyError naming them).
+  """
+  foreign = [k for k in state_dict if k.startswith(prefix)
+             and not WORLD_MODEL.owns(k[len(prefix):])
+             and not k[len(prefix):].startswith("connector.")]
+  if foreign:
+    raise ValueError(f"no conversion rule for torch keys {sorted(foreign)} (neither world "
+                     f"model {list(WORLD_MODEL.namespaces)} nor connector)")
+  params = {"world_model": torch_world_model_to_flax(state_dict, prefix, strict)}
+  params.update(torch_connector_to_flax(state_dict, prefix + "connector.", strict))
+  return params
+
+
+def flax_mfwm_to_torch(params: Mapping[str, Any], prefix: str = "wm."
+                       ) -> dict[str, np.ndarray]:
+  """Inverse of `torch_mfwm_to_flax` (params or gradients; parts may be left out)."""
+  unknown = sorted(set(params) - set(MFWM_PARTS))
+  if unknown:
+    raise ValueError(f"unknown parts {unknown}; expected a subset of {list(MFWM_PARTS)}")
+  out = {}
+  if "world_model" in params:
+    out.update(flax_world_model_to_torch(params["world_model"], prefix))
+  rest = {k: params[k] for k in ("connector", "aligner") if k in params}
+  if rest:
+    out.update(flax_connector_to_torch(rest, prefix + "connector."))
+  return out
+
+
+# Registry of the component tables (keys relative to `wm.` and `wm.connector.`); a later
+# issue adds 'behavior'.
+TABLES: dict[str, RuleTable] = {"world_model": WORLD_MODEL, "connector": CONNECTOR}
 
 
 def torch_keys(state_dict: Mapping[str, Any], table: RuleTable, prefix: str = ""

@@ -33,28 +33,38 @@ def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def lr_free_weight_decay(rate: float) -> optax.GradientTransformation:
-  """Adds `-rate * params` to the updates: `p <- (1 - rate) p + update` (spec 1.9)."""
+def lr_free_weight_decay(rate: float, times: int = 1) -> optax.GradientTransformation:
+  """Adds what turns `p + update` into `p (1 - rate)^times + update` (spec 1.9).
+
+  `times=2` reproduces the reference's connector, whose parameters the shared Adam decays
+  once in the world-model step and again in the connector step.
+  """
 
   def init_fn(params):
     del params
     return optax.EmptyState()
 
+  def decayed(p):
+    for _ in range(times):  # one multiply per optimizer call, rounding as torch does
+      p = p * (1.0 - rate)
+    return p
+
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError("lr_free_weight_decay needs the params passed to update()")
     # Written so that `p + update` rounds like torch's `p * (1 - rate) + adam_step`.
-    return jax.tree.map(lambda u, p: (p * (1.0 - rate) + u) - p, updates, params), state
+    return jax.tree.map(lambda u, p: (decayed(p) + u) - p, updates, params), state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(config: ml_collections.ConfigDict, decay_times: int = 1
+                   ) -> optax.GradientTransformation:
   """Clip -> Adam -> lr-independent decay, from `{lr, eps, clip, wd}`."""
   parts = []
   if config.clip:
     parts.append(clip_by_global_norm_torch(config.clip))
   parts += [optax.scale_by_adam(b1=0.9, b2=0.999, eps=config.eps), optax.scale(-config.lr)]
   if config.wd:
-    parts.append(lr_free_weight_decay(config.wd))
+    parts.append(lr_free_weight_decay(config.wd, decay_times))
   return optax.chain(*parts)

@@ -11,6 +11,8 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
+from genrl_jax import connector as connector_lib
+from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
 from genrl_jax.train import parallel
 from genrl_jax.train.state import TrainState
@@ -24,7 +26,7 @@ def apply_gradients(state: TrainState, grads: Any, optimizer: optax.GradientTran
                     loss: jax.Array) -> tuple[TrainState, jax.Array]:
   """One optimizer update; records the first step with a non-finite loss or gradient.
 
-  Returns the new state and the pre-clip global gradient norm.
+  Returns the new state and the pre-clip global gradient norm over all parameters.
   """
   grad_norm = optax.tree.norm(grads)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -37,25 +39,40 @@ def apply_gradients(state: TrainState, grads: Any, optimizer: optax.GradientTran
   return new_state, grad_norm
 
 
-def world_model_train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
-                           model: wm_lib.WorldModel, optimizer: optax.GradientTransformation,
-                           config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
-  """One world-model update on a global batch `(B, T, ...)` (spec 2.7).
+def mfwm_train_step(state: TrainState, batch: Batch, rng: jax.Array, *, mfwm: mfwm_lib.MFWM,
+                    optimizer: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
+  """One MFWM update on a global batch `(B, T, ...)`.
 
-  `config` is `config.world_model`. Params are `state.params['world_model']`. The batch
-  layout is checked when the step is traced (shapes are static), at no run-time cost.
+  The world model learns end to end (spec 2.7); the connector and aligner learn on the
+  detached posterior (spec 3.4), when the MFWM has them (then the batch also holds
+  `vlm_embedding (B, T, E)`). Both losses are summed: they act on disjoint parameters.
+  The batch layout is checked when the step is traced (shapes are static), at no run-time
+  cost.
   """
-  wm_lib.check_batch(batch, model.action_dim)
+  wm_lib.check_batch(batch, mfwm.world_model.action_dim)
   batch = dict(batch, is_first=batch["is_first"].astype(jnp.float32),
                reward=batch["reward"].astype(jnp.float32),
                action=batch["action"].astype(jnp.float32))
+  if mfwm.has_connector and "vlm_embedding" not in batch:
+    raise ValueError("batch has no 'vlm_embedding' (B, T, E): the connector and aligner "
+                     "learn from per-step VLM embeddings")
+  k_wm, k_conn = jax.random.split(rng)
 
   def loss_fn(params):
-    return wm_lib.world_model_loss(model, params["world_model"], batch, rng, config)
+    loss, (metrics, post) = wm_lib.world_model_loss(mfwm.world_model, params["world_model"],
+                                                     batch, k_wm, config.world_model)
+    if mfwm.has_connector:
+      conn_loss, conn_metrics = connector_lib.connector_loss(
+          mfwm.connector, mfwm.aligner, params, batch["vlm_embedding"], post, k_conn,
+          config.connector)
+      loss = loss + conn_loss
+      metrics = {**metrics, **conn_metrics}
+    return loss, metrics
 
-  (loss, (metrics, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state, grad_norm = apply_gradients(state, grads, optimizer, loss)
-  return state, dict(metrics, model_grad_norm=grad_norm)
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state, _ = apply_gradients(state, grads, optimizer, loss)
+  return state, {**metrics, **mfwm_lib.group_grad_norms(grads)}
 
 
 def jit_train_step(step_fn: StepFn, mesh: Mesh, state: TrainState, **static: Any) -> StepFn:
