@@ -56,10 +56,11 @@ def peak_memory_mb():
   return f"host peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
 
 
-def bench(size, model, iters, dtype):
+def bench(size, model, iters, dtype, conv_impl):
   config = configs.load_config(f"configs/walker.py:{size}")
   with config.unlocked():
     config.compute_dtype = dtype
+    config.world_model.conv_impl = conv_impl
   mesh = parallel.make_mesh()
   with_connector = model == "mfwm"
   _, state, step_fn = pipeline.build_mfwm(config, ACTION_DIM, mesh, with_connector)
@@ -79,7 +80,8 @@ def bench(size, model, iters, dtype):
   ref_total, ref_connector = REFERENCE_SECONDS[size]
   ref = ref_total if with_connector else ref_total - ref_connector
   print(f"{size:5s} {model:4s} batch {config.batch_size}x{config.batch_length} "
-        f"{jax.device_count()}x{jax.devices()[0].device_kind} {config.compute_dtype}: "
+        f"{jax.device_count()}x{jax.devices()[0].device_kind} {config.compute_dtype} "
+        f"conv_impl={conv_impl}: "
         f"{1 / median:.3f} updates/s ({median:.3f} s/update, median of {iters}), "
         f"compile {compile_s:.1f} s, {peak_memory_mb()}; reference {ref:.2f} s/update "
         f"-> speed-up x{ref / median:.2f}", flush=True)
@@ -91,11 +93,12 @@ def main():
   parser.add_argument("--models", default="wm,mfwm", help="wm: world model; mfwm: + connector")
   parser.add_argument("--iters", type=int, default=5)
   parser.add_argument("--dtype", default="auto", help="compute dtype: auto|float32|bfloat16")
+  parser.add_argument("--conv_impl", default="auto", help="auto|native|stride1|taps")
   args = parser.parse_args()
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} devices")
   for size in args.sizes.split(","):
     for model in args.models.split(","):
-      bench(size, model, args.iters, args.dtype)
+      bench(size, model, args.iters, args.dtype, args.conv_impl)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-r"""Cheetah (dm_control half-cheetah, 6 actuators): the GenRL world model for cheetah tasks.
+r"""Cheetah (dm_control half-cheetah, 6 actuators): the GenRL MFWM for cheetah tasks.
 
 Command (from the repository root):
   python experiments/main.py --config=configs/cheetah.py --workdir=workdirs/cheetah
 Variants: `configs/cheetah.py:small`, `configs/cheetah.py:tiny`.
 
-Produces: collected random episodes, world-model checkpoints under `mfwm/` and
+Produces: collected random episodes, MFWM checkpoints under `mfwm/` (the world model
+alone while the episodes carry no VLM embeddings) and
 `metrics.jsonl` in the workdir. `:tiny` trains in a few minutes on a 2-core CPU.
 """
 

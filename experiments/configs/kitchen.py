@@ -1,10 +1,11 @@
-r"""Franka kitchen (9-D actions): the GenRL world model for the kitchen tasks.
+r"""Franka kitchen (9-D actions): the GenRL MFWM for the kitchen tasks.
 
 Command (from the repository root; needs `pip install -e .[kitchen]`):
   python experiments/main.py --config=configs/kitchen.py --workdir=workdirs/kitchen
 Variants: `configs/kitchen.py:small`, `configs/kitchen.py:tiny`.
 
-Produces: collected random episodes, world-model checkpoints under `mfwm/` and
+Produces: collected random episodes, MFWM checkpoints under `mfwm/` (the world model
+alone while the episodes carry no VLM embeddings) and
 `metrics.jsonl` in the workdir. Kitchen episodes are 140 agent steps; with the reference's
 render settings a frame takes about 0.4-0.6 s on CPU, so `:tiny` (fast render settings)
 is the practical choice there.

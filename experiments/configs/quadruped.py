@@ -1,10 +1,11 @@
-r"""Quadruped (dm_control, 12 actuators, camera 2): the GenRL world model for quadruped tasks.
+r"""Quadruped (dm_control, 12 actuators, camera 2): the GenRL MFWM for quadruped tasks.
 
 Command (from the repository root):
   python experiments/main.py --config=configs/quadruped.py --workdir=workdirs/quadruped
 Variants: `configs/quadruped.py:small`, `configs/quadruped.py:tiny`.
 
-Produces: collected random episodes, world-model checkpoints under `mfwm/` and
+Produces: collected random episodes, MFWM checkpoints under `mfwm/` (the world model
+alone while the episodes carry no VLM embeddings) and
 `metrics.jsonl` in the workdir. `:tiny` trains in a few minutes on a 2-core CPU.
 """
 

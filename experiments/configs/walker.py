@@ -1,10 +1,11 @@
-r"""Walker (dm_control planar walker, 6 actuators): the GenRL world model for walker tasks.
+r"""Walker (dm_control planar walker, 6 actuators): the GenRL MFWM for walker tasks.
 
 Command (from the repository root):
   python experiments/main.py --config=configs/walker.py --workdir=workdirs/walker
 Variants: `configs/walker.py:small`, `configs/walker.py:tiny`.
 
-Produces: collected random episodes, world-model checkpoints under `mfwm/` and
+Produces: collected random episodes, MFWM checkpoints under `mfwm/` (the world model
+alone while the episodes carry no VLM embeddings) and
 `metrics.jsonl` in the workdir. `:tiny` trains in a few minutes on a 2-core CPU.
 """
 
