@@ -110,38 +110,21 @@ def conv_transpose_stride2(x: jax.Array, kernel: jax.Array, impl: str = "stride1
   return y[:, :2 * (h - 1) + k, :2 * (w - 1) + k]
 
 
-class Conv2(nn.Module):
-  """Drop-in for `nn.Conv(features, (k, k), strides=2, padding='VALID')`."""
+class StridedConv(nn.Module):
+  """Drop-in for `nn.Conv(features, (k, k), strides=2, padding='VALID')`, or with
+  `transpose` for `nn.ConvTranspose(..., transpose_kernel=True)`, with the same params."""
   features: int
   kernel_size: int
+  transpose: bool = False
   impl: str = "auto"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, x.shape[-1], self.features), jnp.float32)
+    k, cin = self.kernel_size, x.shape[-1]
+    shape = (k, k, self.features, cin) if self.transpose else (k, k, cin, self.features)
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    impl = resolve_impl(self.impl, x.shape[-1], self.features)
-    y = conv_stride2(x.astype(self.dtype), kernel.astype(self.dtype), impl)
-    return y + bias.astype(self.dtype)
-
-
-class ConvTranspose2(nn.Module):
-  """Drop-in for `nn.ConvTranspose(features, (k, k), strides=2, padding='VALID',
-  transpose_kernel=True)`."""
-  features: int
-  kernel_size: int
-  impl: str = "auto"
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, self.features, x.shape[-1]), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    impl = resolve_impl(self.impl, x.shape[-1], self.features)
-    y = conv_transpose_stride2(x.astype(self.dtype), kernel.astype(self.dtype), impl)
-    return y + bias.astype(self.dtype)
+    impl = resolve_impl(self.impl, cin, self.features)
+    conv = conv_transpose_stride2 if self.transpose else conv_stride2
+    return conv(x.astype(self.dtype), kernel.astype(self.dtype), impl) + bias.astype(self.dtype)

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genrl_jax.convs import Conv2, ConvTranspose2
+from genrl_jax.convs import StridedConv
 
 VECTOR_LN_EPS = 1e-5
 IMAGE_LN_EPS = 1e-3
@@ -92,7 +92,8 @@ class ConvEncoder(nn.Module):
     batch_shape = image.shape[:-3]
     x = image.reshape((-1,) + image.shape[-3:]).astype(self.dtype)
     for i, k in enumerate(self.kernels):
-      x = Conv2(self.depth * 2 ** i, k, self.conv_impl, dtype=self.dtype, name=f"conv{i}")(x)
+      x = StridedConv(self.depth * 2 ** i, k, impl=self.conv_impl, dtype=self.dtype,
+                      name=f"conv{i}")(x)
       x = nn.LayerNorm(epsilon=IMAGE_LN_EPS, dtype=self.dtype, name=f"norm{i}")(x)
       x = nn.silu(x)
     x = jnp.transpose(x, (0, 3, 1, 2))  # NHWC -> NCHW before flattening (reference order)
@@ -117,8 +118,8 @@ class ConvDecoder(nn.Module):
     self.conv_in = nn.Dense(32 * self.depth, dtype=self.dtype, name="conv_in")
     n = len(self.kernels)
     self.deconvs = [
-        ConvTranspose2(self.channels if i == n - 1 else self.depth * 2 ** (n - 2 - i), k,
-                       self.conv_impl, dtype=self.dtype, name=f"deconv{i}")
+        StridedConv(self.channels if i == n - 1 else self.depth * 2 ** (n - 2 - i), k,
+                    transpose=True, impl=self.conv_impl, dtype=self.dtype, name=f"deconv{i}")
         for i, k in enumerate(self.kernels)]
     self.norms = [nn.LayerNorm(epsilon=IMAGE_LN_EPS, dtype=self.dtype, name=f"norm{i}")
                   for i in range(n - 1)]

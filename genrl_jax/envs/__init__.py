@@ -17,14 +17,13 @@ from genrl_jax.envs.pixels import Env  # noqa: E402
 from genrl_jax.envs.registry import list_tasks, make_env, split_task  # noqa: E402
 
 
-
 def register_dm_control_domains() -> None:
-    """Adds the stickman domain to ``dm_control.suite`` so that
+  """Adds the stickman domain to ``dm_control.suite`` so that
     ``suite.load('stickman', 'walk')`` works (also done by importing
     ``genrl_jax.envs.stickman``, ``make_env`` or ``list_tasks``)."""
-    from genrl_jax.envs.stickman import register_with_suite
+  from genrl_jax.envs.stickman import register_with_suite
 
-    register_with_suite()
+  register_with_suite()
 
 
 __all__ = ["Env", "list_tasks", "make_env", "register_dm_control_domains", "split_task"]

@@ -23,37 +23,46 @@ STANDARD_TASKS = {
 
 
 def camera_for(domain: str) -> int:
-    """Camera of the reference pixel stack: quadruped 2 ('y' tracking), else 0 ('side')."""
-    return 2 if domain == "quadruped" else 0
+  """Camera of the reference pixel stack: quadruped 2 ('y' tracking), else 0 ('side')."""
+  return 2 if domain == "quadruped" else 0
 
 
 def dmc_task_names() -> list[str]:
-    names = set()
-    for domain, tasks in STANDARD_TASKS.items():
-        names.update(f"{domain}_{t}" for t in tasks)
-    for domain, suite in CUSTOM_SUITES.items():
-        names.update(f"{domain}_{t}" for t in suite.keys())
-    return sorted(names)
+  names = set()
+  for domain, tasks in STANDARD_TASKS.items():
+    names.update(f"{domain}_{t}" for t in tasks)
+  for domain, suite in CUSTOM_SUITES.items():
+    names.update(f"{domain}_{t}" for t in suite.keys())
+  return sorted(names)
 
 
 def load_dm_env(domain: str, task: str, seed: int = 0, time_limit: float | None = None):
-    """Returns the dm_control ``control.Environment`` for ``domain``/``task``."""
-    kwargs = {"random": seed}
-    if time_limit is not None:
-        kwargs["time_limit"] = time_limit
-    custom = CUSTOM_SUITES.get(domain)
-    if custom is not None and task in custom:
-        return custom[task](**kwargs)
-    if task in STANDARD_TASKS.get(domain, ()):
-        from dm_control import suite
+  """Returns the dm_control ``control.Environment`` for ``domain``/``task``."""
+  kwargs = {"random": seed}
+  if time_limit is not None:
+    kwargs["time_limit"] = time_limit
+  custom = CUSTOM_SUITES.get(domain)
+  if custom is not None and task in custom:
+    return custom[task](**kwargs)
+  if task in STANDARD_TASKS.get(domain, ()):
+    from dm_control import suite
 
-        return suite.load(domain, task, task_kwargs=kwargs)
-    raise ValueError(f"unknown dm_control task {domain}_{task}")
+    return suite.load(domain, task, task_kwargs=kwargs)
+  raise ValueError(f"unknown dm_control task {domain}_{task}")
 
 
-def make_dmc(domain: str, task: str, seed: int = 0, *, fast_render: bool = False,
-             action_repeat: int = 2, size: int = 64, time_limit: float | None = None):
-    dm_env = load_dm_env(domain, task, seed, time_limit)
-    return DMCPixelEnv(f"{domain}_{task}", dm_env, camera_id=camera_for(domain), size=size,
-                       action_repeat=action_repeat, fast_render=fast_render)
-
+def make_dmc(domain: str,
+             task: str,
+             seed: int = 0,
+             *,
+             fast_render: bool = False,
+             action_repeat: int = 2,
+             size: int = 64,
+             time_limit: float | None = None):
+  dm_env = load_dm_env(domain, task, seed, time_limit)
+  return DMCPixelEnv(f"{domain}_{task}",
+                     dm_env,
+                     camera_id=camera_for(domain),
+                     size=size,
+                     action_repeat=action_repeat,
+                     fast_render=fast_render)

@@ -6,12 +6,11 @@ floor). ``run`` is dm_control's own and is not here.
 
 from __future__ import annotations
 
-
 import numpy as np
-from dm_control.rl import control
 from dm_control.suite import common, quadruped
 from dm_control.utils import containers
 
+from genrl_jax.envs import suite_tasks
 from genrl_jax.envs.poses import INF, tol
 
 TIME_LIMIT = 20.0
@@ -24,36 +23,36 @@ SUITE = containers.TaggedTasks()
 
 
 def upright(p) -> float:
-    # tol(zz, [1, inf), linear, margin 2, value 0 at margin) == (1 + zz) / 2
-    return tol(p.torso_upright(), (1.0, INF), margin=2.0, sigmoid="linear",
-               value_at_margin=0)
+  # tol(zz, [1, inf), linear, margin 2, value 0 at margin) == (1 + zz) / 2
+  return tol(p.torso_upright(), (1.0, INF), margin=2.0, sigmoid="linear", value_at_margin=0)
 
 
 def walk(p) -> float:
-    return upright(p) * tol(p.torso_velocity()[0], (WALK_SPEED, INF), margin=WALK_SPEED,
-                            sigmoid="linear", value_at_margin=0.5)
+  return upright(p) * tol(p.torso_velocity()[0], (WALK_SPEED, INF),
+                          margin=WALK_SPEED,
+                          sigmoid="linear",
+                          value_at_margin=0.5)
 
 
 def stand(p) -> float:
-    return upright(p)
+  return upright(p)
 
 
 def jump(p) -> float:
-    com_z = float(p.named.data.subtree_com["torso", "z"])  # centre of mass of the body
-    return upright(p) * tol(com_z, (1.0, INF), margin=1.0, sigmoid="linear",
-                            value_at_margin=0.5)
+  com_z = float(p.named.data.subtree_com["torso", "z"])  # centre of mass of the body
+  return upright(p) * tol(com_z, (1.0, INF), margin=1.0, sigmoid="linear", value_at_margin=0.5)
 
 
 def lie_down(p) -> float:
-    return tol(float(p.named.data.xpos["torso", "z"]), (-INF, 0.2), margin=0.3)
+  return tol(float(p.named.data.xpos["torso", "z"]), (-INF, 0.2), margin=0.3)
 
 
 def two_legs(p) -> float:
-    toes = np.sort(p.named.data.xpos[list(TOES), "z"])
-    # Reference quirk kept: margin 0.8 // 2 == 0, a hard 0/1 factor.
-    high = tol(float(toes[2:].mean()), (0.8, INF), margin=0.8 // 2)
-    low = tol(float(toes[:2].mean()), (-INF, 0.2), margin=0.3)
-    return high * low
+  toes = np.sort(p.named.data.xpos[list(TOES), "z"])
+  # Reference quirk kept: margin 0.8 // 2 == 0, a hard 0/1 factor.
+  high = tol(float(toes[2:].mean()), (0.8, INF), margin=0.8 // 2)
+  low = tol(float(toes[:2].mean()), (-INF, 0.2), margin=0.3)
+  return high * low
 
 
 REWARDS = {
@@ -66,27 +65,20 @@ REWARDS = {
 
 
 class CustomQuadruped(quadruped.Move):
-    def __init__(self, reward_fn, random=None):
-        super().__init__(desired_speed=WALK_SPEED, random=random)
-        self._reward_fn = reward_fn
 
-    def get_reward(self, physics):
-        return self._reward_fn(physics)
+  def __init__(self, reward_fn, random=None):
+    super().__init__(desired_speed=WALK_SPEED, random=random)
+    self._reward_fn = reward_fn
 
-
-def _make_task_constructor(name):
-    def constructor(time_limit=TIME_LIMIT, random=None, environment_kwargs=None):
-        xml = quadruped.make_model(floor_size=FLOOR_SIZE)
-        physics = quadruped.Physics.from_xml_string(xml, common.ASSETS)
-        task = CustomQuadruped(REWARDS[name], random=random)
-        return control.Environment(physics, task, time_limit=time_limit,
-                                   control_timestep=CONTROL_TIMESTEP,
-                                   **(environment_kwargs or {}))
-
-    constructor.__name__ = name
-    return constructor
+  def get_reward(self, physics):
+    return self._reward_fn(physics)
 
 
-for _name in REWARDS:
-    SUITE.add("custom")(_make_task_constructor(_name))
-del _name
+suite_tasks.add_reward_tasks(SUITE,
+                             REWARDS,
+                             lambda: quadruped.Physics.from_xml_string(
+                                 quadruped.make_model(floor_size=FLOOR_SIZE), common.ASSETS),
+                             CustomQuadruped,
+                             TIME_LIMIT,
+                             control_timestep=CONTROL_TIMESTEP,
+                             domain="quadruped")

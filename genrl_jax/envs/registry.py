@@ -10,30 +10,35 @@ KITCHEN_TASKS = ("microwave", "kettle", "burner", "light", "slide", "hinge", "to
 
 
 def split_task(name: str) -> tuple[str, str]:
-    """'walker_walk' -> ('walker', 'walk'); split at the first underscore."""
-    domain, sep, task = name.partition("_")
-    if not sep or not domain or not task:
-        raise ValueError(f"task names look like 'domain_task' (e.g. 'walker_walk'), got {name!r}")
-    return domain, task
+  """'walker_walk' -> ('walker', 'walk'); split at the first underscore."""
+  domain, sep, task = name.partition("_")
+  if not sep or not domain or not task:
+    raise ValueError(f"task names look like 'domain_task' (e.g. 'walker_walk'), got {name!r}")
+  return domain, task
 
 
 def list_tasks() -> list[str]:
-    """All task names accepted by :func:`make_env`, sorted."""
-    from genrl_jax.envs.dmc import dmc_task_names
+  """All task names accepted by :func:`make_env`, sorted."""
+  from genrl_jax.envs.dmc import dmc_task_names
 
-    return sorted(dmc_task_names() + [f"kitchen_{t}" for t in KITCHEN_TASKS])
+  return sorted(dmc_task_names() + [f"kitchen_{t}" for t in KITCHEN_TASKS])
 
 
 def _unknown_task(name: str, tasks: list[str]) -> ValueError:
-    close = difflib.get_close_matches(name, tasks, n=5, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return ValueError(f"unknown task {name!r}.{hint} See genrl_jax.envs.list_tasks() "
-                      f"for all {len(tasks)} tasks.")
+  close = difflib.get_close_matches(name, tasks, n=5, cutoff=0.5)
+  hint = f" Did you mean: {', '.join(close)}?" if close else ""
+  return ValueError(f"unknown task {name!r}.{hint} See genrl_jax.envs.list_tasks() "
+                    f"for all {len(tasks)} tasks.")
 
 
-def make_env(task: str, seed: int = 0, *, fast_render: bool = False, action_repeat: int = 2,
-             size: int = 64, **kwargs):
-    """Builds a pixel environment for ``task`` (e.g. 'walker_walk', 'stickman_walk',
+def make_env(task: str,
+             seed: int = 0,
+             *,
+             fast_render: bool = False,
+             action_repeat: int = 2,
+             size: int = 64,
+             **kwargs):
+  """Builds a pixel environment for ``task`` (e.g. 'walker_walk', 'stickman_walk',
     'quadruped_run', 'kitchen_microwave').
 
     Args:
@@ -45,19 +50,28 @@ def make_env(task: str, seed: int = 0, *, fast_render: bool = False, action_repe
       size: frame height and width.
       **kwargs: domain options (kitchen: ``eval_mode``; dm_control: ``time_limit``).
     """
-    from genrl_jax.envs.rendering import require_gl_backend
+  from genrl_jax.envs.rendering import require_gl_backend
 
-    tasks = list_tasks()
-    if not isinstance(task, str) or task not in tasks:
-        raise _unknown_task(str(task), tasks)
-    require_gl_backend()
-    domain, name = split_task(task)
-    if domain == "kitchen":
-        from genrl_jax.envs.kitchen import make_kitchen
+  tasks = list_tasks()
+  if not isinstance(task, str) or task not in tasks:
+    raise _unknown_task(str(task), tasks)
+  require_gl_backend()
+  domain, name = split_task(task)
+  if domain == "kitchen":
+    from genrl_jax.envs.kitchen import make_kitchen
 
-        return make_kitchen(name, seed, fast_render=fast_render, action_repeat=action_repeat,
-                            size=size, **kwargs)
-    from genrl_jax.envs.dmc import make_dmc
+    return make_kitchen(name,
+                        seed,
+                        fast_render=fast_render,
+                        action_repeat=action_repeat,
+                        size=size,
+                        **kwargs)
+  from genrl_jax.envs.dmc import make_dmc
 
-    return make_dmc(domain, name, seed, fast_render=fast_render, action_repeat=action_repeat,
-                    size=size, **kwargs)
+  return make_dmc(domain,
+                  name,
+                  seed,
+                  fast_render=fast_render,
+                  action_repeat=action_repeat,
+                  size=size,
+                  **kwargs)

@@ -13,12 +13,11 @@ import functools
 import os
 
 from dm_control import mujoco
-from dm_control.rl import control
 from dm_control.suite import base, common
 from dm_control.suite.utils import randomizers
 from dm_control.utils import containers
 
-from genrl_jax.envs import poses
+from genrl_jax.envs import poses, suite_tasks
 
 TIME_LIMIT = 25.0
 CONTROL_TIMESTEP = 0.025  # 10 physics steps of 0.0025 s: 1000 control steps per episode.
@@ -30,37 +29,37 @@ SUITE = containers.TaggedTasks()
 
 
 def get_model_and_assets():
-    """Returns the MJCF string and the dm_control common assets it includes."""
-    with open(MODEL_PATH, "r", encoding="utf-8") as f:
-        return f.read(), common.ASSETS
+  """Returns the MJCF string and the dm_control common assets it includes."""
+  with open(MODEL_PATH, "r", encoding="utf-8") as f:
+    return f.read(), common.ASSETS
 
 
 class Physics(poses.PlanarBodyMixin, mujoco.Physics):
-    """Stickman physics with the read-outs used by the rewards (torso_upright,
+  """Stickman physics with the read-outs used by the rewards (torso_upright,
     torso_height, horizontal_velocity, angular_momentum, body_z, ...)."""
 
 
 class Stickman(base.Task):
-    """A stickman task: random joint initialisation and a reward function."""
+  """A stickman task: random joint initialisation and a reward function."""
 
-    def __init__(self, reward_fn, random=None):
-        self._reward_fn = reward_fn
-        super().__init__(random=random)
+  def __init__(self, reward_fn, random=None):
+    self._reward_fn = reward_fn
+    super().__init__(random=random)
 
-    def initialize_episode(self, physics):
-        # Limited joints uniform in their range, the unlimited root hinge in [-pi, pi].
-        randomizers.randomize_limited_and_rotational_joints(physics, self.random)
-        super().initialize_episode(physics)
+  def initialize_episode(self, physics):
+    # Limited joints uniform in their range, the unlimited root hinge in [-pi, pi].
+    randomizers.randomize_limited_and_rotational_joints(physics, self.random)
+    super().initialize_episode(physics)
 
-    def get_observation(self, physics):
-        return {
-            "orientations": physics.orientations(),
-            "height": physics.torso_height(),
-            "velocity": physics.velocity(),
-        }
+  def get_observation(self, physics):
+    return {
+        "orientations": physics.orientations(),
+        "height": physics.torso_height(),
+        "velocity": physics.velocity(),
+    }
 
-    def get_reward(self, physics):
-        return self._reward_fn(physics)
+  def get_reward(self, physics):
+    return self._reward_fn(physics)
 
 
 # Reward function of every task (all take the physics).
@@ -85,39 +84,29 @@ REWARDS = {
     "urlb_flip": poses.urlb_flip,
 }
 
-
-def _make_task_constructor(name):
-    def constructor(time_limit=TIME_LIMIT, random=None, environment_kwargs=None):
-        physics = Physics.from_xml_string(*get_model_and_assets())
-        task = Stickman(REWARDS[name], random=random)
-        environment_kwargs = environment_kwargs or {}
-        return control.Environment(physics, task, time_limit=time_limit,
-                                   control_timestep=CONTROL_TIMESTEP, **environment_kwargs)
-
-    constructor.__name__ = name
-    constructor.__doc__ = f"Returns the stickman {name!r} task."
-    return constructor
-
-
-for _name in REWARDS:
-    SUITE.add("custom")(_make_task_constructor(_name))
-del _name
+suite_tasks.add_reward_tasks(SUITE,
+                             REWARDS,
+                             lambda: Physics.from_xml_string(*get_model_and_assets()),
+                             Stickman,
+                             TIME_LIMIT,
+                             control_timestep=CONTROL_TIMESTEP,
+                             domain="stickman")
 
 
 def register_with_suite() -> None:
-    """Adds the stickman domain to ``dm_control.suite`` (idempotent)."""
-    import sys
+  """Adds the stickman domain to ``dm_control.suite`` (idempotent)."""
+  import sys
 
-    from dm_control import suite
+  from dm_control import suite
 
-    module = sys.modules[__name__]
-    if suite._DOMAINS.get("stickman") is module:  # pylint: disable=protected-access
-        return
-    suite._DOMAINS["stickman"] = module  # pylint: disable=protected-access
-    new = tuple(("stickman", name) for name in SUITE.keys())
-    suite.ALL_TASKS = tuple(t for t in suite.ALL_TASKS if t[0] != "stickman") + new
-    suite.EXTRA = tuple(sorted(set(suite.EXTRA) | set(new)))
-    suite.TASKS_BY_DOMAIN = dict(suite.TASKS_BY_DOMAIN, stickman=tuple(SUITE.keys()))
+  module = sys.modules[__name__]
+  if suite._DOMAINS.get("stickman") is module:  # pylint: disable=protected-access
+    return
+  suite._DOMAINS["stickman"] = module  # pylint: disable=protected-access
+  new = tuple(("stickman", name) for name in SUITE.keys())
+  suite.ALL_TASKS = tuple(t for t in suite.ALL_TASKS if t[0] != "stickman") + new
+  suite.EXTRA = tuple(sorted(set(suite.EXTRA) | set(new)))
+  suite.TASKS_BY_DOMAIN = dict(suite.TASKS_BY_DOMAIN, stickman=tuple(SUITE.keys()))
 
 
 register_with_suite()

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import functools
 
-from dm_control.rl import control
 from dm_control.suite import walker
 from dm_control.utils import containers
 
-from genrl_jax.envs import poses
+from genrl_jax.envs import poses, suite_tasks
 
 TIME_LIMIT = 25.0
 CONTROL_TIMESTEP = 0.025
@@ -23,18 +22,18 @@ SUITE = containers.TaggedTasks()
 
 
 class Physics(poses.PlanarBodyMixin, walker.Physics):
-    """dm_control walker physics plus the planar read-outs used by the poses."""
+  """dm_control walker physics plus the planar read-outs used by the poses."""
 
 
 class YogaPlanarWalker(walker.PlanarWalker):
-    """dm_control's walker task (random joint initialisation) with another reward."""
+  """dm_control's walker task (random joint initialisation) with another reward."""
 
-    def __init__(self, reward_fn, random=None):
-        super().__init__(move_speed=0, random=random)
-        self._reward_fn = reward_fn
+  def __init__(self, reward_fn, random=None):
+    super().__init__(move_speed=0, random=random)
+    self._reward_fn = reward_fn
 
-    def get_reward(self, physics):
-        return self._reward_fn(physics)
+  def get_reward(self, physics):
+    return self._reward_fn(physics)
 
 
 REWARDS = {
@@ -54,19 +53,10 @@ REWARDS = {
     "run_backwards": functools.partial(poses.move_backwards, speed=poses.RUN_SPEED),
 }
 
-
-def _make_task_constructor(name):
-    def constructor(time_limit=TIME_LIMIT, random=None, environment_kwargs=None):
-        physics = Physics.from_xml_string(*walker.get_model_and_assets())
-        task = YogaPlanarWalker(REWARDS[name], random=random)
-        return control.Environment(physics, task, time_limit=time_limit,
-                                   control_timestep=CONTROL_TIMESTEP,
-                                   **(environment_kwargs or {}))
-
-    constructor.__name__ = name
-    return constructor
-
-
-for _name in REWARDS:
-    SUITE.add("custom")(_make_task_constructor(_name))
-del _name
+suite_tasks.add_reward_tasks(SUITE,
+                             REWARDS,
+                             lambda: Physics.from_xml_string(*walker.get_model_and_assets()),
+                             YogaPlanarWalker,
+                             TIME_LIMIT,
+                             control_timestep=CONTROL_TIMESTEP,
+                             domain="walker")

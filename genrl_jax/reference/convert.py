@@ -350,6 +350,24 @@ def _indexed(state_dict: Mapping[str, Any], template: str, stride: int = 1,
   return out
 
 
+def _with_stoch(sizes: dict[str, Any], stoch_flat: int, discrete: int | None
+                ) -> dict[str, Any]:
+  """Adds `stoch, discrete` (or `stoch_flat` when `discrete` is unknown) to `sizes`."""
+  if discrete is None:
+    return dict(sizes, stoch_flat=stoch_flat)
+  if stoch_flat % discrete:
+    raise ValueError(f"stoch * discrete = {stoch_flat} is not divisible by discrete={discrete}")
+  return dict(sizes, stoch=stoch_flat // discrete, discrete=discrete)
+
+
+def _module_kwargs(sizes: Mapping[str, Any]) -> dict[str, Any]:
+  """Module fields from inferred sizes; `stoch_flat` alone stands in as `stoch x 1`."""
+  kwargs = dict(sizes)
+  if "stoch_flat" in kwargs:
+    kwargs.update(stoch=kwargs.pop("stoch_flat"), discrete=1)
+  return kwargs
+
+
 def infer_world_model_sizes(state_dict: Mapping[str, Any], prefix: str = "wm.",
                             discrete: int | None = None) -> dict[str, Any]:
   """`WorldModel` constructor arguments read off the parameter shapes.
@@ -377,20 +395,12 @@ def infer_world_model_sizes(state_dict: Mapping[str, Any], prefix: str = "wm.",
                decoder_kernels=tuple(w.shape[-1] for w in dec),
                mlp_units=reward[0].shape[0], mlp_layers=len(reward),
                single_obs_posterior=obs_in == embed)
-  if discrete is None:
-    sizes["stoch_flat"] = stoch_flat
-  else:
-    if stoch_flat % discrete:
-      raise ValueError(f"stoch * discrete = {stoch_flat} is not divisible by discrete={discrete}")
-    sizes.update(stoch=stoch_flat // discrete, discrete=discrete)
-  return sizes
+  return _with_stoch(sizes, stoch_flat, discrete)
 
 
 def world_model_param_shapes(sizes: Mapping[str, Any]) -> Params:
   """Param shapes (`jax.ShapeDtypeStruct`s) of the `WorldModel` with these sizes."""
-  kwargs = dict(sizes)
-  if "stoch_flat" in kwargs:
-    kwargs.update(stoch=kwargs.pop("stoch_flat"), discrete=1)
+  kwargs = _module_kwargs(sizes)
   model = world_model.WorldModel(**kwargs)
   return jax.eval_shape(lambda k: world_model.init_world_model(model, k), jax.random.PRNGKey(0))
 
@@ -451,20 +461,12 @@ def infer_connector_sizes(state_dict: Mapping[str, Any], prefix: str = "wm.conne
                      f"the aligner's embedding dim {embed_dim}")
   sizes = dict(embed_dim=embed_dim, n_frames=action_dim - embed_dim, deter=deter,
                hidden=img_in.shape[0])
-  if discrete is None:
-    sizes["stoch_flat"] = stoch_flat
-  else:
-    if stoch_flat % discrete:
-      raise ValueError(f"stoch * discrete = {stoch_flat} is not divisible by discrete={discrete}")
-    sizes.update(stoch=stoch_flat // discrete, discrete=discrete)
-  return sizes
+  return _with_stoch(sizes, stoch_flat, discrete)
 
 
 def connector_param_shapes(sizes: Mapping[str, Any]) -> Params:
   """`{'connector', 'aligner'}` param shapes (`jax.ShapeDtypeStruct`s) for these sizes."""
-  kwargs = dict(sizes)
-  if "stoch_flat" in kwargs:
-    kwargs.update(stoch=kwargs.pop("stoch_flat"), discrete=1)
+  kwargs = _module_kwargs(sizes)
   connector = connector_lib.Connector(**kwargs)
   aligner = connector_lib.Aligner(embed_dim=connector.embed_dim)
 
