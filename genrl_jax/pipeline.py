@@ -98,7 +98,7 @@ def build_mfwm(config: ml_collections.ConfigDict, action_dim: int, mesh: jax.sha
     params["world_model"] = _restore_world_model(config.mfwm.init_world_model_from,
                                                  params["world_model"])
   state = parallel.replicate(TrainState.create(params, opt), mesh)
-  step_fn = steps.jit_train_step(steps.mfwm_train_step, mesh, state, mfwm=mfwm, optimizer=opt,
+  step_fn = steps.jit_train_step(steps.mfwm_train_step, mesh, mfwm=mfwm, optimizer=opt,
                                  config=config)
   return mfwm, state, step_fn
 

@@ -75,10 +75,9 @@ def mfwm_train_step(state: TrainState, batch: Batch, rng: jax.Array, *, mfwm: mf
   return state, {**metrics, **mfwm_lib.group_grad_norms(grads)}
 
 
-def jit_train_step(step_fn: StepFn, mesh: Mesh, state: TrainState, **static: Any) -> StepFn:
+def jit_train_step(step_fn: StepFn, mesh: Mesh, **static: Any) -> StepFn:
   """Jits `step_fn(state, batch, rng, **static)` for the mesh: state replicated and donated,
   batch split over the `data` axis, metrics replicated."""
-  del state  # The shardings are uniform over the tree; kept for a later per-leaf layout.
   fn = functools.partial(step_fn, **static)
   rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
