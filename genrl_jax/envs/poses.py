@@ -8,6 +8,8 @@ follow the reference specification (section 9.2); ``tol`` is dm_control's
 
 from __future__ import annotations
 
+import functools
+
 import mujoco
 import numpy as np
 from dm_control.utils import rewards
@@ -257,3 +259,22 @@ def urlb_flip(p, stand_height: float = STAND_HEIGHT) -> float:
              sigmoid="linear",
              value_at_margin=0.0)
   return standing(p, stand_height) * (5 * spin + 1) / 6
+
+
+def pose_rewards(stand_height: float) -> dict:
+  """The pose, flip and yoga rewards shared by Stickman and the walker, for a body whose
+  standing torso height is `stand_height`."""
+  return {
+      "arabesque": arabesque,
+      "lying_down": lying_down,
+      "legs_up": legs_up,
+      "high_kick": functools.partial(high_kick, kick_height=stand_height),
+      "one_foot": one_foot,
+      "lunge_pose": lunge_pose,
+      "sit_knees": sit_knees,
+      "headstand": functools.partial(flip, speed=0.0),
+      "flip": functools.partial(flip, speed=FLIP_SPEED),
+      "backflip": functools.partial(flip, speed=-FLIP_SPEED),
+      "flipping": flipping,
+      "urlb_flip": functools.partial(urlb_flip, stand_height=stand_height),
+  }

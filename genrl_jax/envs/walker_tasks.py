@@ -37,18 +37,7 @@ class YogaPlanarWalker(walker.PlanarWalker):
 
 
 REWARDS = {
-    "arabesque": poses.arabesque,
-    "lying_down": poses.lying_down,
-    "legs_up": poses.legs_up,
-    "high_kick": functools.partial(poses.high_kick, kick_height=WALKER_STAND_HEIGHT),
-    "one_foot": poses.one_foot,
-    "lunge_pose": poses.lunge_pose,
-    "sit_knees": poses.sit_knees,
-    "headstand": functools.partial(poses.flip, speed=0.0),
-    "flip": functools.partial(poses.flip, speed=poses.FLIP_SPEED),
-    "backflip": functools.partial(poses.flip, speed=-poses.FLIP_SPEED),
-    "flipping": poses.flipping,
-    "urlb_flip": functools.partial(poses.urlb_flip, stand_height=WALKER_STAND_HEIGHT),
+    **poses.pose_rewards(WALKER_STAND_HEIGHT),
     "walk_backwards": functools.partial(poses.move_backwards, speed=poses.WALK_SPEED),
     "run_backwards": functools.partial(poses.move_backwards, speed=poses.RUN_SPEED),
 }
