@@ -12,6 +12,7 @@ Everything a stage writes lives in the workdir; a stage never deletes anything t
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 import jax
@@ -21,6 +22,7 @@ from absl import logging
 
 from genrl_jax import collect, configs
 from genrl_jax import mfwm as mfwm_lib
+from genrl_jax import world_model as wm_lib
 from genrl_jax.data import episodes as episodes_lib
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import checkpoints, loop, parallel, steps
@@ -50,7 +52,6 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = os.path.join(workdir, "config.json")
   current = configs.config_to_dict(config)
   if os.path.exists(path):
-    import json  # pylint: disable=g-import-not-at-top
     with open(path) as f:
       saved = json.load(f)
     old, new = _flatten(saved), _flatten(current)
@@ -130,7 +131,11 @@ def _has_embeddings(episodes: list[dict], embed_dim: int) -> bool:
   return True
 
 
-def _finite_embeddings(batch: dict) -> dict:
+def _train_batch(batch: dict) -> dict:
+  """Keeps the keys the MFWM step reads (so nothing else is copied to the devices) and
+  refuses non-finite embeddings."""
+  keys = wm_lib.BATCH_KEYS + ("vlm_embedding",)
+  batch = {k: v for k, v in batch.items() if k in keys}
   if "vlm_embedding" in batch and not np.isfinite(batch["vlm_embedding"]).all():
     raise episodes_lib.DatasetError("batch['vlm_embedding'] (B, T, E) holds NaN or infinite "
                                     "values; recompute the dataset's embeddings")
@@ -165,7 +170,7 @@ def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   try:
     state = loop.train_loop(
         stage="mfwm", state=state, step_fn=step_fn,
-        make_batch=lambda step: _finite_embeddings(sampler.sample(step)), mesh=mesh,
+        make_batch=lambda step: _train_batch(sampler.sample(step)), mesh=mesh,
         seed=config.seed, num_steps=config.mfwm.num_steps, log_every=config.mfwm.log_every,
         checkpointer=ckpt, writer=MetricWriter(workdir, "mfwm"), progress=progress)
   finally:
