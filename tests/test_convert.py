@@ -279,3 +279,205 @@ def test_mfwm_ignores_other_components_and_unknown_parts():
     convert.flax_mfwm_to_torch({**params, "behavior": {}})
   with pytest.raises(ValueError, match="connector/extra/kernel"):
     convert.flax_connector_to_torch({"connector": {"extra": {"kernel": np.zeros((2, 2))}}})
+
+
+# --- behaviours (`_imag_behavior.*`, `_acting_behavior.*`) and the whole agent ----------
+
+from genrl_jax.behavior import actor_critic as ac_lib  # noqa: E402
+
+IMAG = "_imag_behavior."
+
+
+def _behavior_fixture_params() -> dict[str, np.ndarray]:
+  """The 33 `_imag_behavior.*` arrays of `actor_critic.npz`."""
+  params = pf.load_fixture("actor_critic").params
+  return {k: v for k, v in params.items() if k.startswith(IMAG)}
+
+
+def _assert_same_tree(params, expected) -> None:
+  assert jax.tree.structure(params) == jax.tree.structure(expected)
+  for path, got in jax.tree_util.tree_leaves_with_path(params):
+    want = expected
+    for entry in path:
+      want = want[entry.key]
+    assert got.shape == want.shape, jax.tree_util.keystr(path)
+    assert got.dtype == want.dtype, jax.tree_util.keystr(path)
+
+
+def test_behavior_keys_are_33_per_behavior():
+  state_dict = _state_dict()
+  for prefix in convert.BEHAVIOR_PREFIXES:
+    assert len(convert.torch_keys(state_dict, convert.BEHAVIOR, prefix)) == 33, prefix
+  assert len(_behavior_fixture_params()) == 33
+
+
+def test_behavior_tree_matches_the_modules():
+  state_dict = _behavior_fixture_params()
+  sizes = convert.infer_behavior_sizes(state_dict, IMAG)
+  assert sizes == dict(action_dim=6, feat_dim=128, actor_units=64, actor_layers=2,
+                       critic_units=64, critic_layers=2)
+  params = convert.torch_behavior_to_flax(state_dict)
+  assert sorted(params) == ["actor", "critic", "return_ema", "target_critic"]
+  expected = convert.behavior_param_shapes(sizes)
+  _assert_same_tree(params, expected)
+  # The same structure as our modules' own init (no hand-written expectation).
+  feat = jax.numpy.zeros((1, 128))
+  actor = ac_lib.Actor(6, 64, 2).init(jax.random.PRNGKey(0), feat)["params"]
+  critic = ac_lib.Critic(64, 2).init(jax.random.PRNGKey(0), feat)["params"]
+  _assert_same_tree(params["actor"], actor)
+  _assert_same_tree(params["critic"], critic)
+  _assert_same_tree(params["target_critic"], critic)
+
+
+@pytest.mark.parametrize("source,prefix", [("actor_critic", IMAG), ("agent_state_dict", IMAG),
+                                           ("agent_state_dict", "_acting_behavior.")])
+def test_behavior_round_trip_torch_flax_torch(source, prefix):
+  state_dict = pf.load_fixture(source).params
+  keys = list(convert.torch_keys(state_dict, convert.BEHAVIOR, prefix))
+  back = convert.flax_behavior_to_torch(convert.torch_behavior_to_flax(state_dict, prefix),
+                                        prefix)
+  assert len(keys) == 33 and sorted(back) == sorted(keys)
+  for key in keys:
+    assert back[key].dtype == state_dict[key].dtype, key
+    assert back[key].shape == state_dict[key].shape, key
+    np.testing.assert_array_equal(back[key], state_dict[key], err_msg=key)
+
+
+def test_behavior_layouts():
+  state_dict = _behavior_fixture_params()
+  params = convert.torch_behavior_to_flax(state_dict)
+  a, c, t = params["actor"], params["critic"]["mlp"], params["target_critic"]["mlp"]
+  np.testing.assert_array_equal(a["trunk"]["layer0"]["dense"]["kernel"],
+                                state_dict[IMAG + "actor.dense0.weight"].T)
+  np.testing.assert_array_equal(a["trunk"]["layer1"]["norm"]["scale"],
+                                state_dict[IMAG + "actor.norm1._layer.weight"])
+  np.testing.assert_array_equal(a["mean"]["kernel"], state_dict[IMAG + "actor._out._out.weight"].T)
+  np.testing.assert_array_equal(a["std"]["bias"], state_dict[IMAG + "actor._out._std.bias"])
+  np.testing.assert_array_equal(c["out"]["kernel"], state_dict[IMAG + "critic._out._out.weight"].T)
+  np.testing.assert_array_equal(t["layer1"]["norm"]["bias"],
+                                state_dict[IMAG + "_target_critic.norm1._layer.bias"])
+  np.testing.assert_array_equal(params["return_ema"], state_dict[IMAG + "ema_vals"])
+
+
+def test_parity_behavior_heads():
+  fixture = pf.load_fixture("actor_critic")
+  params = convert.torch_behavior_to_flax(fixture.params)
+  sizes = convert.infer_behavior_sizes(fixture.params, IMAG)
+  actor = ac_lib.Actor(sizes["action_dim"], sizes["actor_units"], sizes["actor_layers"])
+  critic = ac_lib.Critic(sizes["critic_units"], sizes["critic_layers"])
+  feat = fixture.inputs["feat"]
+  mean, std = actor.apply({"params": params["actor"]}, feat)
+  np.testing.assert_allclose(mean, fixture.outputs["actor_mean"], **pf.TOL_SINGLE)
+  np.testing.assert_allclose(std, fixture.outputs["actor_std"], **pf.TOL_SINGLE)
+  logits = critic.apply({"params": params["critic"]}, feat)
+  np.testing.assert_allclose(logits, fixture.outputs["critic_logits"], **pf.TOL_SINGLE)
+  # The target critic starts as a copy of the critic (README section 2).
+  slow = critic.apply({"params": params["target_critic"]}, feat)
+  np.testing.assert_array_equal(slow, logits)
+
+
+@pytest.mark.parametrize("key", ["actor._out._std.bias", "actor.norm1._layer.weight",
+                                 "critic._out._out.bias", "_target_critic.dense1.weight",
+                                 "ema_vals"])
+def test_behavior_missing_key_raises_naming_it(key):
+  state_dict = _state_dict()
+  del state_dict[IMAG + key]
+  with pytest.raises(KeyError, match=(IMAG + key).replace(".", r"\.")):
+    convert.torch_behavior_to_flax(state_dict)
+
+
+@pytest.mark.parametrize("key", ["actor.dense0.weight", "actor._out._out.weight",
+                                 "critic.dense0.weight"])
+def test_behavior_missing_key_needed_for_sizes_raises_naming_it(key):
+  state_dict = _state_dict()
+  del state_dict["_acting_behavior." + key]
+  with pytest.raises(KeyError, match=("_acting_behavior." + key).replace(".", r"\.")):
+    convert.torch_behavior_to_flax(state_dict, "_acting_behavior.")
+
+
+@pytest.mark.parametrize("key", ["actor._out._scale.weight", "critic._out._std.weight",
+                                 "reward_ema.range", "_target_critic.extra_buffer"])
+def test_behavior_unknown_key_raises_naming_it(key):
+  state_dict = _state_dict()
+  state_dict[IMAG + key] = np.zeros((3,), np.float32)
+  with pytest.raises(ValueError, match=(IMAG + key).replace(".", r"\.")):
+    convert.torch_behavior_to_flax(state_dict)
+
+
+@pytest.mark.parametrize("key,shape", [("_target_critic.dense2.weight", (64, 64)),
+                                       ("actor.norm2._layer.bias", (64,))])
+def test_behavior_extra_layer_raises_naming_it(key, shape):
+  # Matches a rule, but the modules built from the inferred sizes have no such param.
+  state_dict = _state_dict()
+  state_dict[IMAG + key] = np.zeros(shape, np.float32)
+  with pytest.raises(ValueError, match=(IMAG + key).replace(".", r"\.")):
+    convert.torch_behavior_to_flax(state_dict)
+
+
+@pytest.mark.parametrize("key,shape", [("ema_vals", (3,)),
+                                       ("_target_critic._out._out.weight", (254, 64)),
+                                       ("actor._out._std.bias", (7,))])
+def test_behavior_wrong_shape_raises_naming_it(key, shape):
+  state_dict = _state_dict()
+  state_dict[IMAG + key] = np.zeros(shape, np.float32)
+  with pytest.raises(ValueError, match=(IMAG + key).replace(".", r"\.")):
+    convert.torch_behavior_to_flax(state_dict)
+
+
+@pytest.mark.parametrize("key,shape,other", [
+    ("critic.dense0.weight", (64, 130), "actor.dense0.weight"),
+    ("actor._out._std.weight", (5, 64), "actor._out._out.weight")])
+def test_behavior_inconsistent_sizes_raise_naming_both_keys(key, shape, other):
+  state_dict = _state_dict()
+  state_dict[IMAG + key] = np.zeros(shape, np.float32)
+  with pytest.raises(ValueError, match=(IMAG + key).replace(".", r"\.")) as info:
+    convert.infer_behavior_sizes(state_dict, IMAG)
+  assert IMAG + other in str(info.value)
+
+
+def test_behavior_parts_and_unmapped_flax_path():
+  params = convert.torch_behavior_to_flax(_state_dict())
+  only_actor = convert.flax_behavior_to_torch({"actor": params["actor"]}, "_acting_behavior.")
+  assert len(only_actor) == 12
+  assert all(k.startswith("_acting_behavior.actor.") for k in only_actor)
+  params["critic"]["extra"] = {"kernel": np.zeros((2, 2), np.float32)}
+  with pytest.raises(ValueError, match="critic/extra/kernel"):
+    convert.flax_behavior_to_torch(params)
+
+
+def test_behavior_ignores_other_prefixes():
+  # E.g. train.py's `_backup_acting_behavior` (README section 8) is not `_acting_behavior.`.
+  state_dict = _state_dict()
+  state_dict.update({"_backup" + k: v for k, v in state_dict.items()
+                     if k.startswith("_acting_behavior.")})
+  params = convert.torch_behavior_to_flax(state_dict, "_acting_behavior.")
+  assert len(convert.flax_behavior_to_torch(params, "_acting_behavior.")) == 33
+
+
+def test_agent_state_dict_is_covered_by_the_tables():
+  state_dict = _state_dict()
+  assert len(state_dict) == 176
+  unmapped = convert.unmapped_agent_keys(state_dict)
+  assert not unmapped, f"no table maps these agent keys: {unmapped}"
+  # Each key belongs to exactly one (table, prefix): 61 + 49 + 33 + 33.
+  owners = {}
+  for name, table in convert.TABLES.items():
+    for prefix in convert.AGENT_PREFIXES[name]:
+      for key in convert.torch_keys(state_dict, table, prefix):
+        owners.setdefault(key, []).append(prefix)
+  assert sorted(owners) == sorted(state_dict)
+  shared = {k: v for k, v in owners.items() if len(v) > 1}
+  assert not shared, f"keys owned by several tables: {shared}"
+  counts = {}
+  for prefixes in owners.values():
+    counts[prefixes[0]] = counts.get(prefixes[0], 0) + 1
+  assert counts == {"wm.": 61, "wm.connector.": 49, "_acting_behavior.": 33,
+                    "_imag_behavior.": 33}
+
+
+def test_unmapped_agent_keys_lists_them():
+  state_dict = _state_dict()
+  extra = ["wm.heads.discount.dense0.weight", "_imag_behavior.actor._out._scale.weight",
+           "reward_ema.range"]
+  state_dict.update({k: np.zeros((3,), np.float32) for k in extra})
+  assert convert.unmapped_agent_keys(state_dict) == extra

@@ -73,6 +73,41 @@ def base_config() -> ml_collections.ConfigDict:
   c.mfwm.log_every = 1000
   c.mfwm.save_every = 10_000
   c.mfwm.keep = 3
+
+  b = c.behavior = ml_collections.ConfigDict()
+  # "offline": every posterior state of a dataset batch is a start (batch_size x
+  # batch_length starts); "data_free": starts built without data (spec 5).
+  b.start = "offline"
+  b.batch_size = 32
+  b.batch_length = 32
+  b.horizon = 16
+  b.discount = 0.99
+  b.lambda_ = 0.95
+  b.actor_entropy = 0.0  # GenRL's; the reference's DreamerV3 collector uses 3e-4
+  b.slow_target_every = 100
+  b.slow_target_fraction = 1.0
+  b.actor = ml_collections.ConfigDict(dict(units=1024, layers=4))
+  b.critic = ml_collections.ConfigDict(dict(units=1024, layers=4))
+  b.actor_optimizer = ml_collections.ConfigDict(dict(lr=3e-5, eps=1e-5, clip=100.0, wd=1e-6))
+  b.critic_optimizer = ml_collections.ConfigDict(dict(lr=3e-5, eps=1e-5, clip=100.0, wd=1e-6))
+  b.reward = ml_collections.ConfigDict()
+  # max_cosine | cosine | neg_mse | exp_neg_mse | neg_kl (genrl_jax/behavior/reward.py).
+  b.reward.score_fn = "max_cosine"
+  b.reward.alignment = "sequence"  # sequence | initial | none
+  b.reward.n_frames = 8  # alignment window (the connector's n_frames when it has one)
+  b.reward.skip_first_target = True
+  b.reward.target_sample = False  # target rollout with the mode (initial stoch drawn)
+  b.data_free = ml_collections.ConfigDict()
+  b.data_free.start_from_video = "mix"  # mix | video | uniform
+  b.data_free.mix_random_actions = True
+  b.data_free.warmup_steps = 5
+  # The posterior is sampled when acting, also in evaluation (the reference's
+  # eval_state_mean False); True filters with the mode instead.
+  b.eval_state_mean = False
+  b.num_steps = 50_000
+  b.log_every = 1000
+  b.save_every = 5000
+  b.keep = 2
   return c
 
 
@@ -85,6 +120,7 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     wm.cnn_depth = 32
     wm.mlp_units, wm.mlp_layers = 512, 4
     c.batch_size, c.batch_length = 16, 32
+    c.behavior.actor.units = c.behavior.critic.units = 512
     return
   if variant == "tiny":
     wm.deter = wm.hidden = 128
@@ -97,6 +133,11 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     c.mfwm.num_steps = 300
     c.mfwm.log_every = 50
     c.mfwm.save_every = 100
+    b = c.behavior
+    b.actor.units = b.critic.units = 128
+    b.actor.layers = b.critic.layers = 2
+    b.batch_size, b.batch_length = 8, 32
+    b.num_steps, b.log_every, b.save_every = 200, 50, 100
     return
   raise ValueError(f"unknown config variant {variant!r}; expected one of {VARIANTS}")
 

@@ -74,10 +74,11 @@ def genrl_reward(agent: dict[str, jax.Array], target: dict[str, jax.Array],
   alignment `sequence` (default, "best matching trajectory"): for each column the offset
   `o` in `range(T - n_frames)` (the reference excludes the last fitting window) that
   maximises the mean score of `agent[o:o+n]` against `target[:n]`; step i is then compared
-  with target step `max(0, i - o)`. `initial`: the offset maximising the score of
-  `agent[o]` against `target[0]`. `none`: step i against target step i.
+  with target step `max(0, i - o)`. `initial`: the offset `o` in `range(T)` (every step,
+  as in the reference) maximising the score of `agent[o]` against `target[0]`. `none`:
+  step i against target step i.
   Returns `(reward, info)` with `info = {'align_score' (W, N), 'best_index' (N,)}` when
-  aligned.
+  aligned (W = T - n_frames for `sequence`, T for `initial`).
   """
   if alignment not in ALIGNMENTS:
     raise ValueError(f"alignment={alignment!r}: expected one of {ALIGNMENTS}")
@@ -86,14 +87,15 @@ def genrl_reward(agent: dict[str, jax.Array], target: dict[str, jax.Array],
   steps = jnp.arange(length)
   if alignment == "none":
     return pair(steps[:, None], steps[:, None])[..., None], {}
-  offsets = jnp.arange(length - n_frames)
   if alignment == "sequence":
+    offsets = jnp.arange(length - n_frames)
     window = jnp.arange(n_frames)
     # (W, n, N): agent step o + i against target step i.
     align_score = jnp.mean(pair((offsets[:, None] + window)[..., None], window[None, :, None]),
                            axis=1)
   else:
-    align_score = pair(offsets[:, None], jnp.zeros((1, 1), jnp.int32))
+    # The reference scores every agent step against target[0] (no window to fit).
+    align_score = pair(steps[:, None], jnp.zeros((1, 1), jnp.int32))
   best = jnp.argmax(jax.lax.stop_gradient(align_score), axis=0)
   target_index = jnp.maximum(steps[:, None] - best[None], 0)  # (T, N)
   reward = pair(steps[:, None], target_index)[..., None]

@@ -11,10 +11,13 @@ Extension point: a component is a `RuleTable` (a namespace of torch keys plus it
 `WORLD_MODEL` covers `wm.{encoder,rssm,heads.decoder,heads.reward}`; `CONNECTOR` covers
 `wm.connector.*` (prior-only RSSM, `initial_state_pred`, `aligner`) and gives our
 `{'connector', 'aligner'}` params. `torch_mfwm_to_flax` converts all `wm.*` keys (world
-model + connector + aligner) at once. The behaviours (`_imag_behavior.*` /
-`_acting_behavior.*`: actor, critic, `_target_critic`, `ema_vals`) are further tables built
-from the same blocks (`rssm_prior_rules`, `mlp_rules`, `prefixed`) and converted with the
-generic `torch_to_flax` / `flax_to_torch`.
+model + connector + aligner) at once. `BEHAVIOR` covers one `ActorCritic` (relative to
+`_imag_behavior.` or `_acting_behavior.`, which have the same structure: actor, critic,
+`_target_critic`, buffer `ema_vals`), built from the same blocks (`mlp_rules`, `_linear`,
+`prefixed`), and gives our `{'actor', 'critic', 'target_critic', 'return_ema'}` params
+(`torch_behavior_to_flax` / `flax_behavior_to_torch`). `TABLES` and `AGENT_PREFIXES` say
+where each table sits in a `GenRLAgent.state_dict()`; `unmapped_agent_keys` lists the keys
+of a whole agent that no table maps.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 
 from genrl_jax import connector as connector_lib
 from genrl_jax import world_model
+from genrl_jax.behavior import actor_critic
 
 Params = dict[str, Any]
 
@@ -155,8 +159,8 @@ def rssm_posterior_rules() -> tuple[Rule, ...]:
 
 def mlp_rules(out_layer: bool = True) -> tuple[Rule, ...]:
   """Reference `MLP` (`dense{i}`, `norm{i}._layer`, `_out._out`) -> our `MLP`
-  (`layer{i}/dense`, `layer{i}/norm`, `out`). Reward head now; critic and actor later
-  (the actor adds `_out._std`)."""
+  (`layer{i}/dense`, `layer{i}/norm`, `out`): reward head and critics; the actor uses the
+  trunk alone (`out_layer=False`) and adds its own heads (`actor_rules`)."""
   rules = _linear("dense{i}", "layer{i}/dense") + _layer_norm("norm{i}._layer", "layer{i}/norm")
   return rules + (_linear("_out._out", "out") if out_layer else ())
 
@@ -541,12 +545,129 @@ def flax_mfwm_to_torch(params: Mapping[str, Any], prefix: str = "wm."
   return out
 
 
-# Registry of the component tables (keys relative to `wm.` and `wm.connector.`); a later
-# issue adds 'behavior'.
-TABLES: dict[str, RuleTable] = {"world_model": WORLD_MODEL, "connector": CONNECTOR}
+# --- behaviours (`_imag_behavior.*`, `_acting_behavior.*`) -----------------------------
+
+BEHAVIOR_PREFIXES = ("_imag_behavior.", "_acting_behavior.")
+
+
+def actor_rules() -> tuple[Rule, ...]:
+  """Reference actor `MLP` with a `normal` `DistLayer` -> our `Actor`: the trunk is an
+  `MLP` without output layer, `_out._out` is the mean head, `_out._std` the std head."""
+  return (prefixed(mlp_rules(out_layer=False), "", "trunk/")
+          + _linear("_out._out", "mean") + _linear("_out._std", "std"))
+
+
+# Keys relative to a behaviour prefix (every key there is owned, so an unknown one is an
+# error); Flax paths of the `{'actor', 'critic', 'target_critic', 'return_ema'}` tree. The
+# critics are twohot `MLP`s like the reward head; `ema_vals` is the `RewardEMA` buffer.
+BEHAVIOR = RuleTable(
+    name="behavior",
+    namespaces=("",),
+    rules=(prefixed(actor_rules(), "actor.", "actor/")
+           + prefixed(mlp_rules(), "critic.", "critic/mlp/")
+           + prefixed(mlp_rules(), "_target_critic.", "target_critic/mlp/")
+           + (Rule("ema_vals", "return_ema"),)))
+
+
+def infer_behavior_sizes(state_dict: Mapping[str, Any], prefix: str = "_imag_behavior."
+                         ) -> dict[str, Any]:
+  """Actor and critic sizes read off the parameter shapes.
+
+  Returns `{'action_dim', 'feat_dim', 'actor_units', 'actor_layers', 'critic_units',
+  'critic_layers'}`. Raises KeyError naming a missing key the sizes need, ValueError when
+  the actor and critic disagree on the feature width or the actor's heads disagree.
+  The target critic is not read: `check_params` holds it to the critic's shapes.
+  """
+  p = prefix
+  actor = _indexed(state_dict, p + "actor.dense{i}.weight")
+  critic = _indexed(state_dict, p + "critic.dense{i}.weight")
+  mean = _get(state_dict, p + "actor._out._out.weight")
+  std = _get(state_dict, p + "actor._out._std.weight")
+  if mean.shape[0] != std.shape[0]:
+    raise ValueError(f"{p}actor._out._out.weight has {mean.shape[0]} outputs but "
+                     f"{p}actor._out._std.weight has {std.shape[0]}: the mean and std heads "
+                     f"must give one value per action dim")
+  feat_dim = actor[0].shape[1]
+  if critic[0].shape[1] != feat_dim:
+    raise ValueError(f"{p}critic.dense0.weight takes {critic[0].shape[1]} inputs but "
+                     f"{p}actor.dense0.weight takes {feat_dim}: actor and critic read the "
+                     f"same feature")
+  return dict(action_dim=mean.shape[0], feat_dim=feat_dim, actor_units=actor[0].shape[0],
+              actor_layers=len(actor), critic_units=critic[0].shape[0],
+              critic_layers=len(critic))
+
+
+def behavior_param_shapes(sizes: Mapping[str, Any]) -> Params:
+  """`{'actor', 'critic', 'target_critic', 'return_ema'}` param shapes
+  (`jax.ShapeDtypeStruct`s) of the actor-critic with these sizes."""
+  actor = actor_critic.Actor(sizes["action_dim"], sizes["actor_units"], sizes["actor_layers"])
+  critic = actor_critic.Critic(sizes["critic_units"], sizes["critic_layers"])
+
+  def init(key):
+    k1, k2 = jax.random.split(key)
+    feat = jax.numpy.zeros((1, sizes["feat_dim"]))
+    critic_params = critic.init(k2, feat)["params"]
+    return {"actor": actor.init(k1, feat)["params"], "critic": critic_params,
+            "target_critic": critic_params,
+            "return_ema": jax.numpy.zeros((2,), jax.numpy.float32)}
+
+  return jax.eval_shape(init, jax.random.PRNGKey(0))
+
+
+def torch_behavior_to_flax(state_dict: Mapping[str, Any], prefix: str = "_imag_behavior.",
+                           strict: bool = True) -> Params:
+  """Reference `ActorCritic` keys under `prefix` -> `{'actor', 'critic', 'target_critic',
+  'return_ema'}` (numpy arrays, Flax layouts; `return_ema` is the `ema_vals` buffer (2,)).
+
+  Args:
+    state_dict: torch key -> array (torch layout). Keys outside `prefix` are ignored.
+    prefix: '_imag_behavior.' (the behaviour trained in imagination on the prompt) or
+      '_acting_behavior.' (same structure) in a `GenRLAgent`.
+    strict: also require every param (KeyError naming the missing torch keys) and check
+      shapes against an `Actor`/`Critic` built from the inferred sizes.
+  Raises:
+    ValueError naming keys under `prefix` that no rule maps.
+  """
+  params = torch_to_flax(state_dict, BEHAVIOR, prefix)
+  if strict:
+    expected = behavior_param_shapes(infer_behavior_sizes(state_dict, prefix))
+    check_params(params, expected, BEHAVIOR, prefix)
+  return params
+
+
+def flax_behavior_to_torch(params: Mapping[str, Any], prefix: str = "_imag_behavior."
+                           ) -> dict[str, np.ndarray]:
+  """Inverse of `torch_behavior_to_flax` (params or gradients; parts may be left out, e.g.
+  `{'actor': grads}`) -> torch state dict entries under `prefix`, in torch layouts."""
+  return flax_to_torch(params, BEHAVIOR, prefix)
+
+
+# Registry of the component tables, and where each sits in a `GenRLAgent.state_dict()`
+# (keys relative to these prefixes).
+TABLES: dict[str, RuleTable] = {"world_model": WORLD_MODEL, "connector": CONNECTOR,
+                                "behavior": BEHAVIOR}
+AGENT_PREFIXES: dict[str, tuple[str, ...]] = {"world_model": ("wm.",),
+                                              "connector": ("wm.connector.",),
+                                              "behavior": BEHAVIOR_PREFIXES}
 
 
 def torch_keys(state_dict: Mapping[str, Any], table: RuleTable, prefix: str = ""
                ) -> Sequence[str]:
   """The keys of `state_dict` that `table` owns under `prefix`, in their original order."""
   return [k for k in state_dict if k.startswith(prefix) and table.owns(k[len(prefix):])]
+
+
+def unmapped_agent_keys(state_dict: Mapping[str, Any]) -> list[str]:
+  """Keys of a `GenRLAgent.state_dict()` that no table of `TABLES` (at its
+  `AGENT_PREFIXES`) maps to a Flax param, in their original order (empty for a complete
+  conversion)."""
+  def mapped(key: str) -> bool:
+    for name, table in TABLES.items():
+      for prefix in AGENT_PREFIXES[name]:
+        rel = key[len(prefix):]
+        if (key.startswith(prefix) and table.owns(rel)
+            and any(rule.match_torch(rel) is not None for rule in table.rules)):
+          return True
+    return False
+
+  return [k for k in state_dict if not mapped(k)]

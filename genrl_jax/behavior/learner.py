@@ -1,0 +1,263 @@
+"""Behaviour learning in imagination (spec 4): the learner's modules, state and update.
+
+One update: start states (a dataset batch's posterior, or data-free) -> imagined rollout
+of the actor in the frozen world model (`lax.scan`) -> GenRL reward against the prompt's
+target latents -> lambda returns of the slow critic -> actor loss (dynamics
+backpropagation) and critic loss -> separate clipped Adam steps -> hard copy of the critic
+into the slow critic every `slow_target_every` updates.
+
+The MFWM's parameters are an input of the step, never part of the behaviour state: one
+pre-trained MFWM serves many tasks, each with its own small behaviour state/checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from genrl_jax import connector as connector_lib
+from genrl_jax import dists
+from genrl_jax import mfwm as mfwm_lib
+from genrl_jax import rssm
+from genrl_jax import world_model as wm_lib
+from genrl_jax.behavior import reward as reward_lib
+from genrl_jax.behavior import starts as starts_lib
+from genrl_jax.behavior.actor_critic import Actor, Critic, actor_critic_losses
+from genrl_jax.behavior.imagine import imagine
+from genrl_jax.train import optimizer as optimizer_lib
+from genrl_jax.train import parallel
+from genrl_jax.train.state import BehaviorState
+from genrl_jax.train.steps import apply_gradients
+
+Params = Any
+Metrics = dict[str, jax.Array]
+START_MODES = ("offline", "data_free")
+TARGET_KEYS = ("stoch", "logit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Behavior:
+  actor: Actor
+  critic: Critic
+
+  @property
+  def action_dim(self) -> int:
+    return self.actor.action_dim
+
+
+def make_behavior(config: ml_collections.ConfigDict, action_dim: int) -> Behavior:
+  """Actor and critic from `config.behavior.{actor,critic}` and `config.compute_dtype`."""
+  b, dtype = config.behavior, wm_lib.compute_dtype(config.compute_dtype)
+  return Behavior(Actor(action_dim, b.actor.units, b.actor.layers, dtype=dtype),
+                  Critic(b.critic.units, b.critic.layers, dtype=dtype))
+
+
+def feature_dim(model: wm_lib.WorldModel) -> int:
+  return model.stoch * model.discrete + model.deter
+
+
+def init_params(behavior: Behavior, feat_dim: int, key: jax.Array) -> Params:
+  """`{'actor', 'critic'}` for features of size `feat_dim` (S*K + deter)."""
+  k_actor, k_critic = jax.random.split(key)
+  feat = jnp.zeros((1, feat_dim), jnp.float32)
+  return {"actor": behavior.actor.init(k_actor, feat)["params"],
+          "critic": behavior.critic.init(k_critic, feat)["params"]}
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Separate actor and critic optimizers (each clipped to its own norm), as the reference's
+  two `Optimizer`s; `config` is `config.behavior`."""
+  return optax.multi_transform(
+      {"actor": optimizer_lib.make_optimizer(config.actor_optimizer),
+       "critic": optimizer_lib.make_optimizer(config.critic_optimizer)},
+      lambda params: {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()})
+
+
+def check_prompt_embedding(embedding: Any, embed_dim: int) -> jax.Array:
+  """A prompt embedding `(E,)` or `(1, E)` -> finite `(E,)`, or a clear error."""
+  e = jnp.asarray(embedding, jnp.float32)
+  if e.ndim == 2 and e.shape[0] == 1:
+    e = e[0]
+  if e.ndim != 1 or e.shape[0] != embed_dim:
+    raise ValueError(f"prompt embedding has shape {tuple(e.shape)}; the MFWM's connector "
+                     f"expects ({embed_dim},) (connector.embed_dim)")
+  if not bool(jnp.all(jnp.isfinite(e))):
+    raise ValueError("prompt embedding contains NaN or infinite values")
+  return e
+
+
+def prompt_target(mfwm: mfwm_lib.MFWM, params: Params, embedding: jax.Array, num: int,
+                  length: int, key: jax.Array, config: ml_collections.ConfigDict
+                  ) -> dict[str, jax.Array]:
+  """The prompt's target latents, time-major `{stoch, logit}` `(length, num, S, K)`.
+
+  The embedding `(E,)` is repeated over `length (+1)` steps and every column, mapped by the
+  aligner and rolled out by the connector from its learned initial state (spec 4.6): with
+  the mode when `config.target_sample` is False (the initial stoch is still drawn per
+  column), and the first step dropped when `config.skip_first_target`. `config` is
+  `config.behavior.reward`.
+  """
+  if not mfwm.has_connector:
+    raise ValueError("prompt targets need an MFWM with a connector and aligner")
+  embedding = check_prompt_embedding(embedding, mfwm.connector.embed_dim)
+  steps = length + 1 if config.skip_first_target else length
+  embed = jnp.broadcast_to(embedding, (num, steps, embedding.shape[0]))
+  states = connector_lib.imagine(mfwm.connector, params, embed, key,
+                                 sample=config.target_sample, denoise=True,
+                                 aligner=mfwm.aligner)
+  if config.skip_first_target:
+    states = jax.tree.map(lambda x: x[:, 1:], states)
+  return {k: jnp.swapaxes(states[k], 0, 1) for k in TARGET_KEYS}
+
+
+def create_state(behavior: Behavior, optimizer: optax.GradientTransformation, params: Params,
+                 target: dict[str, jax.Array]) -> BehaviorState:
+  """A fresh state; the slow critic starts as a copy of the critic (spec 4.1)."""
+  return BehaviorState.create(params, optimizer, {k: target[k] for k in TARGET_KEYS})
+
+
+def num_starts(config: ml_collections.ConfigDict) -> int:
+  return config.behavior.batch_size * config.behavior.batch_length
+
+
+def _apply(module, params, *args, **kwargs):
+  return module.apply({"params": params}, *args, **kwargs)
+
+
+def behavior_loss(params: Params, state: BehaviorState, starts: rssm.State,
+                  key: jax.Array | None, mfwm_params: Params, *, mfwm: mfwm_lib.MFWM,
+                  behavior: Behavior, config: ml_collections.ConfigDict,
+                  replay: dict[str, jax.Array] | None = None
+                  ) -> tuple[jax.Array, tuple[jax.Array, Metrics, dict[str, jax.Array]]]:
+  """Actor loss + critic loss of `params = {'actor', 'critic'}` from starts `(N, ...)`.
+
+  The two terms touch disjoint parameters (the critic sees stopped features and targets,
+  the actor's return goes through the frozen slow critic), so one gradient of the sum
+  gives each network its own loss's gradient. `config` is `config.behavior`. `replay`
+  (tests) gives the imagination's draws: `action_eps (H, N, A)`, `stoch (H, N, S, K)`.
+  Returns `(loss, (new_return_ema, metrics, seq))`; `seq` is the imagined sequence
+  (time-major `(H + 1, N, ...)`) with its `reward` and alignment info.
+  """
+  model = mfwm.world_model
+  wm_params = mfwm_params["world_model"]
+  target = state.prompt_target
+  n = starts["deter"].shape[0]
+  if target["stoch"].shape[:2] != (config.horizon + 1, n):
+    raise ValueError(f"prompt target has {target['stoch'].shape[:2]} (steps, columns); the "
+                     f"update needs ({config.horizon + 1}, {n}): horizon + 1 steps and one "
+                     "column per start state")
+  replay = replay or {}
+  project = lambda x: _apply(model, wm_params, x, method=wm_lib.WorldModel.project)
+  rc = config.reward
+  n_frames = mfwm.connector.n_frames if mfwm.has_connector else rc.n_frames
+  sg = jax.lax.stop_gradient
+
+  seq = imagine(model.rssm_def(), wm_params["rssm"], behavior.actor, params["actor"], starts,
+                config.horizon, key, replay.get("action_eps"), replay.get("stoch"))
+  reward, info = reward_lib.genrl_reward(seq, target, project, rc.score_fn, rc.alignment,
+                                         n_frames)
+  reward = reward[..., 0]
+  # The slow critic's values on the non-detached features: the actor's gradient flows
+  # through them into the imagined dynamics (spec 4.4, fixture README).
+  slow_value = dists.twohot_mean(_apply(behavior.critic, state.target_critic, seq["feat"]))
+  actor_out = _apply(behavior.actor, params["actor"], sg(seq["feat"][:-2]))
+  critic_logits = _apply(behavior.critic, params["critic"], sg(seq["feat"][:-1]))
+  actor_loss, critic_loss, ema, metrics = actor_critic_losses(
+      seq, reward, slow_value, actor_out, critic_logits, state.return_ema,
+      discount=config.discount, lambda_=config.lambda_, actor_entropy=config.actor_entropy)
+  if "best_index" in info:
+    metrics["imag_align_offset"] = jnp.mean(info["best_index"].astype(jnp.float32))
+  seq = dict(seq, reward=reward, slow_value=slow_value, **info)
+  return actor_loss + critic_loss, (ema, metrics, jax.tree.map(sg, seq))
+
+
+def behavior_update(state: BehaviorState, starts: rssm.State, key: jax.Array | None,
+                    mfwm_params: Params, *, mfwm: mfwm_lib.MFWM, behavior: Behavior,
+                    optimizer: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict,
+                    replay: dict[str, jax.Array] | None = None
+                    ) -> tuple[BehaviorState, Metrics, dict[str, jax.Array]]:
+  """One actor-critic update from start states `(N, ...)` (spec 4.3-4.4); see
+  `behavior_loss`. The slow critic becomes the updated critic when the number of updates
+  before this one is a multiple of `slow_target_every` (the first update included).
+  Returns the new state, metrics, and the imagined sequence."""
+  loss_fn = functools.partial(behavior_loss, state=state, starts=starts, key=key,
+                              mfwm_params=mfwm_params, mfwm=mfwm, behavior=behavior,
+                              config=config, replay=replay)
+  (loss, (ema, metrics, seq)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new, _ = apply_gradients(state, grads, optimizer, loss)
+  copy = (state.step % config.slow_target_every) == 0
+  mix = config.slow_target_fraction
+  slow = jax.tree.map(lambda c, t: jnp.where(copy, mix * c + (1.0 - mix) * t, t),
+                      new.params["critic"], state.target_critic)
+  new = new.replace(target_critic=slow, return_ema=ema)
+  metrics = dict(metrics, imag_actor_grad_norm=optax.tree.norm(grads["actor"]),
+                 imag_critic_grad_norm=optax.tree.norm(grads["critic"]),
+                 # The reference's imagination reward normaliser is the identity.
+                 imag_reward_normed_mean=metrics["imag_reward_mean"],
+                 imag_reward_normed_std=metrics["imag_reward_std"])
+  return new, metrics, seq
+
+
+def make_starts(state: BehaviorState, batch: dict[str, jax.Array], key: jax.Array,
+                mfwm_params: Params, *, mfwm: mfwm_lib.MFWM, behavior: Behavior,
+                config: ml_collections.ConfigDict) -> rssm.State:
+  """Start states of one update; `config` is the whole config (reads `behavior.*`)."""
+  b = config.behavior
+  if b.start == "offline":
+    return starts_lib.offline_starts(mfwm.world_model, mfwm_params["world_model"], batch, key)
+  if b.start == "data_free":
+    return starts_lib.data_free_starts(mfwm, mfwm_params, behavior.actor,
+                                       state.params["actor"], num_starts(config),
+                                       b.batch_length, key, b.data_free)
+  raise ValueError(f"behavior.start={b.start!r}: expected one of {START_MODES}")
+
+
+def behavior_train_step(state: BehaviorState, batch: dict[str, jax.Array], rng: jax.Array,
+                        mfwm_params: Params, *, mfwm: mfwm_lib.MFWM, behavior: Behavior,
+                        optimizer: optax.GradientTransformation,
+                        config: ml_collections.ConfigDict, mesh: Mesh | None = None
+                        ) -> tuple[BehaviorState, Metrics]:
+  """One behaviour update: `(state, batch, rng, frozen MFWM params) -> (state, metrics)`.
+
+  batch (offline): `observation (B, T, 64, 64, 3)`, `action (B, T, A)`, `is_first (B, T)`
+  with `B * T` = the number of starts; data-free: `{}`. With a mesh, the start axis is
+  split over the `data` axis (data-free starts too), so each device imagines its share.
+  """
+  k_start, k_imag = jax.random.split(rng)
+  starts = make_starts(state, batch, k_start, mfwm_params, mfwm=mfwm, behavior=behavior,
+                       config=config)
+  if mesh is not None:
+    starts = jax.lax.with_sharding_constraint(starts, parallel.batch_sharded(mesh))
+  state, metrics, _ = behavior_update(state, starts, k_imag, mfwm_params, mfwm=mfwm,
+                                      behavior=behavior, optimizer=optimizer,
+                                      config=config.behavior)
+  return state, metrics
+
+
+def state_shardings(state: BehaviorState, mesh: Mesh) -> Any:
+  """Everything replicated except the prompt target, split by column over `data`."""
+  rep = parallel.replicated(mesh)
+  by_column = NamedSharding(mesh, PartitionSpec(None, "data"))
+  return state.replace(**{f.name: jax.tree.map(lambda _: rep, getattr(state, f.name))
+                          for f in dataclasses.fields(state) if f.name != "prompt_target"},
+                       prompt_target=jax.tree.map(lambda _: by_column, state.prompt_target))
+
+
+def jit_behavior_step(mesh: Mesh, state: BehaviorState, **static: Any
+                      ) -> Callable[..., tuple[BehaviorState, Metrics]]:
+  """`behavior_train_step` jitted for the mesh: state donated, batch split over `data`,
+  MFWM params replicated. `state` only provides the sharding layout."""
+  parallel.check_divisible(num_starts(static["config"]), mesh, "behaviour start count")
+  fn = functools.partial(behavior_train_step, mesh=mesh, **static)
+  rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  shardings = state_shardings(state, mesh)
+  return jax.jit(fn, in_shardings=(shardings, data, rep, rep),
+                 out_shardings=(shardings, rep), donate_argnums=(0,))
