@@ -4,7 +4,7 @@ r"""genrl_jax main job: parses the config and runs the stages.
 
 `--config` takes `configs/<domain>.py[:variant]` (resolved against `experiments/`), and
 any `--config.<key>=<value>` override; unknown keys are refused. `--mode` runs one stage
-(`data`, `mfwm`) or all of them (`all`, the default). Each stage resumes from what the
+(`data`, `mfwm`, `behavior`) or all of them (`all`, the default). Each stage resumes from what the
 workdir already holds.
 """
 
@@ -34,7 +34,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes "
                                "(default: workdirs/<config name>).")
-_MODE = flags.DEFINE_enum("mode", "all", ("all",) + ("data", "mfwm"), "Stage(s) to run.")
+_MODE = flags.DEFINE_enum("mode", "all", ("all", "data", "mfwm", "behavior"),
+                          "Stage(s) to run.")
 
 
 class _OwnInfoOnly(logging.logging.Filter):
@@ -66,6 +67,8 @@ def main(argv):
       pipeline.run_data(config, workdir)
     elif stage == "mfwm":
       pipeline.run_mfwm(config, workdir)
+    elif stage == "behavior":
+      pipeline.run_behavior(config, workdir)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 
 * `data`: use `config.data.path`, or collect random-policy episodes into
   `<workdir>/episodes` (skipped when they are all there; resumes otherwise).
+  When `config.vlm.name` names an embedder, episodes without per-step VLM embeddings get
+  them (resumable).
 * `mfwm`: train the multimodal foundation world model (world model, connector, aligner;
   the world model alone when the episodes have no VLM embeddings); resumes from
   `<workdir>/mfwm`.
+* `behavior`: learn the task's policy from its prompt in the trained MFWM
+  (`genrl_jax.behavior.stage`); resumes from `<workdir>/behavior/<name>`.
 
 Everything a stage writes lives in the workdir; a stage never deletes anything there.
 """
@@ -23,15 +27,21 @@ from absl import logging
 from genrl_jax import collect, configs
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
+from genrl_jax.behavior import stage as behavior_stage
+from genrl_jax.data import embed as embed_lib
 from genrl_jax.data import episodes as episodes_lib
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import checkpoints, loop, parallel, steps
 from genrl_jax.train.state import TrainState
+from genrl_jax.vlm import embedder as embedder_lib
 
-STAGES = ("data", "mfwm")
+STAGES = ("data", "mfwm", "behavior")
 # Keys that may differ between a workdir's saved config and a resumed run's config.
 RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.keep",
-                  "data.collect_episodes", "mfwm.init_world_model_from")
+                  "data.collect_episodes", "mfwm.init_world_model_from", "task")
+# Behaviours are per task and prompt, each checkpointed apart: their settings may change
+# between runs that share a workdir (and its MFWM).
+RESUMABLE_PREFIXES = ("behavior.",)
 
 
 class WorkdirMismatchError(ValueError):
@@ -56,7 +66,8 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       saved = json.load(f)
     old, new = _flatten(saved), _flatten(current)
     differ = sorted(k for k in set(old) | set(new)
-                    if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
+                    if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS
+                    and not k.startswith(RESUMABLE_PREFIXES))
     if differ:
       details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
       raise WorkdirMismatchError(
@@ -75,16 +86,22 @@ def run_data(config: ml_collections.ConfigDict, workdir: str) -> str:
   if config.data.path:
     if not os.path.isdir(config.data.path):
       raise FileNotFoundError(f"config.data.path={config.data.path!r} is not a directory")
-    return config.data.path
-  from genrl_jax import envs  # pylint: disable=g-import-not-at-top  (MuJoCo only if needed)
-  directory = episodes_dir(config, workdir)
-  task = config.data.collect_task or config.task
-  make = functools.partial(envs.make_env, task, action_repeat=config.data.action_repeat,
-                           fast_render=config.data.fast_render)
-  if jax.process_index() == 0:
-    new = collect.collect_random(lambda seed: make(seed=seed), directory,
-                                 config.data.collect_episodes, seed=config.seed)
-    logging.info("data: %d new random-policy episodes of %s in %s", len(new), task, directory)
+    directory = config.data.path
+  else:
+    from genrl_jax import envs  # pylint: disable=g-import-not-at-top  (MuJoCo only if needed)
+    directory = episodes_dir(config, workdir)
+    task = config.data.collect_task or config.task
+    make = functools.partial(envs.make_env, task, action_repeat=config.data.action_repeat,
+                             fast_render=config.data.fast_render)
+    if jax.process_index() == 0:
+      new = collect.collect_random(lambda seed: make(seed=seed), directory,
+                                   config.data.collect_episodes, seed=config.seed)
+      logging.info("data: %d new random-policy episodes of %s in %s", len(new), task,
+                   directory)
+  embedder = embedder_lib.make_embedder(config)
+  if embedder is not None and jax.process_index() == 0:
+    count = embed_lib.embed_episodes(directory, embedder, config.connector.n_frames)
+    logging.info("data: embedded %d episodes with %s", count, embedder.identifier)
   return directory
 
 
@@ -176,3 +193,10 @@ def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   finally:
     ckpt.close()
   return state
+
+
+def run_behavior(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
+                 ) -> behavior_stage.BehaviorRun:
+  """Learns the behaviour of `config.task` from its prompt (see `behavior.stage`)."""
+  return behavior_stage.run_behavior(config, workdir, embedder_lib.make_embedder(config),
+                                     episodes_dir(config, workdir), progress)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from genrl_jax.behavior import prompts as pr
+from genrl_jax.vlm import embedder as vlm_embedder
 
 E = 32
 
@@ -232,7 +233,7 @@ def test_embed_prompt_text_and_video_need_an_embedder(videos):
 
 
 def test_embed_prompt_text_uses_the_embedder():
-  emb = pr.RandomProjectionEmbedder(E)
+  emb = vlm_embedder.RandomProjectionEmbedder(E)
   out = pr.embed_prompt(pr.parse_prompt(text=" walk fast "), emb, E)
   np.testing.assert_allclose(out, emb.embed_text(["walk fast"])[0], rtol=1e-6)
   with pytest.raises(ValueError, match="size 32 but the MFWM's connector expects 64"):
@@ -257,7 +258,7 @@ class _RecordingEmbedder:
 
 def test_embed_prompt_video_passes_the_reference_clip_to_the_embedder(videos):
   emb = _RecordingEmbedder(np.full(E, 2.0))
-  assert isinstance(emb, pr.Embedder)
+  assert isinstance(emb, vlm_embedder.Embedder)
   out = pr.embed_prompt(pr.parse_prompt(video=videos["mp4_300"]), emb, E)
   np.testing.assert_allclose(out, np.full(E, 1 / np.sqrt(E)), rtol=1e-6)  # re-normalised
   (clip,) = emb.clips
@@ -282,22 +283,23 @@ def test_embed_prompt_rejects_non_finite_embedder_output():
 
 def test_random_projection_text_prompt_embeddings_are_unit_deterministic_and_distinct():
   texts = ["walk fast", "doing a headstand", "walk fast!", "a"]
-  emb = pr.RandomProjectionEmbedder(E, seed=3)
-  assert isinstance(emb, pr.Embedder) and emb.identifier == "random-projection"
+  emb = vlm_embedder.RandomProjectionEmbedder(E, seed=3)
+  assert isinstance(emb, vlm_embedder.Embedder) and emb.identifier == "random-projection"
   out = emb.embed_text(texts)
   assert out.shape == (4, E) and out.dtype == np.float32
   np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
-  np.testing.assert_array_equal(out, pr.RandomProjectionEmbedder(E, seed=3).embed_text(texts))
+  np.testing.assert_array_equal(
+      out, vlm_embedder.RandomProjectionEmbedder(E, seed=3).embed_text(texts))
   np.testing.assert_array_equal(out[0], emb.embed_text(["walk fast"])[0])
   cos = out @ out.T
   assert np.all(cos[~np.eye(4, dtype=bool)] < 0.99)
   assert cos[0, 2] > cos[0, 1]  # shared trigrams: nearby, as documented
-  assert not np.allclose(out, pr.RandomProjectionEmbedder(E, seed=4).embed_text(texts))
+  assert not np.allclose(out, vlm_embedder.RandomProjectionEmbedder(E, seed=4).embed_text(texts))
 
 
 def test_random_projection_text_prompt_embedding_is_stable_across_processes():
-  code = ("from genrl_jax.behavior import prompts as pr; "
-          "print(pr.RandomProjectionEmbedder(8).embed_text(['walk fast']).tobytes().hex())")
+  code = ("from genrl_jax.vlm import embedder; "
+          "print(embedder.RandomProjectionEmbedder(8).embed_text(['walk fast']).tobytes().hex())")
   outs = []
   for hash_seed in ("1", "2"):
     env = dict(os.environ, PYTHONHASHSEED=hash_seed)
@@ -305,17 +307,17 @@ def test_random_projection_text_prompt_embedding_is_stable_across_processes():
                          check=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     outs.append(np.frombuffer(bytes.fromhex(run.stdout.strip()), np.float32))
   np.testing.assert_array_equal(outs[0], outs[1])
-  np.testing.assert_array_equal(outs[0], pr.RandomProjectionEmbedder(8).embed_text(
+  np.testing.assert_array_equal(outs[0], vlm_embedder.RandomProjectionEmbedder(8).embed_text(
       ["walk fast"])[0])
 
 
 def test_random_projection_video_prompt_embeddings_are_unit_deterministic_and_distinct():
-  emb = pr.RandomProjectionEmbedder(E)
+  emb = vlm_embedder.RandomProjectionEmbedder(E)
   clips = np.stack([_solid_frames(8, size=13), _solid_frames(16, size=13)[8:]])
   out = emb.embed_video(clips)
   assert out.shape == (2, E) and out.dtype == np.float32
   np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
-  np.testing.assert_array_equal(out, pr.RandomProjectionEmbedder(E).embed_video(clips))
+  np.testing.assert_array_equal(out, vlm_embedder.RandomProjectionEmbedder(E).embed_video(clips))
   assert float(out[0] @ out[1]) < 0.99
   # Area pooling keeps the mean colour: a 2x2 clip of one colour equals a 13x13 one.
   small = np.broadcast_to(clips[:1, :, :2, :2], (1, 8, 2, 2, 3))

@@ -74,7 +74,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.mfwm.save_every = 10_000
   c.mfwm.keep = 3
 
+  c.vlm = ml_collections.ConfigDict()
+  # The video-language model that embeds datasets and prompts: '' (none: datasets must
+  # carry embeddings and prompts must be precomputed embeddings) or 'random_projection'
+  # (a stand-in without semantics that needs no download; smoke runs only).
+  c.vlm.name = ""
+  c.vlm.seed = 0
+
   b = c.behavior = ml_collections.ConfigDict()
+  # The task prompt: exactly one of a text, a video file (mp4/gif) or a precomputed
+  # embedding (.npy, (E,)); all empty: the reference's text prompt of config.task.
+  b.prompt = ml_collections.ConfigDict(dict(text="", video="", embedding=""))
+  b.name = ""  # checkpoint directory <workdir>/behavior/<name>; empty: config.task
   # "offline": every posterior state of a dataset batch is a start (batch_size x
   # batch_length starts); "data_free": starts built without data (spec 5).
   b.start = "offline"
@@ -133,6 +144,8 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     c.mfwm.num_steps = 300
     c.mfwm.log_every = 50
     c.mfwm.save_every = 100
+    c.vlm.name = "random_projection"  # no model hub needed; prompts carry no semantics
+    c.connector.embed_dim = 64
     b = c.behavior
     b.actor.units = b.critic.units = 128
     b.actor.layers = b.critic.layers = 2

@@ -10,13 +10,13 @@ embedding needs no embedder, which is how prompts are given when the VLM is run 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import os
-from typing import Protocol, runtime_checkable
 
 import imageio.v3 as iio
 import numpy as np
+
+from genrl_jax.vlm.embedder import Embedder
 
 PROMPT_KINDS = ("text", "video", "embedding")
 CLIP_FRAMES = 8
@@ -24,26 +24,6 @@ CLIP_FRAMES = 8
 STRIDE_DIVISOR = 128
 _EXPECTED = "expected an mp4/gif video or an image readable by imageio"
 _PYAV_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")
-
-
-@runtime_checkable
-class Embedder(Protocol):
-  """A video-language model mapping text and 8-frame clips into one embedding space.
-
-  Resizing and normalising frames to the model's input (e.g. 224 px, ImageNet mean/std for
-  InternVideo2) is the embedder's job: it receives raw uint8 RGB frames of any size.
-  """
-
-  identifier: str  # names the model, recorded with results and embedding caches
-  embed_dim: int
-
-  def embed_text(self, texts: list[str]) -> np.ndarray:
-    """`N` strings -> float32 `(N, E)`, unit-norm rows."""
-    ...
-
-  def embed_video(self, frames: np.ndarray) -> np.ndarray:
-    """uint8 `(N, 8, H, W, 3)` RGB clips -> float32 `(N, E)`, unit-norm rows."""
-    ...
 
 
 def check_text_prompt(prompt: object) -> str:
@@ -233,69 +213,3 @@ def embed_prompt(prompt: Prompt, embedder: Embedder | None, embed_dim: int,
     raise ValueError(f"embedder {embedder.identifier!r} returned shape {out.shape} for "
                      "one prompt; expected (1, E)")
   return _finalise(out, f"embedder {embedder.identifier!r}", embed_dim)
-
-
-def _area_weights(n_in: int, n_out: int) -> np.ndarray:
-  """`(n_out, n_in)` weights averaging input pixels by overlap (area resize, any size)."""
-  lo = np.arange(n_out)[:, None] * n_in / n_out
-  hi = lo + n_in / n_out
-  px = np.arange(n_in)[None, :]
-  overlap = np.clip(np.minimum(px + 1, hi) - np.maximum(px, lo), 0.0, None)
-  return overlap / overlap.sum(axis=1, keepdims=True)
-
-
-class RandomProjectionEmbedder:
-  """A deterministic stand-in embedder with NO semantics: for tests and offline smoke runs.
-
-  Text: counts of character trigrams, hashed into buckets with md5 (stable across
-  processes, unlike Python's `hash`), times a seeded Gaussian projection. Video: frames
-  area-averaged to 8x8, averaged over time, centred, times another seeded projection.
-  Both unit-norm. Similar strings or clips get nearby embeddings; nothing here relates
-  text to video, so it cannot stand in for a VLM when results matter.
-  """
-
-  N_BUCKETS = 2048
-  POOL = 8
-
-  def __init__(self, embed_dim: int, seed: int = 0, identifier: str = "random-projection"):
-    if embed_dim < 1:
-      raise ValueError(f"embed_dim must be positive, got {embed_dim}")
-    self.embed_dim = embed_dim
-    self.identifier = identifier
-    self._text_proj = np.random.default_rng([seed, 0]).standard_normal(
-        (self.N_BUCKETS, embed_dim)).astype(np.float32)
-    # One extra constant feature keeps the video features non-zero for any clip.
-    self._video_proj = np.random.default_rng([seed, 1]).standard_normal(
-        (self.POOL * self.POOL * 3 + 1, embed_dim)).astype(np.float32)
-
-  def _bucket(self, trigram: str) -> int:
-    digest = hashlib.md5(trigram.encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "little") % self.N_BUCKETS
-
-  def embed_text(self, texts: list[str]) -> np.ndarray:
-    """`N` strings -> float32 `(N, E)`, unit-norm rows."""
-    counts = np.zeros((len(texts), self.N_BUCKETS), np.float32)
-    for i, text in enumerate(texts):
-      padded = f"  {text} "  # every string, even "", has at least one trigram
-      for j in range(len(padded) - 2):
-        counts[i, self._bucket(padded[j:j + 3])] += 1.0
-    return _unit_rows(counts @ self._text_proj)
-
-  def embed_video(self, frames: np.ndarray) -> np.ndarray:
-    """uint8 `(N, F, H, W, 3)` clips (F = 8 normally) -> float32 `(N, E)`, unit-norm rows."""
-    frames = np.asarray(frames)
-    if frames.ndim != 5 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-      raise ValueError(f"expected uint8 clips (N, F, H, W, 3), got {frames.dtype} "
-                       f"{frames.shape}")
-    wh = _area_weights(frames.shape[2], self.POOL)
-    ww = _area_weights(frames.shape[3], self.POOL)
-    pooled = np.einsum("ih,nfhwc,jw->nijc", wh, frames.astype(np.float32) / 255.0, ww,
-                       optimize=True)
-    pooled = pooled / frames.shape[1] - 0.5
-    feats = np.concatenate([pooled.reshape(len(frames), -1),
-                            np.ones((len(frames), 1), np.float32)], axis=1)
-    return _unit_rows(feats.astype(np.float32) @ self._video_proj)
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-  return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)

@@ -8,6 +8,7 @@ save never shadows the previous checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -126,3 +127,17 @@ def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
   with open(tmp, "w") as f:
     json.dump(payload, f, indent=2, sort_keys=True)
   os.replace(tmp, path)
+
+
+def params_fingerprint(tree: Any) -> str:
+  """A SHA-256 digest of a parameter tree's paths, shapes, dtypes and exact values.
+
+  Behaviour checkpoints record the fingerprint of the MFWM they were trained in, so a
+  behaviour is never resumed or evaluated with a different MFWM by mistake.
+  """
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    array = np.asarray(jax.device_get(leaf))
+    digest.update(f"{jax.tree_util.keystr(path)}|{array.shape}|{array.dtype}|".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()

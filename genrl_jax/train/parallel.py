@@ -43,8 +43,10 @@ def shard_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
   """Places a host batch of arrays `(B, ...)` on the mesh, split along B.
 
   In a multi-process job each process passes its local part and the global array is
-  assembled from all processes' parts.
+  assembled from all processes' parts. An empty batch (data-free steps) stays empty.
   """
+  if not batch:
+    return {}
   sizes = {k: np.shape(v)[0] for k, v in batch.items()}
   if len(set(sizes.values())) != 1:
     raise ValueError(f"batch arrays disagree on the batch size: {sizes}")

@@ -1,0 +1,173 @@
+"""The behaviour stage: learn one task's policy from its prompt in a trained MFWM.
+
+Reads the MFWM checkpoint of `<workdir>/mfwm`, embeds the prompt, computes and saves the
+prompt's decoded target video (to check how the model reads the prompt before training),
+then trains the actor-critic in imagination and checkpoints it under
+`<workdir>/behavior/<name>/` (a directory per behaviour, so one MFWM serves many tasks).
+A behaviour checkpoint records the fingerprint of its MFWM and its prompt embedding;
+resuming with another MFWM or another prompt is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from genrl_jax import configs
+from genrl_jax import mfwm as mfwm_lib
+from genrl_jax.behavior import learner
+from genrl_jax.behavior import prompts as prompts_lib
+from genrl_jax.data import episodes as episodes_lib
+from genrl_jax.envs.prompts import task_prompt
+from genrl_jax.report.metrics import MetricWriter
+from genrl_jax.train import checkpoints, loop, parallel
+from genrl_jax.vlm.embedder import Embedder
+
+PROMPT_KEY_SALT = 0x7A46
+INIT_KEY_SALT = 0xB3A7
+
+
+@dataclasses.dataclass
+class BehaviorRun:
+  """What the stage produced: the final state and where things were written."""
+  state: Any
+  directory: str
+  prompt: str
+  mfwm_fingerprint: str
+
+
+def behavior_name(config: ml_collections.ConfigDict) -> str:
+  return config.behavior.name or config.task
+
+
+def config_prompt(config: ml_collections.ConfigDict) -> prompts_lib.Prompt:
+  """The prompt the config names (`behavior.prompt.{text,video,embedding}`; all empty: the
+  reference's text prompt of `config.task`)."""
+  p = config.behavior.prompt
+  given = {k: v for k, v in (("text", p.text), ("video", p.video), ("embedding", p.embedding))
+           if v}
+  if not given:
+    return prompts_lib.parse_prompt(text=task_prompt(config.task))
+  if len(given) > 1:
+    raise ValueError(f"config.behavior.prompt: give one of text, video, embedding; got "
+                     f"{sorted(given)}")
+  return prompts_lib.parse_prompt(**given)
+
+
+def load_mfwm(directory: str) -> dict:
+  """The params of the latest MFWM checkpoint in `directory`, with a connector."""
+  if not os.path.isdir(directory):
+    raise checkpoints.CheckpointError(f"no MFWM checkpoint directory {directory}; run the "
+                                      "mfwm stage first")
+  params = checkpoints.restore_subtree(directory, ("params",))
+  if "connector" not in params:
+    raise checkpoints.CheckpointError(
+        f"the MFWM in {directory} has no connector (it was trained on episodes without "
+        "'vlm_embedding'); behaviour learning from prompts needs one: embed the dataset "
+        "(config.vlm.name) and train the MFWM again")
+  return params
+
+
+def action_dim_of(params: dict, model_config: ml_collections.ConfigDict) -> int:
+  """The action size of a world model, read off its first prior layer."""
+  wm = model_config.world_model
+  rows = params["world_model"]["rssm"]["img_in"]["dense"]["kernel"].shape[0]
+  return rows - wm.stoch * wm.discrete
+
+
+def _check_resume(directory: str, fingerprint: str, embedding: np.ndarray) -> None:
+  saved = checkpoints.read_checkpoint_config(directory)
+  meta = saved.get("behavior_run", {})
+  if meta.get("mfwm_fingerprint") != fingerprint:
+    raise checkpoints.CheckpointError(
+        f"behaviour checkpoint {directory} was trained in a different MFWM (fingerprint "
+        f"{str(meta.get('mfwm_fingerprint'))[:12]}..., this MFWM {fingerprint[:12]}...); use "
+        "another config.behavior.name or delete that directory")
+  old = np.asarray(meta.get("prompt_embedding", []), np.float32)
+  if old.shape != embedding.shape or not np.allclose(old, embedding, atol=1e-6):
+    raise checkpoints.CheckpointError(
+        f"behaviour checkpoint {directory} was trained for another prompt "
+        f"({meta.get('prompt')!r}); use another config.behavior.name")
+
+
+def _write_prompt_video(mfwm, params, embedding, key, path: str) -> None:
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  video = np.asarray(mfwm_lib.decode_prompt_video(mfwm, params, embedding, key))[0]
+  tmp = path + ".tmp.gif"
+  iio.imwrite(tmp, video, duration=100, loop=0)
+  os.replace(tmp, path)
+
+
+def run_behavior(config: ml_collections.ConfigDict, workdir: str,
+                 embedder: Embedder | None, episode_dir: str | None = None,
+                 progress: bool = True) -> BehaviorRun:
+  """Trains (or resumes) the behaviour `behavior_name(config)` and returns it."""
+  b = config.behavior
+  if b.start not in learner.START_MODES:
+    raise ValueError(f"config.behavior.start={b.start!r}: expected one of "
+                     f"{learner.START_MODES}")
+  mfwm_dir = os.path.join(workdir, "mfwm")
+  host_params = load_mfwm(mfwm_dir)
+  fingerprint = checkpoints.params_fingerprint(host_params)
+  mfwm = mfwm_lib.make_mfwm(config, action_dim_of(host_params, config))
+  prompt = config_prompt(config)
+  embedding = prompts_lib.embed_prompt(prompt, embedder, mfwm.connector.embed_dim)
+
+  mesh = parallel.make_mesh()
+  behavior = learner.make_behavior(config, mfwm.world_model.action_dim)
+  optimizer = learner.make_optimizer(b)
+  seed_key = jax.random.key(config.seed)
+  mfwm_params = parallel.replicate(host_params, mesh)
+  target = learner.prompt_target(mfwm, mfwm_params, embedding, learner.num_starts(config),
+                                 b.horizon + 1, jax.random.fold_in(seed_key, PROMPT_KEY_SALT),
+                                 b.reward)
+  params = learner.init_params(behavior, learner.feature_dim(mfwm.world_model),
+                               jax.random.fold_in(seed_key, INIT_KEY_SALT))
+  state = learner.create_state(behavior, optimizer, params, target)
+  state = jax.device_put(state, learner.state_shardings(state, mesh))
+
+  name = behavior_name(config)
+  directory = os.path.join(workdir, "behavior", name)
+  meta = {"mfwm_fingerprint": fingerprint, "prompt": prompt.describe(),
+          "prompt_embedding": embedding.tolist(), "mfwm_checkpoint": mfwm_dir,
+          "embedder": getattr(embedder, "identifier", "")}
+  ckpt = checkpoints.Checkpointer(directory, save_every=b.save_every, keep=b.keep,
+                                  config={**configs.config_to_dict(config), "behavior_run": meta})
+  if ckpt.latest_step() is not None:
+    _check_resume(directory, fingerprint, embedding)
+    state = ckpt.restore(state)
+    logging.info("behavior %s: resumed from step %d", name, int(state.step))
+  elif jax.process_index() == 0:
+    os.makedirs(directory, exist_ok=True)
+    _write_prompt_video(mfwm, mfwm_params, embedding, jax.random.fold_in(seed_key, 1),
+                        os.path.join(directory, "prompt_target.gif"))
+  logging.info("behavior %s: prompt %s, %s starts, %d updates", name, prompt.describe(),
+               b.start, b.num_steps)
+
+  step = learner.jit_behavior_step(mesh, state, mfwm=mfwm, behavior=behavior,
+                                   optimizer=optimizer, config=config)
+  if b.start == "offline":
+    episodes = episodes_lib.load_episodes(episode_dir)
+    sampler = episodes_lib.SequenceSampler(episodes, b.batch_size // jax.process_count(),
+                                           b.batch_length,
+                                           seed=config.seed * 1000 + 7 + jax.process_index())
+    keys = ("observation", "action", "is_first")
+    make_batch = lambda i: {k: v for k, v in sampler.sample(i).items() if k in keys}
+  else:
+    make_batch = lambda i: {}
+  try:
+    state = loop.train_loop(
+        stage=f"behavior/{name}", state=state,
+        step_fn=lambda s, batch, rng: step(s, batch, rng, mfwm_params),
+        make_batch=make_batch, mesh=mesh, seed=config.seed + 1, num_steps=b.num_steps,
+        log_every=b.log_every, checkpointer=ckpt,
+        writer=MetricWriter(workdir, f"behavior_{name}"), progress=progress)
+  finally:
+    ckpt.close()
+  return BehaviorRun(state, directory, prompt.describe(), fingerprint)

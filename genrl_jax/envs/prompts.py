@@ -1,0 +1,59 @@
+"""The reference's language prompt of every task (spec 9.4, `TASK2PROMPT`)."""
+
+from __future__ import annotations
+
+TASK_PROMPTS: dict[str, str] = {
+    "quadruped_run": "spider running fast",
+    "quadruped_walk": "spider walking fast",
+    "quadruped_stand": "spider standing",
+    "quadruped_jump": "spider jumping",
+    "quadruped_two_legs": "on two legs",
+    "quadruped_lie_down": "lying down",
+    "cheetah_run": "running like a quadruped",
+    "cheetah_flipping": "quadruped rotating flips",
+    "cheetah_standing": "standing like a human",
+    "cheetah_lying_down": "lying down",
+    "stickman_walk": "robot walk fast clean",
+    "stickman_run": "robot run fast clean",
+    "stickman_stand": "standing up",
+    "stickman_urlb_flip": "doing flips",
+    "stickman_flip": "doing flips",
+    "stickman_flipping": "doing flips",
+    "stickman_backflip": "doing backflips",
+    "stickman_one_foot": "stand on one foot",
+    "stickman_high_kick": "stand up and kick",
+    "stickman_lying_down": "lying down horizontally",
+    "stickman_legs_up": "lifting legs up while lying down",
+    "stickman_sit_knees": "praying",
+    "stickman_lunge_pose": "lunge_pose",
+    "stickman_headstand": "headstand",
+    "stickman_boxing": "punch",
+    "walker_walk": "walk fast clean",
+    "walker_run": "run fast clean",
+    "walker_stand": "standing up straight",
+    "walker_urlb_flip": "doing backflips",
+    "walker_flip": "doing flips",
+    "walker_flipping": "doing backflips",
+    "walker_backflip": "doing backflips",
+    "walker_one_foot": "stand on one foot",
+    "walker_high_kick": "stand up and kick",
+    "walker_lying_down": "lying down horizontally",
+    "walker_arabesque": "arabesque position",
+    "walker_legs_up": "lying down with feet up",
+    "walker_sit_knees": "praying",
+    "walker_lunge_pose": "lunge_pose",
+    "walker_headstand": "headstand",
+    "kitchen_microwave": "opening the microwave fully open",
+    "kitchen_light": "switch light on",
+    "kitchen_burner": "switch on red burner",
+    "kitchen_slide": "slide cabinet above the knobs",
+    "kitchen_kettle": "pushing up the kettle",
+}
+
+
+def task_prompt(task: str) -> str:
+  """The language prompt of `task`, or a KeyError listing the tasks that have one."""
+  if task not in TASK_PROMPTS:
+    raise KeyError(f"task {task!r} has no reference prompt; tasks with one: "
+                   f"{sorted(TASK_PROMPTS)}. Give a prompt explicitly instead.")
+  return TASK_PROMPTS[task]

@@ -1,0 +1,188 @@
+"""The behaviour stage: from a trained MFWM checkpoint and a prompt to a behaviour
+checkpoint; resume, and refusal of another MFWM or another prompt; dataset embedding."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+import synthetic
+from genrl_jax import pipeline
+from genrl_jax import world_model as wm_lib
+from genrl_jax.behavior import policy as policy_lib
+from genrl_jax.behavior import stage as stage_lib
+from genrl_jax.data import embed as embed_lib
+from genrl_jax.data import episodes as episodes_lib
+from genrl_jax.report.metrics import read_metrics
+from genrl_jax.train import checkpoints
+from genrl_jax.vlm import embedder as embedder_lib
+
+EMBED = 16
+
+
+def _config(episodes: str, **overrides):
+  c = synthetic.micro_config(episodes, **overrides)
+  with c.unlocked():
+    c.vlm.name = "random_projection"
+    b = c.behavior
+    b.actor.units = b.critic.units = 32
+    b.actor.layers = b.critic.layers = 1
+    b.batch_size, b.batch_length = 8, 8
+    b.num_steps, b.log_every, b.save_every = 3, 1, 2
+    for key, value in overrides.items():
+      if key.startswith("behavior."):
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+          node = node[p]
+        node[leaf] = value
+  return c
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A workdir with an MFWM (with connector) trained for a few steps."""
+  episodes = synthetic.write_episodes(str(tmp_path_factory.mktemp("episodes")),
+                                      embed_dim=EMBED)
+  workdir = str(tmp_path_factory.mktemp("work"))
+  pipeline.run_mfwm(_config(episodes), workdir, progress=False)
+  return episodes, workdir
+
+
+@pytest.fixture(scope="module")
+def first_run(trained):
+  """The default behaviour (walker_walk's text prompt), 3 updates."""
+  episodes, workdir = trained
+  return pipeline.run_behavior(_config(episodes), workdir, progress=False)
+
+
+def test_behavior_stage_trains_checkpoints_and_writes_the_prompt_video(trained, first_run):
+  _, workdir = trained
+  run = first_run
+  assert int(run.state.step) == 3 and run.directory.endswith("behavior/walker_walk")
+  assert checkpoints.Checkpointer(run.directory, save_every=2, keep=2, config={}).all_steps() \
+      == [2, 3]
+  assert os.path.getsize(os.path.join(run.directory, "prompt_target.gif")) > 0
+  rows = [r for r in read_metrics(workdir) if r["stage"] == "behavior_walker_walk"]
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  assert all(np.isfinite(r["imag_actor_loss"]) for r in rows)
+  assert run.prompt == 'text: "walk fast clean"'  # the reference's walker_walk prompt
+
+
+def test_behavior_stage_resumes_bit_identically(trained, first_run):
+  episodes, workdir = trained
+  pipeline.run_behavior(_config(episodes, **{"behavior.name": "split",
+                                             "behavior.num_steps": 2}), workdir,
+                        progress=False)
+  resumed = pipeline.run_behavior(_config(episodes, **{"behavior.name": "split"}), workdir,
+                                  progress=False)
+  equal = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)),
+                       first_run.state.params, resumed.state.params)
+  assert all(jax.tree.leaves(equal))
+
+
+def test_behavior_stage_data_free_runs_without_episodes(trained):
+  episodes, workdir = trained
+  run = pipeline.run_behavior(_config(episodes, **{"behavior.name": "free",
+                                                   "behavior.start": "data_free",
+                                                   "behavior.num_steps": 1}),
+                              workdir, progress=False)
+  assert int(run.state.step) == 1
+
+
+def test_behavior_checkpoint_of_another_prompt_is_refused(trained, first_run):
+  episodes, workdir = trained
+  other = _config(episodes, **{"behavior.prompt.text": "lying down"})
+  with pytest.raises(checkpoints.CheckpointError, match="another prompt"):
+    pipeline.run_behavior(other, workdir, progress=False)
+
+
+def test_behavior_checkpoint_of_another_mfwm_is_refused(trained, first_run, tmp_path):
+  """A copy of the behaviour whose recorded MFWM fingerprint differs (as after retraining
+  the MFWM): resuming it is refused, and the checkpoint is left as it was."""
+  episodes, workdir = trained
+  copy = tmp_path / "work"
+  shutil.copytree(os.path.join(workdir, "mfwm"), copy / "mfwm")
+  shutil.copytree(first_run.directory, copy / "behavior" / "walker_walk")
+  for meta in glob.glob(str(copy / "behavior" / "walker_walk" / "*" / "config" / "metadata")):
+    with open(meta) as f:
+      saved = json.load(f)
+    saved["behavior_run"]["mfwm_fingerprint"] = "0" * 64
+    with open(meta, "w") as f:
+      json.dump(saved, f)
+  before = sorted(os.listdir(copy / "behavior" / "walker_walk"))
+  with pytest.raises(checkpoints.CheckpointError, match="different MFWM"):
+    pipeline.run_behavior(_config(episodes), str(copy), progress=False)
+  assert sorted(os.listdir(copy / "behavior" / "walker_walk")) == before
+
+
+def test_behavior_stage_refuses_an_mfwm_without_connector(tmp_path):
+  config = _config("")
+  model = wm_lib.make_world_model(config, 6)
+  params = {"world_model": wm_lib.init_world_model(model, jax.random.key(0))}
+  ckpt = checkpoints.Checkpointer(str(tmp_path / "w" / "mfwm"), save_every=1, keep=1,
+                                  config={})
+  ckpt.save(1, {"params": params})
+  ckpt.close()
+  with pytest.raises(checkpoints.CheckpointError, match="no connector"):
+    stage_lib.run_behavior(config, str(tmp_path / "w"), None, "", progress=False)
+
+
+def test_behavior_stage_text_prompt_without_embedder_is_refused(trained):
+  episodes, workdir = trained
+  config = _config(episodes, **{"behavior.name": "none"})
+  with pytest.raises(ValueError, match="needs a VLM embedder"):
+    stage_lib.run_behavior(config, workdir, None, episodes, progress=False)
+
+
+def test_behavior_stage_two_prompts_given_is_refused(trained):
+  episodes, workdir = trained
+  config = _config(episodes, **{"behavior.prompt.text": "walk",
+                                "behavior.prompt.video": "x.gif"})
+  with pytest.raises(ValueError, match="give one of"):
+    stage_lib.config_prompt(config)
+
+
+def test_embed_episodes_adds_windows_embeddings_and_resumes(tmp_path):
+  directory = synthetic.write_episodes(str(tmp_path), num=2, length=12)
+  embedder = embedder_lib.RandomProjectionEmbedder(EMBED)
+  assert embed_lib.embed_episodes(directory, embedder, 8, batch_size=3, progress=False) == 2
+  assert embed_lib.embed_episodes(directory, embedder, 8, progress=False) == 0
+  episode = episodes_lib.load_episodes(directory)[0]
+  emb = episode["vlm_embedding"]
+  assert emb.shape == (12, EMBED)
+  np.testing.assert_array_equal(emb[:7], 0.0)
+  expected = embedder.embed_video(episode["observation"][None, 4:12])[0]
+  np.testing.assert_allclose(emb[11], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_act_filters_and_returns_mean_actions_in_eval(trained, first_run):
+  episodes, workdir = trained
+  run = first_run
+  config = _config(episodes)
+  params = stage_lib.load_mfwm(os.path.join(workdir, "mfwm"))
+  from genrl_jax import mfwm as mfwm_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.behavior import learner  # pylint: disable=g-import-not-at-top
+  mfwm = mfwm_lib.make_mfwm(config, 6)
+  behavior = learner.make_behavior(config, 6)
+  act = policy_lib.make_act_fn(mfwm.world_model, behavior.actor)
+  both = {"world_model": params["world_model"], "actor": jax.device_get(run.state.params["actor"])}
+  obs = {"observation": np.zeros((3, 64, 64, 3), np.uint8), "is_first": np.ones(3, bool)}
+  carry = policy_lib.initial_carry(mfwm.world_model, 3)
+  a1, c1 = act(both, obs, carry, jax.random.key(0), True)
+  a2, _ = act(both, obs, carry, jax.random.key(0), True)
+  np.testing.assert_array_equal(a1, a2)
+  assert a1.shape == (3, 6) and np.all(np.abs(np.asarray(a1)) <= 1.0)  # eval: tanh mean
+  s1, _ = act(both, obs, carry, jax.random.key(1), False)
+  assert not np.allclose(s1, a1)  # training samples around the mean
+  # is_first resets: a row that starts an episode ignores the carried latent.
+  obs2 = dict(obs, is_first=np.array([True, False, False]))
+  r_reset, _ = act(both, obs2, c1, jax.random.key(2), True)
+  r_fresh, _ = act(both, obs2, carry, jax.random.key(2), True)
+  np.testing.assert_allclose(r_reset[0], r_fresh[0], rtol=1e-6, atol=1e-6)
