@@ -14,16 +14,17 @@ MFWM parameters are random (the update's cost does not depend on their values), 
 prompt embedding and the offline batch. The action dimension is read from the task's
 MuJoCo model file (the number of actuators; no environment is built), or `--action_dim`.
 
-Prints a header (jax version, backend, device count), then one line per (size, start mode):
-updates/s and seconds/update (median of `--iters` timed updates, after `--warmup` untimed
-ones), the compile time, the prompt-target computation time, the device's peak memory where
-the backend exposes `memory_stats()` (GPU/TPU), and the process's max RSS so far (host;
-on CPU this is the memory figure, cumulative over the lines printed before).
+Prints a header (jax version, backend, device count, CPU count and 1-minute load average:
+other processes on the CPUs slow the CPU figures down), then one line per (size, start
+mode): updates/s and seconds/update (median of `--iters` timed updates, after `--warmup`
+untimed ones), the compile time, the prompt-target computation time, the device's peak
+memory where the backend exposes `memory_stats()` (GPU/TPU), and the process's max RSS so
+far (host; on CPU this is the memory figure, cumulative over the lines printed before).
 
 For comparison, the reference PyTorch code takes 8.77 s (small) and 25.5 s (paper) per
 behaviour update on the 2-core CPU machine; about 4 s of the small one is the reference's
-redundant projection in the reward (it projects the imagined sequence once per alignment
-offset), which this implementation computes once.
+redundant projection in the reward (it recomputes the projections for every alignment
+window), which this implementation computes once per time step.
 """
 
 from __future__ import annotations
@@ -192,8 +193,8 @@ def main() -> None:
   args = parser.parse_args()
   if args.iters < 1 or args.warmup < 0:
     parser.error("--iters must be >= 1 and --warmup >= 0")
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} devices",
-        flush=True)
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} devices, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
   for size in args.sizes.split(","):
     for start in args.starts.split(","):
       bench(size.strip(), start.strip(), args)

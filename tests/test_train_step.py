@@ -104,7 +104,7 @@ def test_bad_batch_raises_a_clear_error(change, message):
 
 def test_batch_size_not_divisible_by_device_count_is_refused():
   mesh = parallel.make_mesh()
-  with pytest.raises(ValueError, match="batch size 6 is not divisible by the 8 devices"):
+  with pytest.raises(ValueError, match="config.batch_size=6 is not divisible by the 8 devices"):
     parallel.shard_batch({"x": np.zeros((6, 3))}, mesh)
 
 

@@ -24,7 +24,8 @@ def imagine(rssm_def: rssm.RSSM, rssm_params: Params, actor: Actor, actor_params
   model's parameters are used as given (the caller keeps them out of the gradient).
   `action_eps (H, N, A)` and `recorded_stoch (H, N, S, K)` replay given draws.
   Returns time-major `(H + 1, N, ...)`: `stoch, deter, logit, feat, action` (action 0 is
-  zeros, the start state's).
+  zeros, the start state's) and `actor_mean`, `actor_std`: entry h is the actor's output
+  on `sg(feat_{h-1})` that drew action h (zeros at h = 0).
   """
   num = start["deter"].shape[0]
   k_act, k_stoch = (None, None) if key is None else jax.random.split(key)
@@ -48,10 +49,11 @@ def imagine(rssm_def: rssm.RSSM, rssm_params: Params, actor: Actor, actor_params
     else:
       stoch = rssm.draw(logit, x["key"])
     new = {"deter": deter, "stoch": stoch, "logit": logit}
-    return new, dict(new, action=action)
+    return new, dict(new, action=action, actor_mean=mean, actor_std=std)
 
   _, seq = jax.lax.scan(step, start, xs)
-  first = dict(start, action=jnp.zeros((num, actor.action_dim), jnp.float32))
+  zeros = jnp.zeros((num, actor.action_dim), jnp.float32)
+  first = dict(start, action=zeros, actor_mean=zeros, actor_std=zeros)
   seq = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], 0), first, seq)
   seq["feat"] = rssm.feature(seq)
   return seq

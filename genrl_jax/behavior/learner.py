@@ -96,7 +96,9 @@ def check_prompt_embedding(embedding: Any, embed_dim: int) -> jax.Array:
 def prompt_target(mfwm: mfwm_lib.MFWM, params: Params, embedding: jax.Array, num: int,
                   length: int, key: jax.Array, config: ml_collections.ConfigDict
                   ) -> dict[str, jax.Array]:
-  """The prompt's target latents, time-major `{stoch, logit}` `(length, num, S, K)`.
+  """The prompt's target latents, time-major `{stoch, logit}` `(length, num, S, K)`, and
+  (unless the score is `neg_kl`) their projection `proj (length, num, D)`, computed here
+  once instead of at every update.
 
   The embedding `(E,)` is repeated over `length (+1)` steps and every column, mapped by the
   aligner and rolled out by the connector from its learned initial state (spec 4.6): with
@@ -114,13 +116,19 @@ def prompt_target(mfwm: mfwm_lib.MFWM, params: Params, embedding: jax.Array, num
                                  aligner=mfwm.aligner)
   if config.skip_first_target:
     states = jax.tree.map(lambda x: x[:, 1:], states)
-  return {k: jnp.swapaxes(states[k], 0, 1) for k in TARGET_KEYS}
+  target = {k: jnp.swapaxes(states[k], 0, 1) for k in TARGET_KEYS}
+  if config.score_fn != "neg_kl":
+    model, wm_params = mfwm.world_model, params["world_model"]
+    project = lambda x: _apply(model, wm_params, x, method=wm_lib.WorldModel.project)
+    target["proj"] = reward_lib.target_projection(target, project)
+  return target
 
 
 def create_state(behavior: Behavior, optimizer: optax.GradientTransformation, params: Params,
                  target: dict[str, jax.Array]) -> BehaviorState:
   """A fresh state; the slow critic starts as a copy of the critic (spec 4.1)."""
-  return BehaviorState.create(params, optimizer, {k: target[k] for k in TARGET_KEYS})
+  return BehaviorState.create(params, optimizer,
+                              {k: v for k, v in target.items() if k in TARGET_KEYS + ("proj",)})
 
 
 def num_starts(config: ml_collections.ConfigDict) -> int:
@@ -167,7 +175,8 @@ def behavior_loss(params: Params, state: BehaviorState, starts: rssm.State,
   # The slow critic's values on the non-detached features: the actor's gradient flows
   # through them into the imagined dynamics (spec 4.4, fixture README).
   slow_value = dists.twohot_mean(_apply(behavior.critic, state.target_critic, seq["feat"]))
-  actor_out = _apply(behavior.actor, params["actor"], sg(seq["feat"][:-2]))
+  # The policy on sg(feat[:-2]) (states 0..H-2) is what drew actions 1..H-1.
+  actor_out = (seq["actor_mean"][1:-1], seq["actor_std"][1:-1])
   critic_logits = _apply(behavior.critic, params["critic"], sg(seq["feat"][:-1]))
   actor_loss, critic_loss, ema, metrics = actor_critic_losses(
       seq, reward, slow_value, actor_out, critic_logits, state.return_ema,
@@ -255,7 +264,11 @@ def jit_behavior_step(mesh: Mesh, state: BehaviorState, **static: Any
                       ) -> Callable[..., tuple[BehaviorState, Metrics]]:
   """`behavior_train_step` jitted for the mesh: state donated, batch split over `data`,
   MFWM params replicated. `state` only provides the sharding layout."""
-  parallel.check_divisible(num_starts(static["config"]), mesh, "behaviour start count")
+  config = static["config"]
+  parallel.check_divisible(num_starts(config), mesh,
+                           "the number of starts (behavior.batch_size x batch_length)")
+  if config.behavior.start == "offline":  # the offline batch is split along its rows
+    parallel.check_divisible(config.behavior.batch_size, mesh, "behavior.batch_size")
   fn = functools.partial(behavior_train_step, mesh=mesh, **static)
   rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   shardings = state_shardings(state, mesh)

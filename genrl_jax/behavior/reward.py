@@ -2,7 +2,8 @@
 
 Scores compare the decoder's first linear projection of the stoch of the agent's state and
 of the target state. Each projection is computed once per time step and shared by every
-alignment window (the reference recomputes it for every window; the values are the same).
+alignment window (the reference recomputes it for every window; the values are the same);
+the target's can be precomputed once per task (`target['proj']`, see `target_projection`).
 
 Sequences are time-major: agent `(T, N, ...)`, target `(T, N, ...)`; T = H + 1 = 17.
 """
@@ -42,27 +43,48 @@ def kl_score(agent_logit: jax.Array, target_logit: jax.Array) -> jax.Array:
   return -dists.categorical_kl(agent_logit, target_logit) / (jnp.log(jnp.float32(k)) * s)
 
 
-def step_scores(score_fn: str, agent: dict[str, jax.Array], target: dict[str, jax.Array],
-                project: Callable[[jax.Array], jax.Array]
-                ) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """Returns `pair(agent_index, target_index) -> scores` on precomputed per-step features.
+def target_projection(target: dict[str, jax.Array], project: Callable[[jax.Array], jax.Array]
+                      ) -> jax.Array:
+  """The projection of the target's flattened stoch `(T, N, D)`, constant for a task."""
+  stoch = target["stoch"]
+  return project(stoch.reshape(stoch.shape[:-2] + (-1,)))
 
-  Indices are arrays broadcast against `(N,)`; the features are the projections of the
-  flattened stoch (or the logits for `neg_kl`), computed once for all T steps.
-  """
+
+def step_features(score_fn: str, agent: dict[str, jax.Array], target: dict[str, jax.Array],
+                  project: Callable[[jax.Array], jax.Array]
+                  ) -> tuple[jax.Array, jax.Array, Callable[[jax.Array, jax.Array], jax.Array]]:
+  """Per-step features of agent and target `(T, N, ...)`, computed once for all T steps
+  (the projections of the flattened stoch, or the logits for `neg_kl`), and the score
+  function on them. A precomputed `target['proj']` is used as it is."""
   if score_fn == "neg_kl":
-    a, t = agent["logit"], target["logit"]
-    fn = kl_score
-  else:
-    flat = lambda s: s.reshape(s.shape[:-2] + (-1,))
-    a, t = project(flat(agent["stoch"])), project(flat(target["stoch"]))
-    fn = lambda x, y: score(score_fn, x, y)
-  cols = jnp.arange(a.shape[1])
+    return agent["logit"], target["logit"], kl_score
+  flat = lambda s: s.reshape(s.shape[:-2] + (-1,))
+  fn = lambda x, y: score(score_fn, x, y)
+  t = target["proj"] if "proj" in target else target_projection(target, project)
+  return project(flat(agent["stoch"])), t, fn
 
-  def pair(i, j):
-    return fn(a[i, cols], t[j, cols])
 
-  return pair
+def window_scores(score_fn: str, a: jax.Array, t: jax.Array, n_frames: int,
+                  fn: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
+  """Mean score of each window `a[o:o+n]` against `t[:n]`, `(T - n, N)`.
+
+  The cosine scores come from the `(T, n)` matrix of dot products and the per-step norms
+  (no window of features is ever built); the others compare the windows directly.
+  """
+  length = a.shape[0]
+  offsets = jnp.arange(length - n_frames)[:, None]
+  steps = jnp.arange(n_frames)[None, :]
+  if score_fn in ("max_cosine", "cosine"):
+    dots = jnp.einsum("tnd,snd->tsn", a, t[:n_frames])
+    na = jnp.linalg.norm(a, axis=-1)[:, None]
+    nt = jnp.linalg.norm(t[:n_frames], axis=-1)[None]
+    if score_fn == "max_cosine":
+      pairs = dots / jnp.square(jnp.maximum(na, nt))
+    else:
+      pairs = dots / (jnp.maximum(na, COSINE_EPS) * jnp.maximum(nt, COSINE_EPS))
+    return jnp.mean(pairs[offsets + steps, steps], axis=1)
+  windows = jnp.stack([a[o:o + n_frames] for o in range(length - n_frames)])
+  return jnp.mean(fn(windows, t[None, :n_frames]), axis=1)
 
 
 def genrl_reward(agent: dict[str, jax.Array], target: dict[str, jax.Array],
@@ -79,24 +101,26 @@ def genrl_reward(agent: dict[str, jax.Array], target: dict[str, jax.Array],
   step i against target step i.
   Returns `(reward, info)` with `info = {'align_score' (W, N), 'best_index' (N,)}` when
   aligned (W = T - n_frames for `sequence`, T for `initial`).
+
+  The alignment only picks an index, so its scores are computed without gradient; the
+  reward itself compares the agent's features with a gathered copy of the (constant)
+  target, so the backward pass never scatters into the agent's features.
   """
   if alignment not in ALIGNMENTS:
     raise ValueError(f"alignment={alignment!r}: expected one of {ALIGNMENTS}")
-  pair = step_scores(score_fn, agent, target, project)
-  length = agent["stoch"].shape[0]
-  steps = jnp.arange(length)
+  if score_fn not in SCORE_FNS:
+    raise ValueError(f"score_fn={score_fn!r}: expected one of {SCORE_FNS}")
+  a, t, fn = step_features(score_fn, agent, target, project)
+  length = a.shape[0]
   if alignment == "none":
-    return pair(steps[:, None], steps[:, None])[..., None], {}
+    return fn(a, t)[..., None], {}
+  a_sg, t = jax.lax.stop_gradient(a), jax.lax.stop_gradient(t)
   if alignment == "sequence":
-    offsets = jnp.arange(length - n_frames)
-    window = jnp.arange(n_frames)
-    # (W, n, N): agent step o + i against target step i.
-    align_score = jnp.mean(pair((offsets[:, None] + window)[..., None], window[None, :, None]),
-                           axis=1)
+    align_score = window_scores(score_fn, a_sg, t, n_frames, fn)
   else:
-    # The reference scores every agent step against target[0] (no window to fit).
-    align_score = pair(steps[:, None], jnp.zeros((1, 1), jnp.int32))
-  best = jnp.argmax(jax.lax.stop_gradient(align_score), axis=0)
-  target_index = jnp.maximum(steps[:, None] - best[None], 0)  # (T, N)
-  reward = pair(steps[:, None], target_index)[..., None]
-  return reward, {"align_score": align_score, "best_index": best}
+    align_score = fn(a_sg, t[:1])
+  best = jnp.argmax(align_score, axis=0)
+  target_index = jnp.maximum(jnp.arange(length)[:, None] - best[None], 0)  # (T, N)
+  index = target_index.reshape(target_index.shape + (1,) * (t.ndim - 2))
+  aligned = jnp.take_along_axis(t, index, axis=0)
+  return fn(a, aligned)[..., None], {"align_score": align_score, "best_index": best}

@@ -32,11 +32,12 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_divisible(batch_size: int, mesh: Mesh, what: str = "batch size") -> None:
+def check_divisible(batch_size: int, mesh: Mesh, what: str = "config.batch_size") -> None:
+  """Refuses a size that cannot be split evenly over the mesh; `what` names the option."""
   n = mesh.devices.size
   if batch_size % n:
-    raise ValueError(f"{what} {batch_size} is not divisible by the {n} devices of the mesh; "
-                     f"choose a multiple of {n} (config.batch_size)")
+    raise ValueError(f"{what}={batch_size} is not divisible by the {n} devices of the mesh; "
+                     f"choose a multiple of {n}")
 
 
 def shard_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
@@ -55,7 +56,8 @@ def shard_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
     check_divisible(next(iter(sizes.values())), mesh)
     return jax.device_put(batch, sharding)
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  check_divisible(next(iter(sizes.values())) * jax.process_count(), mesh, "global batch size")
+  check_divisible(next(iter(sizes.values())) * jax.process_count(), mesh,
+                  "the global batch size (config.batch_size)")
   return multihost_utils.host_local_array_to_global_array(batch, mesh, P(DATA_AXIS))
 
 
