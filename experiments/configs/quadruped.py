@@ -5,7 +5,8 @@ Command (from the repository root):
 Variants: `configs/quadruped.py:small`, `configs/quadruped.py:tiny`.
 
 Produces: collected random episodes, MFWM checkpoints under `mfwm/` (the world model
-alone while the episodes carry no VLM embeddings) and
+alone while the episodes carry no VLM embeddings), the behaviour of the config's task
+learned from its prompt under `behavior/<task>/` (needs an MFWM with a connector) and
 `metrics.jsonl` in the workdir. `:tiny` trains in a few minutes on a 2-core CPU.
 """
 
