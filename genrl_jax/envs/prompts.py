@@ -28,6 +28,7 @@ TASK_PROMPTS: dict[str, str] = {
     "stickman_lunge_pose": "lunge_pose",
     "stickman_headstand": "headstand",
     "stickman_boxing": "punch",
+    "stickman_hands_up": "standing with the hands up",
     "walker_walk": "walk fast clean",
     "walker_run": "run fast clean",
     "walker_stand": "standing up straight",
