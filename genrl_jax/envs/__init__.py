@@ -1,9 +1,10 @@
 """Pixel environments of GenRL: dm_control (walker, cheetah, quadruped, stickman) and
 the Franka kitchen, all returning GenRL's time-step dicts.
 
-    from genrl_jax.envs import make_env, list_tasks
+    from genrl_jax.envs import make_env, list_tasks, task_info
     env = make_env("stickman_walk", seed=0, fast_render=True)
     ts = env.reset(); ts = env.step(np.zeros(env.action_dim))
+    task_info("stickman_walk")  # prompt, video prompt, score bounds (genrl_jax --list-tasks)
 
 Importing this package selects a headless OpenGL backend (``MUJOCO_GL``) before
 MuJoCo is imported; import it before ``mujoco``/``dm_control``.
@@ -15,6 +16,8 @@ _select_gl_backend()
 
 from genrl_jax.envs.pixels import Env  # noqa: E402
 from genrl_jax.envs.registry import list_tasks, make_env, split_task  # noqa: E402
+from genrl_jax.envs.tasks import (  # noqa: E402
+    TaskInfo, describe_tasks, normalized_score, paper_tasks, task_info)
 
 
 def register_dm_control_domains() -> None:
@@ -26,4 +29,7 @@ def register_dm_control_domains() -> None:
   register_with_suite()
 
 
-__all__ = ["Env", "list_tasks", "make_env", "register_dm_control_domains", "split_task"]
+__all__ = [
+    "Env", "TaskInfo", "describe_tasks", "list_tasks", "make_env", "normalized_score",
+    "paper_tasks", "register_dm_control_domains", "split_task", "task_info"
+]

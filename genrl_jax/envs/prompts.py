@@ -1,4 +1,5 @@
-"""The reference's language prompt of every task (spec 9.4, `TASK2PROMPT`)."""
+"""The reference's prompts of its tasks (spec 9.4): a language prompt per task
+(`TASK2PROMPT`) and, for six tasks, the file name of a video prompt (`TASK2VIDEO`)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,24 @@ TASK_PROMPTS: dict[str, str] = {
     "kitchen_burner": "switch on red burner",
     "kitchen_slide": "slide cabinet above the knobs",
     "kitchen_kettle": "pushing up the kettle",
+    # The reference's jaco tasks have no environment here (genrl_jax.envs.tasks lists
+    # them as unregistered); their prompts keep this table complete.
+    "jaco_reach_top_left": "robot grasp the red cube",
+    "jaco_reach_bottom_left": "robot grasp the red cube",
+    "jaco_reach_top_right": "robot grasp the red cube",
+    "jaco_reach_bottom_right": "robot grasp the red cube",
+}
+
+# File names in the reference repository's `assets/video_samples`. The videos are not
+# shipped with genrl_jax: the user copies them into a directory of their choice
+# (see `genrl_jax.envs.tasks.video_prompt_path`).
+TASK_VIDEO_PROMPTS: dict[str, str] = {
+    "cheetah_run": "dog_running_seen_from_the_side.mp4",
+    "cheetah_standing": "person_standing_up_with_hands_up_seen_from_the_side.mp4",
+    "stickman_high_kick": "karate_kick.mp4",
+    "stickman_walk": "guy_walking.gif",
+    "quadruped_walk": "spider_draw.gif",
+    "kitchen_microwave": "open_microwave.gif",
 }
 
 

@@ -24,11 +24,14 @@ def list_tasks() -> list[str]:
   return sorted(dmc_task_names() + [f"kitchen_{t}" for t in KITCHEN_TASKS])
 
 
-def _unknown_task(name: str, tasks: list[str]) -> ValueError:
+def unknown_task_error(name: str,
+                       tasks: list[str],
+                       listing: str = "genrl_jax.envs.list_tasks()") -> ValueError:
+  """The error for a task name not in `tasks`, naming the closest matches and where
+    `listing` shows them all."""
   close = difflib.get_close_matches(name, tasks, n=5, cutoff=0.5)
   hint = f" Did you mean: {', '.join(close)}?" if close else ""
-  return ValueError(f"unknown task {name!r}.{hint} See genrl_jax.envs.list_tasks() "
-                    f"for all {len(tasks)} tasks.")
+  return ValueError(f"unknown task {name!r}.{hint} See {listing} for all {len(tasks)} tasks.")
 
 
 def make_env(task: str,
@@ -54,7 +57,7 @@ def make_env(task: str,
 
   tasks = list_tasks()
   if not isinstance(task, str) or task not in tasks:
-    raise _unknown_task(str(task), tasks)
+    raise unknown_task_error(str(task), tasks)
   require_gl_backend()
   domain, name = split_task(task)
   if domain == "kitchen":
