@@ -2,6 +2,8 @@
 
     genrl_jax --list-tasks [--domain stickman]   # the task table
     genrl_jax list-tasks [--domain stickman]     # the same, as a command
+    genrl_jax import-reference SNAPSHOT.pt --out=DIR [--config=configs/walker.py]
+                                                 # a reference PyTorch snapshot as a workdir
 
 Each command is a subparser whose ``handler`` takes the parsed arguments and returns
 the exit status; new commands are added in :func:`build_parser`.
@@ -25,6 +27,13 @@ def _list_tasks(args: argparse.Namespace) -> int:
   return 0
 
 
+def _import_reference(args: argparse.Namespace) -> int:
+  # Imported here: JAX and Orbax are slow to import and other commands do not need them.
+  from genrl_jax.reference import import_reference
+
+  return import_reference.run_command(args.snapshot, args.out, args.config)
+
+
 def _add_domain_option(parser: argparse.ArgumentParser, default=None) -> None:
   parser.add_argument("--domain",
                       default=default,
@@ -45,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
   # SUPPRESS: a --domain given before the command is not reset by the command's default.
   _add_domain_option(list_tasks, default=argparse.SUPPRESS)
   list_tasks.set_defaults(handler=_list_tasks)
+
+  imports = commands.add_parser(
+      "import-reference",
+      help="import a reference PyTorch snapshot (world model, connector, aligner, "
+      "actor-critics) as a new workdir; nothing from the file is executed")
+  imports.add_argument("snapshot", help="reference .pt snapshot (or .npz of torch arrays)")
+  imports.add_argument("--out", required=True, help="new (or empty) workdir to write")
+  imports.add_argument("--config", default=None,
+                       help="configs/<domain>.py[:variant] whose sizes must match the "
+                       "snapshot; default: the snapshot's domain with its sizes")
+  imports.set_defaults(handler=_import_reference)
   return parser
 
 
