@@ -38,7 +38,10 @@ from genrl_jax.vlm import embedder as embedder_lib
 STAGES = ("data", "mfwm", "behavior")
 # Keys that may differ between a workdir's saved config and a resumed run's config.
 RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.keep",
-                  "data.collect_episodes", "mfwm.init_world_model_from", "task")
+                  "data.collect_episodes", "mfwm.init_world_model_from", "task",
+                  # A dataset for offline behaviour starts may be given later (e.g. after
+                  # importing a reference MFWM).
+                  "data.path")
 # Behaviours are per task and prompt, each checkpointed apart: their settings may change
 # between runs that share a workdir (and its MFWM).
 RESUMABLE_PREFIXES = ("behavior.",)

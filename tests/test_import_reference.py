@@ -452,3 +452,25 @@ def test_import_reference_bare_world_model_state_dict_gets_its_prefix():
   sd = {"encoder.x": 1, "connector.y": 2}
   assert ir._agent_state_dict(sd) == {"wm.encoder.x": 1, "wm.connector.y": 2}
   assert ir._agent_state_dict({"wm.encoder.x": 1}) == {"wm.encoder.x": 1}
+
+
+def test_import_reference_then_behavior_stage_learns_from_a_precomputed_prompt(imported,
+                                                                              tmp_path):
+  """After the import, the behaviour stage runs on the imported MFWM exactly as on ours:
+  a prompt embedded elsewhere (an `.npy` in the snapshot's VLM space, E = 32), data-free
+  starts (the import holds no episodes), one update, a checkpoint tied to this MFWM."""
+  config = _config_from_command(imported)
+  embedding = np.random.default_rng(0).normal(size=32).astype(np.float32)
+  np.save(tmp_path / "prompt.npy", embedding)
+  b = config.behavior
+  b.start = "data_free"
+  b.prompt.embedding = str(tmp_path / "prompt.npy")
+  b.batch_size, b.batch_length = 8, 16
+  b.actor.units = b.critic.units = 32
+  b.actor.layers = b.critic.layers = 1
+  b.num_steps, b.log_every, b.save_every = 1, 1, 1
+  run = stage.run_behavior(config, imported, None, progress=False)
+  assert int(run.state.step) == 1
+  assert run.mfwm_fingerprint == checkpoints.params_fingerprint(
+      stage.load_mfwm(os.path.join(imported, "mfwm")))
+  assert os.path.isdir(os.path.join(imported, "behavior", "stickman_walk", "1"))
