@@ -1,8 +1,10 @@
 """Collection of episodes from environments into an episode directory.
 
-Episode `i` of a collection uses the environment seed `seed + i` and actions from
+Episode `i` of a collection uses a fresh environment with seed `seed + i` and actions from
 `np.random.default_rng([seed, i])`, so a collection is deterministic and an interrupted one
 resumes by collecting only the missing indices; finished episodes are never rewritten.
+`collect_random_parallel` runs several environments at once (one subprocess each) and
+writes the same episodes as `collect_random`, whatever the number of environments.
 """
 
 from __future__ import annotations
@@ -40,3 +42,79 @@ def collect_random(make_env: Callable[[int], object], directory: str, num_episod
     if close is not None:
       close()
   return todo
+
+
+def collect_random_envs(envs, directory: str, num_episodes: int, seed: int,
+                        progress: bool = True) -> list[int]:
+  """`collect_random` on the environments of `envs` (`genrl_jax.envs.parallel`), each
+  running one episode at a time; episodes may end at different steps.
+
+  Returns the indices collected by this call.
+  """
+  done = episodes_lib.episode_indices(directory)
+  todo = [i for i in range(num_episodes) if i not in done]
+  pending = iter(todo)
+  active = {}  # env index -> (episode index, action rng, time steps so far)
+  bar = tqdm.tqdm(total=len(todo), desc=f"collect (random policy, {envs.num_envs} envs)",
+                  disable=not progress or not todo)
+  with bar:
+    while True:
+      starts = [(i, e) for i, e in zip(
+          [i for i in range(envs.num_envs) if i not in active], pending)]
+      if starts:
+        ids = [i for i, _ in starts]
+        first = envs.reset(ids, seeds=[seed + e for _, e in starts])
+        for row, (i, e) in enumerate(starts):
+          active[i] = (e, np.random.default_rng([seed, e]), [_row(first, row)])
+      if not active:
+        break
+      ids = sorted(active)
+      actions = np.stack(
+          [active[i][1].uniform(-1, 1, envs.action_dim).astype(np.float32) for i in ids])
+      batch = envs.step(actions, ids)
+      for row, i in enumerate(ids):
+        episode, _, steps = active[i]
+        steps.append(_row(batch, row))
+        if steps[-1]["is_last"]:
+          episodes_lib.save_episode(directory, episode, {
+              k: np.stack([s[k] for s in steps]) for k in episodes_lib.EPISODE_KEYS})
+          del active[i]
+          bar.update()
+  return todo
+
+
+def _row(batch: dict, row: int) -> dict:
+  return {k: v[row] for k, v in batch.items()}
+
+
+def collect_random_parallel(task: str,
+                            directory: str,
+                            num_episodes: int,
+                            seed: int,
+                            num_envs: int = 1,
+                            *,
+                            parallel: bool | None = None,
+                            progress: bool = True,
+                            **env_kwargs) -> list[int]:
+  """`collect_random` for `make_env(task, ...)` with `num_envs` environments at once.
+
+  Episode files are identical to `collect_random(lambda s: make_env(task, seed=s, ...))`
+  for any `num_envs`. `parallel`: one subprocess per environment (default: when
+  `num_envs > 1`), else all in this process. `env_kwargs`: `fast_render`, `action_repeat`,
+  `size` and domain options of `make_env` (e.g. `time_limit`).
+  Returns the indices collected by this call.
+  """
+  from genrl_jax.envs import parallel as parallel_lib  # pylint: disable=g-import-not-at-top
+
+  done = episodes_lib.episode_indices(directory)
+  todo = [i for i in range(num_episodes) if i not in done]
+  if not todo:
+    return []
+  num_envs = max(1, min(num_envs, len(todo)))
+  make_kwargs = {k: env_kwargs.pop(k) for k in ("fast_render", "action_repeat", "size")
+                 if k in env_kwargs}
+  # Built with the seeds of the first episodes, so that their first reset needs no rebuild.
+  with parallel_lib.make_envs(task, num_envs, seed + todo[0],
+                              parallel=num_envs > 1 if parallel is None else parallel,
+                              env_kwargs=env_kwargs, **make_kwargs) as envs:
+    return collect_random_envs(envs, directory, num_episodes, seed, progress)

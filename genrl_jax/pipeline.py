@@ -15,7 +15,6 @@ Everything a stage writes lives in the workdir; a stage never deletes anything t
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 
@@ -41,7 +40,7 @@ RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.k
                   "data.collect_episodes", "mfwm.init_world_model_from", "task",
                   # A dataset for offline behaviour starts may be given later (e.g. after
                   # importing a reference MFWM).
-                  "data.path")
+                  "data.path", "data.num_envs")
 # Behaviours are per task and prompt, each checkpointed apart: their settings may change
 # between runs that share a workdir (and its MFWM).
 RESUMABLE_PREFIXES = ("behavior.",)
@@ -91,14 +90,13 @@ def run_data(config: ml_collections.ConfigDict, workdir: str) -> str:
       raise FileNotFoundError(f"config.data.path={config.data.path!r} is not a directory")
     directory = config.data.path
   else:
-    from genrl_jax import envs  # pylint: disable=g-import-not-at-top  (MuJoCo only if needed)
     directory = episodes_dir(config, workdir)
     task = config.data.collect_task or config.task
-    make = functools.partial(envs.make_env, task, action_repeat=config.data.action_repeat,
-                             fast_render=config.data.fast_render)
     if jax.process_index() == 0:
-      new = collect.collect_random(lambda seed: make(seed=seed), directory,
-                                   config.data.collect_episodes, seed=config.seed)
+      new = collect.collect_random_parallel(
+          task, directory, config.data.collect_episodes, config.seed,
+          num_envs=config.data.num_envs, action_repeat=config.data.action_repeat,
+          fast_render=config.data.fast_render)
       logging.info("data: %d new random-policy episodes of %s in %s", len(new), task,
                    directory)
   embedder = embedder_lib.make_embedder(config)

@@ -186,3 +186,25 @@ def test_act_filters_and_returns_mean_actions_in_eval(trained, first_run):
   r_reset, _ = act(both, obs2, c1, jax.random.key(2), True)
   r_fresh, _ = act(both, obs2, carry, jax.random.key(2), True)
   np.testing.assert_allclose(r_reset[0], r_fresh[0], rtol=1e-6, atol=1e-6)
+
+
+def test_behavior_policy_evaluates_in_the_environment_deterministically(trained, first_run):
+  from genrl_jax.envs import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.envs import parallel as parallel_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax import mfwm as mfwm_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.behavior import learner  # pylint: disable=g-import-not-at-top
+  episodes, workdir = trained
+  config = _config(episodes)
+  mfwm = mfwm_lib.make_mfwm(config, 6)
+  actor = learner.make_behavior(config, 6).actor
+  params = {"world_model": stage_lib.load_mfwm(os.path.join(workdir, "mfwm"))["world_model"],
+            "actor": jax.device_get(first_run.state.params["actor"])}
+  results = []
+  for _ in range(2):
+    policy = policy_lib.BehaviorPolicy(mfwm.world_model, actor, params, seed=0)
+    with parallel_lib.SerialEnvs("walker_walk", 2, seed=0, fast_render=True,
+                                 env_kwargs={"time_limit": 0.5}) as envs:
+      results.append(evaluate_lib.evaluate(envs, policy, 3))
+  np.testing.assert_array_equal(results[0].returns, results[1].returns)
+  assert results[0].returns.shape == (3,) and np.all(np.isfinite(results[0].returns))
+  assert results[0].normalized_score is not None

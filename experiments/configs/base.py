@@ -25,6 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.path = ""  # A directory of episode files; empty: collect into <workdir>/episodes.
   c.data.collect_episodes = 50  # Random-policy episodes to collect when data.path is empty.
   c.data.collect_task = ""  # Environment to collect from; empty: config.task.
+  c.data.num_envs = 1  # environments stepped in parallel worker processes when collecting
   c.data.action_repeat = 2
   c.data.fast_render = False  # True: no shadows / multisampling (~7x faster, differs a bit).
 
@@ -140,6 +141,7 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     wm.mlp_units, wm.mlp_layers = 128, 2
     c.batch_size, c.batch_length = 8, 32
     c.data.collect_episodes = 4
+    c.data.num_envs = 2
     c.data.fast_render = True
     c.mfwm.num_steps = 300
     c.mfwm.log_every = 50

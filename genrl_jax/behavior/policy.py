@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genrl_jax import rssm
 from genrl_jax import world_model as wm_lib
@@ -58,3 +59,27 @@ def make_act_fn(model: wm_lib.WorldModel, actor: Actor, sample_state: bool = Tru
   """`act(params, obs, carry, rng, eval_mode)` jitted (eval_mode static)."""
   fn = functools.partial(act, model=model, actor=actor, sample_state=sample_state)
   return jax.jit(fn, static_argnums=(4,))
+
+
+class BehaviorPolicy:
+  """A learned behaviour as an environment policy (`genrl_jax.envs.evaluate.Policy`).
+
+  params `{'world_model', 'actor'}`; the key of step `n` is folded from `(seed, n)`.
+  """
+
+  def __init__(self, model: wm_lib.WorldModel, actor: Actor, params: Params, seed: int,
+               eval_mode: bool = True, sample_state: bool = True):
+    self._model = model
+    self._act = make_act_fn(model, actor, sample_state)
+    self._params = params
+    self._key = jax.random.key(seed)
+    self._eval_mode = eval_mode
+
+  def initial_carry(self, num: int) -> Carry:
+    return initial_carry(self._model, num)
+
+  def __call__(self, obs: dict[str, Any], carry: Carry, step: int
+               ) -> tuple[np.ndarray, Carry]:
+    action, carry = self._act(self._params, obs, carry, jax.random.fold_in(self._key, step),
+                              self._eval_mode)
+    return np.asarray(action), carry
