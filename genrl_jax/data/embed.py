@@ -37,6 +37,13 @@ def embed_episode(frames: np.ndarray, embedder: Embedder, n_frames: int,
   return out
 
 
+def _episode_index(path: str) -> int:
+  head = os.path.basename(path).split("-")[0]
+  if not head.isdigit():
+    raise episodes_lib.DatasetError(f"{path}: episode files are named '<index>-<length>.npz'")
+  return int(head)
+
+
 def embed_episodes(directory: str, embedder: Embedder, n_frames: int, batch_size: int = 64,
                    progress: bool = True) -> int:
   """Adds `vlm_embedding` to every episode file of `directory` lacking it.
@@ -49,16 +56,16 @@ def embed_episodes(directory: str, embedder: Embedder, n_frames: int, batch_size
     raise episodes_lib.DatasetError(f"no episode files (*.npz) in {directory}")
   done = 0
   for path in tqdm.tqdm(paths, desc="embed", disable=not progress, dynamic_ncols=True):
+    index = _episode_index(path)
     with np.load(path) as data:
       if "vlm_embedding" in data.files:
         continue
       episode = {k: data[k] for k in data.files}
+    if episodes_lib.episode_path(directory, index, len(episode["observation"])) != path:
+      raise episodes_lib.DatasetError(f"{path}: episode files are named "
+                                      "'<index>-<length>.npz'; nothing was rewritten")
     episode["vlm_embedding"] = embed_episode(episode["observation"], embedder, n_frames,
                                              batch_size)
-    index = int(os.path.basename(path).split("-")[0])
-    written = episodes_lib.save_episode(directory, index, episode)
-    if written != path:  # the name encodes (index, length): it cannot change here
-      raise episodes_lib.DatasetError(f"{path}: rewritten as {written}; file names must be "
-                                      "'<index>-<length>.npz'")
+    episodes_lib.save_episode(directory, index, episode)
     done += 1
   return done
