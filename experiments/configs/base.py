@@ -77,10 +77,17 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.vlm = ml_collections.ConfigDict()
   # The video-language model that embeds datasets and prompts: '' (none: datasets must
-  # carry embeddings and prompts must be precomputed embeddings) or 'random_projection'
-  # (a stand-in without semantics that needs no download; smoke runs only).
+  # carry embeddings and prompts must be precomputed embeddings), 'random_projection'
+  # (a stand-in without semantics that needs no download; smoke runs only) or 'clip'
+  # (CLIP, a clip = the mean of its 8 frames' embeddings; its embedding size, 512 for
+  # ViT-B/32, must equal connector.embed_dim).
   c.vlm.name = ""
-  c.vlm.seed = 0
+  c.vlm.seed = 0  # random_projection only
+  # clip: a Hugging Face hub id (read from the hub cache; downloaded only when online) or a
+  # local directory saved with save_pretrained (model + tokenizer).
+  c.vlm.model = "openai/clip-vit-base-patch32"
+  c.vlm.from_pt = False  # clip: convert PyTorch weights (model.safetensors needs no torch)
+  c.vlm.batch_size = 64  # clip: clips or texts per device call (bounds memory)
 
   b = c.behavior = ml_collections.ConfigDict()
   # The task prompt: exactly one of a text, a video file (mp4/gif) or a precomputed

@@ -4,7 +4,8 @@ A prompt becomes one unit-norm embedding `(E,)` in the VLM space the connector w
 on (spec 4.6, 7.3). Text and video prompts need a VLM embedder (`Embedder`); video files are
 read with imageio and cut to the reference's 8-frame clip (spec 7.6). A precomputed `.npy`
 embedding needs no embedder, which is how prompts are given when the VLM is run offline
-(spec 6.4).
+(spec 6.4). With a prompt cache (`embed_prompt(..., cache_dir=...)`) text and video
+embeddings are computed once per VLM and read back later without the embedder.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import imageio.v3 as iio
 import numpy as np
 
+from genrl_jax.vlm import prompt_cache
 from genrl_jax.vlm.embedder import Embedder
 
 PROMPT_KINDS = ("text", "video", "embedding")
@@ -177,28 +179,26 @@ def _finalise(e: np.ndarray, source: str, embed_dim: int) -> np.ndarray:
   return e / norm
 
 
-def embed_prompt(prompt: Prompt, embedder: Embedder | None, embed_dim: int,
-                 flip: bool = False) -> np.ndarray:
-  """The prompt's unit-norm embedding, float32 `(embed_dim,)`.
+def prompt_cache_key(prompt: Prompt, embed_dim: int, flip: bool = False) -> dict:
+  """The prompt cache key of a text or video prompt (see `genrl_jax.vlm.prompt_cache`).
 
-  `flip` mirrors a video prompt's frames (the reference's optional flip).
+  Text: the stripped text. Video: the sha256 of the file's bytes and the frame selection
+  (clip length, stride divisor, flip), so the same video under another name hits the cache.
+  Both include `embed_dim`.
   """
-  if prompt.kind == "embedding":
-    value = prompt.value
-    if isinstance(value, np.ndarray):
-      return _finalise(value, "the given embedding array", embed_dim)
-    try:
-      loaded = np.load(value, allow_pickle=False)
-    except Exception as e:  # np.load raises OSError/ValueError/... for foreign files
-      raise ValueError(f"could not load embedding prompt {value!r} (expected a .npy "
-                       f"array of shape (E,) or (1, E)): {e}") from e
-    if not isinstance(loaded, np.ndarray):
-      raise ValueError(f"embedding prompt {value!r} holds several arrays; expected a .npy "
-                       "array of shape (E,) or (1, E)")
-    return _finalise(loaded, f"embedding file {value!r}", embed_dim)
-  if embedder is None:
-    raise ValueError(f"a {prompt.kind} prompt needs a VLM embedder; without one give a "
-                     "precomputed embedding (.npy) instead")
+  if prompt.kind == "text":
+    return {"text": check_text_prompt(prompt.value), "embed_dim": embed_dim}
+  if prompt.kind == "video":
+    if not os.path.isfile(prompt.value):
+      raise FileNotFoundError(f"video prompt {prompt.value!r} does not exist ({_EXPECTED})")
+    return {"sha256": prompt_cache.file_sha256(prompt.value), "n_frames": CLIP_FRAMES,
+            "stride_divisor": STRIDE_DIVISOR, "flip": bool(flip), "embed_dim": embed_dim}
+  raise ValueError(f"{prompt.kind} prompts are not cached (only text and video)")
+
+
+def _embed_with(prompt: Prompt, embedder: Embedder, embed_dim: int,
+                flip: bool) -> np.ndarray:
+  """Runs the embedder on a text or video prompt; unit-norm `(embed_dim,)`."""
   if embedder.embed_dim != embed_dim:
     raise ValueError(f"prompt embedding has size {embedder.embed_dim} but the MFWM's "
                      f"connector expects {embed_dim} (connector.embed_dim); embedder "
@@ -213,3 +213,58 @@ def embed_prompt(prompt: Prompt, embedder: Embedder | None, embed_dim: int,
     raise ValueError(f"embedder {embedder.identifier!r} returned shape {out.shape} for "
                      "one prompt; expected (1, E)")
   return _finalise(out, f"embedder {embedder.identifier!r}", embed_dim)
+
+
+def embed_prompt(prompt: Prompt, embedder: Embedder | None, embed_dim: int,
+                 flip: bool = False, cache_dir: str | os.PathLike | None = None,
+                 identifier: str | None = None) -> np.ndarray:
+  """The prompt's unit-norm embedding, float32 `(embed_dim,)`.
+
+  Args:
+    prompt: the prompt.
+    embedder: the VLM; may be None for embedding prompts, and for text and video prompts
+      found in the cache.
+    embed_dim: the connector's embedding size.
+    flip: mirror a video prompt's frames (the reference's optional flip).
+    cache_dir: a prompt cache directory (`genrl_jax.vlm.prompt_cache`, usually
+      `<workdir>/prompt_cache`): text and video embeddings are read from it, or computed
+      with `embedder` and stored there. None: no cache, always compute.
+    identifier: the VLM identifier of the cache entries; default `embedder.identifier`.
+      Needed with `cache_dir` when `embedder` is None (see `embedder_identifier(config)`).
+
+  Raises:
+    prompt_cache.CacheMiss: `cache_dir` has no entry and `embedder` is None.
+  """
+  if prompt.kind == "embedding":
+    value = prompt.value
+    if isinstance(value, np.ndarray):
+      return _finalise(value, "the given embedding array", embed_dim)
+    try:
+      loaded = np.load(value, allow_pickle=False)
+    except Exception as e:  # np.load raises OSError/ValueError/... for foreign files
+      raise ValueError(f"could not load embedding prompt {value!r} (expected a .npy "
+                       f"array of shape (E,) or (1, E)): {e}") from e
+    if not isinstance(loaded, np.ndarray):
+      raise ValueError(f"embedding prompt {value!r} holds several arrays; expected a .npy "
+                       "array of shape (E,) or (1, E)")
+    return _finalise(loaded, f"embedding file {value!r}", embed_dim)
+  if cache_dir is None:
+    if embedder is None:
+      raise ValueError(f"a {prompt.kind} prompt needs a VLM embedder; without one give a "
+                       "precomputed embedding (.npy) instead")
+    return _embed_with(prompt, embedder, embed_dim, flip)
+  if embedder is not None:
+    if identifier is not None and identifier != embedder.identifier:
+      raise ValueError(f"identifier {identifier!r} differs from the embedder's "
+                       f"{embedder.identifier!r}")
+    identifier = embedder.identifier
+  elif identifier is None:
+    raise ValueError(f"a {prompt.kind} prompt needs a VLM embedder, or with cache_dir the VLM "
+                     "identifier of the cached entries; otherwise give a precomputed "
+                     "embedding (.npy)")
+  compute = None if embedder is None else (
+      lambda: _embed_with(prompt, embedder, embed_dim, flip))
+  out = prompt_cache.cached_embedding(os.fspath(cache_dir), identifier, prompt.kind,
+                                      prompt_cache_key(prompt, embed_dim, flip), compute)
+  return _finalise(out, f"cached {prompt.kind} prompt embedding of {identifier!r}",
+                   embed_dim)

@@ -1,8 +1,29 @@
-"""The embedder interface of video-language models, and embedders that need no download.
+"""The embedder interface of video-language models, and `make_embedder(config)`.
 
 `Embedder` is what the rest of the package calls: text and 8-frame clips in, unit-norm
 embeddings in one space out. `make_embedder(config)` builds the one a config names
-(`config.vlm.name`).
+(`config.vlm.name`):
+
+  ''                   none: datasets must carry embeddings, prompts must be precomputed
+                       (or cached, see `genrl_jax.vlm.prompt_cache`).
+  'random_projection'  `RandomProjectionEmbedder`, no semantics, no download (smoke runs).
+  'clip'               `genrl_jax.vlm.clip.ClipEmbedder`: CLIP from `config.vlm.model` (hub
+                       id or local directory; `config.vlm.from_pt`, `config.vlm.batch_size`),
+                       clips embedded as the mean of their frames' embeddings.
+
+`embedder_identifier(config)` gives the identifier the embedder would have without loading
+it, to look up cached prompt embeddings.
+
+Adding another backend (e.g. a video-text model such as ViCLIP or InternVideo2):
+  1. Write a class in its own module of this package with the `Embedder` attributes and
+     methods: `identifier` (stable, naming the model and its weights: it keys datasets'
+     embeddings and the prompt cache), `embed_dim`, `embed_text(list[str]) -> (N, E)` and
+     `embed_video(uint8 (N, 8, H, W, 3)) -> (N, E)`, float32 rows of unit norm. The
+     embedder does its own resizing and normalisation of raw frames.
+  2. Register a name in `make_embedder` and `embedder_identifier` (import the module
+     inside the branch, so its dependencies stay optional), with any options under
+     `config.vlm` in `experiments/configs/base.py`.
+  3. Its `embed_dim` must equal `config.connector.embed_dim` (`make_embedder` checks).
 """
 
 from __future__ import annotations
@@ -53,10 +74,11 @@ class RandomProjectionEmbedder:
   text to video, so it cannot stand in for a VLM when results matter.
   """
 
+  IDENTIFIER = "random-projection"
   N_BUCKETS = 2048
   POOL = 8
 
-  def __init__(self, embed_dim: int, seed: int = 0, identifier: str = "random-projection"):
+  def __init__(self, embed_dim: int, seed: int = 0, identifier: str = IDENTIFIER):
     if embed_dim < 1:
       raise ValueError(f"embed_dim must be positive, got {embed_dim}")
     self.embed_dim = embed_dim
@@ -100,13 +122,46 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
   return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def make_embedder(config: ml_collections.ConfigDict) -> Embedder | None:
-  """The embedder named by `config.vlm.name`: '' (none: prompts must be precomputed
-  embeddings and datasets must already carry theirs) or 'random_projection' (no semantics,
-  for offline smoke runs), with `config.connector.embed_dim` outputs."""
+BACKENDS = ("", "random_projection", "clip")
+
+
+def _check_backend(name: str) -> None:
+  if name not in BACKENDS:
+    raise ValueError(f"config.vlm.name={name!r}: expected one of {BACKENDS} ('' for no VLM)")
+
+
+def embedder_identifier(config: ml_collections.ConfigDict) -> str | None:
+  """The identifier `make_embedder(config)` would give its embedder, without loading a model.
+
+  None for no VLM (`config.vlm.name == ''`).
+  """
   name = config.vlm.name
+  _check_backend(name)
+  if not name:
+    return None
+  if name == "random_projection":
+    return RandomProjectionEmbedder.IDENTIFIER
+  from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top
+  return clip.clip_identifier(config.vlm.model, bool(config.vlm.from_pt))
+
+
+def make_embedder(config: ml_collections.ConfigDict) -> Embedder | None:
+  """The embedder named by `config.vlm.name` (see the module docstring), or None for ''.
+
+  Its `embed_dim` must equal `config.connector.embed_dim`.
+  """
+  name = config.vlm.name
+  _check_backend(name)
   if not name:
     return None
   if name == "random_projection":
     return RandomProjectionEmbedder(config.connector.embed_dim, seed=config.vlm.seed)
-  raise ValueError(f"config.vlm.name={name!r}: expected '' or 'random_projection'")
+  from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top
+  embedder = clip.ClipEmbedder(config.vlm.model, from_pt=bool(config.vlm.from_pt),
+                               batch_size=int(config.vlm.batch_size))
+  if embedder.embed_dim != config.connector.embed_dim:
+    raise ValueError(f"config.vlm.model={config.vlm.model!r} gives {embedder.embed_dim}-d "
+                     f"embeddings but config.connector.embed_dim="
+                     f"{config.connector.embed_dim}; set config.connector.embed_dim="
+                     f"{embedder.embed_dim} or choose a model with that embedding size")
+  return embedder

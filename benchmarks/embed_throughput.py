@@ -1,0 +1,84 @@
+r"""Throughput of the CLIP embedder's `embed_video` (clips/s) on the present devices.
+
+  python benchmarks/embed_throughput.py                       # tiny random CLIP
+  python benchmarks/embed_throughput.py --base --clips 16     # ViT-B/32-sized, random
+
+Nothing is downloaded. The tiny model is tests/tiny_clip.py's (width 32, 2 layers, 32 px
+images, 8 px patches). `--base` builds a CLIP of the real ViT-B/32 configuration (the
+`CLIPConfig` defaults: vision width 768, 12 layers, 32 px patches, 224 px images; text width
+512, 12 layers; projection 512) with random weights; the cost of a forward pass does not
+depend on the values. Each model is saved to a temporary directory and loaded through
+`ClipEmbedder`, as a real run would. Input: random uint8 clips of 8 frames of
+`--frame_size` px (64 = the environments' frames, resized inside the jitted call).
+Prints the first call's time (compilation included) and the median clips/s of the rest.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: random weights only
+
+import jax  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "tests"))
+from genrl_jax.vlm import clip  # pylint: disable=wrong-import-position
+import tiny_clip  # pylint: disable=wrong-import-position
+
+
+def write_base_clip(directory: str) -> None:
+  """A random CLIP of the ViT-B/32 configuration, with the tiny tokenizer."""
+  from transformers import CLIPConfig, FlaxCLIPModel  # pylint: disable=g-import-not-at-top
+  vocab_size = tiny_clip.write_tokenizer(directory)
+  # The real vocabulary size (49408) is kept; only the special ids follow the tokenizer.
+  text = dict(bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+              pad_token_id=vocab_size - 1)
+  FlaxCLIPModel(CLIPConfig(text_config=text), seed=0).save_pretrained(directory)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--base", action="store_true", help="ViT-B/32-sized random CLIP")
+  parser.add_argument("--clips", type=int, default=256, help="clips per embed_video call")
+  parser.add_argument("--frame_size", type=int, default=64)
+  parser.add_argument("--batch_size", type=int, default=64, help="config.vlm.batch_size")
+  parser.add_argument("--iters", type=int, default=3, help="timed calls after the first")
+  args = parser.parse_args()
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
+        f"{jax.local_device_count()}x{jax.local_devices()[0].device_kind}", flush=True)
+  with tempfile.TemporaryDirectory() as directory:
+    t0 = time.perf_counter()
+    if args.base:
+      write_base_clip(directory)
+    else:
+      tiny_clip.write_tiny_clip(directory)
+    embedder = clip.ClipEmbedder(directory, batch_size=args.batch_size)
+    build_s = time.perf_counter() - t0
+  frames = np.random.default_rng(0).integers(
+      0, 256, (args.clips, 8, args.frame_size, args.frame_size, 3), dtype=np.uint8)
+  t0 = time.perf_counter()
+  embedder.embed_video(frames)
+  first_s = time.perf_counter() - t0
+  times = []
+  for _ in range(args.iters):
+    t0 = time.perf_counter()
+    embedder.embed_video(frames)
+    times.append(time.perf_counter() - t0)
+  median = statistics.median(times)
+  name = "base (ViT-B/32 config)" if args.base else "tiny"
+  print(f"{name}: E={embedder.embed_dim}, image {embedder.image_size} px, "
+        f"{args.clips} clips x 8 frames of {args.frame_size} px, "
+        f"{embedder.batch_size} clips per device call: "
+        f"{args.clips / median:.1f} clips/s ({8 * args.clips / median:.0f} frames/s, "
+        f"median of {args.iters}); first call {first_s:.1f} s (compiles), "
+        f"build + load {build_s:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,339 @@
+"""CLIP as the video-language model: frame embeddings averaged over a clip.
+
+`ClipEmbedder` wraps a `transformers.FlaxCLIPModel` (e.g. `openai/clip-vit-base-patch32`).
+A clip of F frames (F = 8 normally) is embedded as the L2-normalised mean of its F
+L2-normalised frame embeddings; text is embedded by CLIP's text tower. Both land in CLIP's
+joint space, so a text prompt can be compared with video embeddings of a dataset.
+
+Weights come from `FlaxCLIPModel.from_pretrained(model)`, `model` being a Hugging Face hub
+id or a local directory. A hub id is read from the local hub cache and downloaded only when
+the machine can reach the hub; offline (`HF_HUB_OFFLINE=1`, or no network) a missing copy
+is an error that says how to provide one. With `from_pt=True` the PyTorch checkpoint is
+converted: `model.safetensors` needs no torch, `pytorch_model.bin` needs torch installed.
+
+Video preprocessing runs in JAX, inside the same jitted function as the vision tower:
+uint8 frames are resized to the model's `vision_config.image_size` (bilinear, straight to a
+square: no crop, which matches CLIP's resize-and-centre-crop for the square frames of the
+environments), scaled to [0, 1] and normalised with the `image_mean`/`image_std` of the
+model's `preprocessor_config.json` (CLIP's standard constants when there is none). The
+batch is split over the devices of a 1-D mesh; the parameters are replicated.
+
+Identifier (`clip_identifier`), recorded with datasets and prompt caches:
+  hub id:          `clip:<hub id>`, e.g. `clip:openai/clip-vit-base-patch32`;
+  local directory: `clip:<directory name>@<12 hex digits>`, the digits being the start of
+                   the sha256 of the files the embedder reads (config, preprocessor and
+                   tokenizer files, weights of the loaded format), so a directory that is
+                   moved or copied keeps its identifier, and two different models saved
+                   under the same directory name get different ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genrl_jax.train import parallel
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+# CLIP's pixel statistics (transformers.image_utils.OPENAI_CLIP_MEAN/STD), used when the
+# model comes without a preprocessor_config.json.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_PREPROCESSOR_FILE = "preprocessor_config.json"
+_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                    "special_tokens_map.json", "added_tokens.json")
+_HOW_TO_PROVIDE = (
+    "Provide the weights in one of two ways: on a machine with internet run "
+    "`huggingface-cli download {model}` (or `hf download {model}`; it fills the hub cache, ~/.cache/huggingface; copy "
+    "that cache over or point HF_HOME at it), or save the model and its tokenizer with "
+    "`FlaxCLIPModel.save_pretrained(dir)` and `CLIPTokenizer.save_pretrained(dir)` and set "
+    "config.vlm.model to that directory (config.vlm.from_pt=True for a PyTorch "
+    "model.safetensors).")
+
+
+def _is_weight_file(name: str, from_pt: bool) -> bool:
+  """Whether `name` is a weights file that `from_pretrained(from_pt=...)` may read."""
+  if from_pt:
+    return (name.startswith("pytorch_model") or
+            (name.startswith("model") and ".safetensors" in name))
+  return name.startswith("flax_model")
+
+
+def _looks_like_path(name_or_path: str) -> bool:
+  # Hub ids are `name` or `owner/name`; anything else that is not a directory is taken as
+  # a local path that does not exist, so it is not sent to the hub as a bogus id.
+  return (os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or
+          name_or_path.count("/") > 1 or (os.sep != "/" and os.sep in name_or_path))
+
+
+def _local_dir(name_or_path: str) -> str | None:
+  """The local model directory `name_or_path` names, or None for a hub id.
+
+  Raises FileNotFoundError for a path that is not a directory.
+  """
+  path = os.path.expanduser(name_or_path)
+  if os.path.isdir(path):
+    return os.path.abspath(path)
+  if _looks_like_path(name_or_path) or os.path.exists(path):
+    raise FileNotFoundError(
+        f"config.vlm.model={name_or_path!r} is not a directory (expected a hub id like "
+        f"{DEFAULT_MODEL!r} or a directory holding a saved CLIP). "
+        + _HOW_TO_PROVIDE.format(model=DEFAULT_MODEL))
+  return None
+
+
+def _local_files(directory: str, name_or_path: str, from_pt: bool) -> list[str]:
+  """The files of a local model directory the embedder reads, sorted by name.
+
+  Raises FileNotFoundError when config, weights of the requested format or tokenizer are
+  missing, naming what is there instead.
+  """
+  names = sorted(n for n in os.listdir(directory)
+                 if os.path.isfile(os.path.join(directory, n)))
+  weights = [n for n in names if _is_weight_file(n, from_pt)]
+  problem = None
+  if "config.json" not in names:
+    problem = "has no config.json"
+  elif not weights:
+    other = [n for n in names if _is_weight_file(n, not from_pt)]
+    if from_pt:
+      problem = ("has no PyTorch weights (model.safetensors or pytorch_model.bin) for "
+                 "config.vlm.from_pt=True")
+    else:
+      problem = "has no Flax weights (flax_model.msgpack)"
+    if other:
+      flag = "False" if from_pt else "True"
+      problem += f"; it holds {other}: set config.vlm.from_pt={flag}"
+  elif not ("tokenizer.json" in names or {"vocab.json", "merges.txt"} <= set(names)):
+    problem = ("has no tokenizer (tokenizer.json, or vocab.json and merges.txt); save it "
+               "with CLIPTokenizer.save_pretrained(dir)")
+  if problem:
+    raise FileNotFoundError(f"config.vlm.model={name_or_path!r}: directory {directory!r} "
+                            f"{problem}. " + _HOW_TO_PROVIDE.format(model=DEFAULT_MODEL))
+  read = {"config.json", _PREPROCESSOR_FILE, *_TOKENIZER_FILES, *weights}
+  return [n for n in names if n in read]
+
+
+def _files_digest(directory: str, names: list[str]) -> str:
+  """sha256 over the names, sizes and contents of `names` in `directory`, hex."""
+  digest = hashlib.sha256()
+  for name in names:
+    path = os.path.join(directory, name)
+    digest.update(f"{name}\0{os.path.getsize(path)}\0".encode())
+    with open(path, "rb") as f:
+      digest.update(hashlib.file_digest(f, "sha256").digest())
+  return digest.hexdigest()
+
+
+def clip_identifier(name_or_path: str, from_pt: bool = False) -> str:
+  """The identifier of the CLIP embedder `ClipEmbedder(name_or_path, from_pt)` would build.
+
+  Computed without loading the model (a local directory's files are hashed), so a run can
+  look up cached prompt embeddings without the VLM in memory. See the module docstring for
+  the format.
+  """
+  directory = _local_dir(name_or_path)
+  if directory is None:
+    return f"clip:{name_or_path}"
+  names = _local_files(directory, name_or_path, from_pt)
+  return f"clip:{os.path.basename(directory)}@{_files_digest(directory, names)[:12]}"
+
+
+def _pixel_stats(location: str, directory: str | None) -> tuple[np.ndarray, np.ndarray]:
+  """`image_mean`, `image_std` `(3,)` of the model's preprocessor config, else CLIP's."""
+  if directory is not None:
+    path = os.path.join(directory, _PREPROCESSOR_FILE)
+    path = path if os.path.isfile(path) else None
+  else:
+    from transformers.utils import cached_file  # pylint: disable=g-import-not-at-top
+    path = cached_file(location, _PREPROCESSOR_FILE,
+                       _raise_exceptions_for_missing_entries=False,
+                       _raise_exceptions_for_connection_errors=False)
+  stats = {}
+  if path is not None:
+    with open(path, encoding="utf-8") as f:
+      stats = json.load(f)
+  mean = np.asarray(stats.get("image_mean", CLIP_MEAN), np.float32)
+  std = np.asarray(stats.get("image_std", CLIP_STD), np.float32)
+  if mean.shape != (3,) or std.shape != (3,) or not np.all(std > 0):
+    raise ValueError(f"{path}: image_mean/image_std must be 3 values each, std positive; "
+                     f"got {mean.tolist()} / {std.tolist()}")
+  return mean, std
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  """Rows scaled to unit L2 norm (the epsilon only guards an all-zero row)."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class ClipEmbedder:
+  """The `Embedder` of a Flax CLIP model, data-parallel over a mesh of devices.
+
+  Attributes:
+    identifier: see `clip_identifier`.
+    embed_dim: CLIP's projection size (512 for ViT-B/32).
+    image_size: the side the frames are resized to.
+    max_length: the text length in tokens (longer texts are truncated).
+    mean, std: float32 `(3,)` pixel statistics used for normalisation.
+  """
+
+  def __init__(self, name_or_path: str = DEFAULT_MODEL, from_pt: bool = False,
+               batch_size: int = 64, devices: list[jax.Device] | None = None):
+    """Loads the model and tokenizer.
+
+    Args:
+      name_or_path: a hub id or a local directory (`config.vlm.model`).
+      from_pt: convert a PyTorch checkpoint (`config.vlm.from_pt`).
+      batch_size: clips (or texts) per device call, rounded up to a multiple of the device
+        count; bounds memory for large inputs (`config.vlm.batch_size`).
+      devices: the devices to split batches over; default this process's local devices
+        (the embedder is called from one process, so it must not span other processes).
+    """
+    if batch_size < 1:
+      raise ValueError(f"config.vlm.batch_size must be positive, got {batch_size}")
+    self.identifier = clip_identifier(name_or_path, from_pt)
+    directory = _local_dir(name_or_path)
+    location = directory or name_or_path
+    self._model, params, self._tokenizer = _load(location, name_or_path, from_pt)
+    config = self._model.config
+    self.embed_dim = int(config.projection_dim)
+    self.image_size = int(config.vision_config.image_size)
+    self.max_length = int(config.text_config.max_position_embeddings)
+    self.mean, self.std = _pixel_stats(location, directory)
+
+    self.mesh = parallel.make_mesh(list(devices or jax.local_devices()))
+    n_dev = self.mesh.devices.size
+    self.batch_size = -(-batch_size // n_dev) * n_dev
+    replicated = parallel.replicated(self.mesh)
+    sharded = parallel.batch_sharded(self.mesh)
+    self._params = jax.device_put(params, replicated)
+    self._video_fn = jax.jit(self._video_features, in_shardings=(replicated, sharded),
+                             out_shardings=sharded)
+    self._text_fn = jax.jit(self._text_features,
+                            in_shardings=(replicated, sharded, sharded),
+                            out_shardings=sharded)
+
+  def _video_features(self, params: Any, frames: jax.Array) -> jax.Array:
+    """uint8 `(n, F, H, W, 3)` -> unit `(n, E)`: the normalised mean of unit frame rows."""
+    n, f, h, w, _ = frames.shape
+    s = self.image_size
+    x = frames.reshape(n * f, h, w, 3).astype(jnp.float32) / 255.0
+    if (h, w) != (s, s):
+      x = jax.image.resize(x, (n * f, s, s, 3), "bilinear")
+    x = (x - self.mean) / self.std
+    # get_image_features takes NCHW (PyTorch layout) and transposes back to NHWC.
+    feats = self._model.get_image_features(jnp.transpose(x, (0, 3, 1, 2)), params=params)
+    return _unit(_unit(feats).reshape(n, f, -1).mean(axis=1))
+
+  def _text_features(self, params: Any, input_ids: jax.Array,
+                     attention_mask: jax.Array) -> jax.Array:
+    """int `(n, L)` tokens and mask -> unit `(n, E)`."""
+    return _unit(self._model.get_text_features(input_ids, attention_mask, params=params))
+
+  def _run(self, fn: Callable[..., jax.Array], *arrays: np.ndarray) -> np.ndarray:
+    """Applies `fn(params, *chunks)` chunk by chunk over the leading axis of `arrays`.
+
+    Each chunk is padded (by repeating its last row) to a multiple of the device count,
+    split over the mesh, and its padding rows dropped from the result.
+    """
+    n = len(arrays[0])
+    if n == 0:
+      return np.zeros((0, self.embed_dim), np.float32)
+    n_dev = self.mesh.devices.size
+    sharding = parallel.batch_sharded(self.mesh)
+    done, pending = [], []
+    for start in range(0, n, self.batch_size):
+      chunk = [a[start:start + self.batch_size] for a in arrays]
+      k = len(chunk[0])
+      pad = -k % n_dev
+      if pad:
+        chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) for c in chunk]
+      # Dispatch is asynchronous: the next chunk is sent while this one computes. At most
+      # two chunks are in flight, so device memory stays bounded for any N.
+      pending.append((fn(self._params, *jax.device_put(chunk, sharding)), k))
+      if len(pending) > 2:
+        out, k = pending.pop(0)
+        done.append(np.asarray(out)[:k])
+    done += [np.asarray(out)[:k] for out, k in pending]
+    return np.concatenate(done).astype(np.float32)
+
+  def embed_video(self, frames: np.ndarray) -> np.ndarray:
+    """uint8 `(N, F, H, W, 3)` RGB clips (F = 8 normally) -> float32 `(N, E)`, unit rows."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[-1] != 3 or (
+        0 in frames.shape[1:]):
+      raise ValueError(f"ClipEmbedder.embed_video expects uint8 RGB clips (N, F, H, W, 3) "
+                       f"with F, H, W >= 1 and values 0..255; got {frames.dtype} "
+                       f"{frames.shape}")
+    return self._run(self._video_fn, frames)
+
+  def embed_text(self, texts: list[str]) -> np.ndarray:
+    """`N` strings -> float32 `(N, E)`, unit rows; texts beyond `max_length` tokens are cut."""
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+      raise ValueError(f"ClipEmbedder.embed_text expects a list of strings, got {texts!r}")
+    if not texts:
+      return np.zeros((0, self.embed_dim), np.float32)
+    tokens = self._tokenizer(list(texts), padding="max_length", max_length=self.max_length,
+                             truncation=True, return_tensors="np")
+    return self._run(self._text_fn, tokens["input_ids"].astype(np.int32),
+                     tokens["attention_mask"].astype(np.int32))
+
+
+def _load(location: str, name_or_path: str, from_pt: bool):
+  """`(FlaxCLIPModel without params, params, tokenizer)` from a hub id or directory.
+
+  Failures to find the files are FileNotFoundErrors saying how to provide them.
+  """
+  try:
+    import transformers  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("config.vlm.name='clip' needs transformers: pip install "
+                      "'genrl_jax[vlm]'") from e
+  from huggingface_hub.errors import HFValidationError  # pylint: disable=g-import-not-at-top
+  missing = (f"config.vlm.model={name_or_path!r}: could not load the CLIP model "
+             f"(from_pt={from_pt}); no local copy was found and the hub could not be "
+             f"reached or offline mode is on (HF_HUB_OFFLINE). "
+             + _HOW_TO_PROVIDE.format(model=name_or_path))
+  try:
+    config = transformers.AutoConfig.from_pretrained(location)
+  except (OSError, HFValidationError) as e:
+    raise FileNotFoundError(f"{missing} ({type(e).__name__}: {e})") from e
+  if config.model_type != "clip":
+    raise ValueError(f"config.vlm.model={name_or_path!r} is a {config.model_type!r} model; "
+                     "config.vlm.name='clip' needs a CLIP model (model_type 'clip')")
+  try:
+    if from_pt:
+      # The PyTorch converter needs a model with (random) params to take shapes from;
+      # only the converted params are kept, on a model without params of its own.
+      params = transformers.FlaxCLIPModel.from_pretrained(location, config=config,
+                                                          from_pt=True).params
+      model = transformers.FlaxCLIPModel(config, _do_init=False)
+    else:
+      # _do_init=False skips a random initialisation and keeps the params out of the
+      # model, so the only copy is the one the embedder replicates over its devices.
+      model, params = transformers.FlaxCLIPModel.from_pretrained(location, config=config,
+                                                                 _do_init=False)
+  except (OSError, HFValidationError) as e:
+    raise FileNotFoundError(f"{missing} ({type(e).__name__}: {e})") from e
+  try:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(location)
+  except (OSError, TypeError, HFValidationError) as e:
+    # A directory without tokenizer files makes AutoTokenizer fail with a TypeError.
+    raise FileNotFoundError(f"config.vlm.model={name_or_path!r}: no CLIP tokenizer found "
+                            f"({type(e).__name__}: {e}). "
+                            + _HOW_TO_PROVIDE.format(model=name_or_path)) from e
+  eos = config.text_config.eos_token_id
+  # CLIP pools text at the end-of-text token: the model's eos id must be the tokenizer's
+  # (eos id 2 marks old configs that pool at the largest token id instead).
+  if eos != 2 and eos != tokenizer.eos_token_id:
+    raise ValueError(f"config.vlm.model={name_or_path!r}: the model's text eos_token_id "
+                     f"{eos} is not the tokenizer's end-of-text id {tokenizer.eos_token_id}; "
+                     "the tokenizer does not belong to this model")
+  return model, params, tokenizer

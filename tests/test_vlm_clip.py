@@ -1,0 +1,244 @@
+"""The CLIP embedder on a tiny random model: sharding, frame averaging, loading, errors.
+
+Nothing is downloaded: the model is written by tests/tiny_clip.py and the hub is offline.
+"""
+
+import json
+import os
+import shutil
+
+# Before transformers (and huggingface_hub, which reads it at import) is imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+transformers = pytest.importorskip("transformers")
+
+from genrl_jax import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from genrl_jax.behavior import prompts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top,wrong-import-position
+from genrl_jax.vlm import embedder as embedder_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from genrl_jax.vlm import prompt_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tiny_clip  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+E = 16  # the tiny model's projection_dim
+S = 32  # its image_size
+TEXTS = ["walk", "run fast", "he walks", "a much longer sentence " * 6]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("models") / "tiny-clip")
+  tiny_clip.write_tiny_clip(directory, seed=0)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def emb(model_dir):
+  """On all 8 (simulated) devices; batch_size 4 rounds up to 8 clips per call."""
+  assert len(jax.devices()) == 8
+  return clip.ClipEmbedder(model_dir, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def emb_1dev(model_dir):
+  """On one device, 3 clips per call."""
+  return clip.ClipEmbedder(model_dir, batch_size=3, devices=jax.devices()[:1])
+
+
+@pytest.fixture(scope="module")
+def clips():
+  """13 clips of 8 random frames at the model's size: 2 calls of 8, the last one padded."""
+  return np.random.default_rng(0).integers(0, 256, (13, 8, S, S, 3), dtype=np.uint8)
+
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_embedder_attributes(emb, model_dir):
+  assert isinstance(emb, embedder_lib.Embedder)
+  assert (emb.embed_dim, emb.image_size, emb.max_length, emb.batch_size) == (E, S, 16, 8)
+  np.testing.assert_allclose(emb.mean, tiny_clip.IMAGE_MEAN, rtol=1e-6)
+  np.testing.assert_allclose(emb.std, tiny_clip.IMAGE_STD, rtol=1e-6)
+  assert emb.identifier == clip.clip_identifier(model_dir)
+
+
+def test_video_embeddings_are_unit_deterministic_and_independent_of_batching(emb, clips):
+  out = emb.embed_video(clips)
+  assert out.shape == (13, E) and out.dtype == np.float32
+  np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(emb.embed_video(clips), out)
+  np.testing.assert_allclose(emb.embed_video(clips[5:8]), out[5:8], atol=1e-6)
+  assert np.abs(out[0] - out[1]).max() > 1e-3  # different clips, different embeddings
+  assert emb.embed_video(clips[:0]).shape == (0, E)
+
+
+def test_sharded_embeddings_equal_one_device_and_plain_reference(emb, emb_1dev, clips,
+                                                                  model_dir):
+  out = emb.embed_video(clips)
+  np.testing.assert_allclose(emb_1dev.embed_video(clips), out, atol=1e-6)
+  # Plain reference: no jit, no mesh, no resize (frames are already S x S); the saved
+  # preprocessor statistics; a clip = normalised mean of its unit frame embeddings.
+  model = transformers.FlaxCLIPModel.from_pretrained(model_dir)
+  pixels = (clips.reshape(-1, S, S, 3) / 255.0 - np.asarray(tiny_clip.IMAGE_MEAN)) / (
+      np.asarray(tiny_clip.IMAGE_STD))
+  feats = np.asarray(model.get_image_features(pixels.transpose(0, 3, 1, 2)))
+  expected = _unit(_unit(feats).reshape(13, 8, E).mean(axis=1))
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_video_embedding_is_the_normalised_mean_of_its_frames(emb, clips):
+  out = emb.embed_video(clips[:4])
+  # One-frame clips give each frame's unit embedding.
+  frames = np.stack([emb.embed_video(clips[:4, i:i + 1]) for i in range(8)], axis=1)
+  np.testing.assert_allclose(np.linalg.norm(frames, axis=-1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(out, _unit(frames.mean(axis=1)), atol=1e-5)
+
+
+def test_frames_of_any_size_are_resized(emb):
+  colours = np.random.default_rng(1).integers(0, 256, (3, 1, 1, 1, 3), dtype=np.uint8)
+  at_model_size = emb.embed_video(np.broadcast_to(colours, (3, 8, S, S, 3)))
+  other_size = emb.embed_video(np.broadcast_to(colours, (3, 8, 20, 48, 3)))
+  # A constant frame stays constant under any resize.
+  np.testing.assert_allclose(other_size, at_model_size, atol=1e-5)
+
+
+def test_text_embeddings(emb, emb_1dev):
+  out = emb.embed_text(TEXTS)
+  assert out.shape == (4, E) and out.dtype == np.float32
+  np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(emb.embed_text(TEXTS), out)
+  np.testing.assert_allclose(emb_1dev.embed_text(TEXTS), out, atol=1e-6)
+  np.testing.assert_allclose(emb.embed_text(TEXTS[1:2]), out[1:2], atol=1e-6)
+  assert np.abs(out[0] - out[1]).max() > 1e-3
+  assert emb.embed_text([]).shape == (0, E)
+
+
+def test_wrong_inputs_are_refused(emb, clips):
+  with pytest.raises(ValueError, match="expects uint8 RGB clips.*float32"):
+    emb.embed_video(clips.astype(np.float32))
+  with pytest.raises(ValueError, match=r"expects uint8 RGB clips.*\(8, 32, 32, 3\)"):
+    emb.embed_video(clips[0])
+  with pytest.raises(ValueError, match="expects uint8 RGB clips"):
+    emb.embed_video(clips[..., :1])
+  with pytest.raises(ValueError, match="expects a list of strings"):
+    emb.embed_text("walk")
+
+
+def test_from_pt_loads_pytorch_safetensors_without_torch(model_dir, emb, clips, tmp_path):
+  pt_dir = str(tmp_path / "tiny-clip-pt")
+  shutil.copytree(model_dir, pt_dir, ignore=shutil.ignore_patterns("flax_model.msgpack"))
+  tiny_clip.write_safetensors(pt_dir, transformers.FlaxCLIPModel.from_pretrained(
+      model_dir).params)
+  pt = clip.ClipEmbedder(pt_dir, from_pt=True, batch_size=4)
+  np.testing.assert_allclose(pt.embed_video(clips[:4]), emb.embed_video(clips[:4]),
+                             atol=1e-6)
+  np.testing.assert_allclose(pt.embed_text(TEXTS), emb.embed_text(TEXTS), atol=1e-6)
+  assert pt.identifier.startswith("clip:tiny-clip-pt@") and pt.identifier != emb.identifier
+  with pytest.raises(FileNotFoundError, match=r"no Flax weights.*model.safetensors.*"
+                     r"config.vlm.from_pt=True"):
+    clip.ClipEmbedder(pt_dir)
+  with pytest.raises(FileNotFoundError, match=r"no PyTorch weights.*config.vlm.from_pt=False"):
+    clip.ClipEmbedder(model_dir, from_pt=True)
+
+
+def test_identifier_names_the_model_and_its_files(model_dir, tmp_path):
+  ident = clip.clip_identifier(model_dir)
+  assert ident.startswith("clip:tiny-clip@") and len(ident.split("@")[1]) == 12
+  copy = str(tmp_path / "copy" / "tiny-clip")
+  shutil.copytree(model_dir, copy)
+  assert clip.clip_identifier(copy) == ident  # the same files elsewhere
+  other = str(tmp_path / "other" / "tiny-clip")
+  tiny_clip.write_tiny_clip(other, seed=1)
+  assert clip.clip_identifier(other) != ident  # same name, other weights
+  assert clip.clip_identifier("openai/clip-vit-base-patch32") == (
+      "clip:openai/clip-vit-base-patch32")  # a hub id: nothing is loaded
+
+
+def test_missing_model_errors_say_how_to_provide_weights(model_dir, tmp_path, monkeypatch):
+  import huggingface_hub.constants  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+  monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True)
+  monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+  with pytest.raises(FileNotFoundError, match=r"config.vlm.model='genrl-jax-tests/no-such"
+                     r"-clip'.*huggingface-cli download genrl-jax-tests/no-such-clip"
+                     r".*save_pretrained"):
+    clip.ClipEmbedder("genrl-jax-tests/no-such-clip")
+  with pytest.raises(FileNotFoundError, match=r"config.vlm.model='/nonexistent/clip' is not "
+                     r"a directory.*huggingface-cli download"):
+    clip.ClipEmbedder("/nonexistent/clip")
+  bare = tmp_path / "bare"
+  bare.mkdir()
+  shutil.copy(os.path.join(model_dir, "config.json"), bare)
+  with pytest.raises(FileNotFoundError, match="has no Flax weights"):
+    clip.ClipEmbedder(str(bare))
+  shutil.copy(os.path.join(model_dir, "flax_model.msgpack"), bare)
+  with pytest.raises(FileNotFoundError, match="has no tokenizer"):
+    clip.ClipEmbedder(str(bare))
+
+
+def test_tokenizer_of_another_model_is_refused(model_dir, tmp_path):
+  directory = str(tmp_path / "mismatched")
+  shutil.copytree(model_dir, directory)
+  with open(os.path.join(directory, "config.json")) as f:
+    config = json.load(f)
+  config["text_config"]["eos_token_id"] = 49407  # CLIP's, not the tiny tokenizer's
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump(config, f)
+  with pytest.raises(ValueError, match="eos_token_id 49407 is not the tokenizer's"):
+    clip.ClipEmbedder(directory)
+
+
+def test_without_preprocessor_config_clip_statistics_are_used(tmp_path):
+  directory = str(tmp_path / "plain")
+  tiny_clip.write_tiny_clip(directory, preprocessor=False)
+  emb = clip.ClipEmbedder(directory)
+  np.testing.assert_allclose(emb.mean, clip.CLIP_MEAN)
+  np.testing.assert_allclose(emb.std, clip.CLIP_STD)
+
+
+def _config(model_dir, embed_dim=E):
+  config = configs.load_config("configs/walker.py:tiny")
+  config.vlm.name = "clip"
+  config.vlm.model = model_dir
+  config.vlm.batch_size = 4
+  config.connector.embed_dim = embed_dim
+  return config
+
+
+def test_base_config_has_clip_options():
+  vlm = configs.load_config("configs/walker.py").vlm
+  assert (vlm.model, vlm.from_pt, vlm.batch_size) == ("openai/clip-vit-base-patch32", False,
+                                                      64)
+
+
+def test_make_embedder_builds_clip_and_checks_the_embedding_size(model_dir, emb, clips):
+  config = _config(model_dir)
+  made = embedder_lib.make_embedder(config)
+  assert isinstance(made, clip.ClipEmbedder) and made.batch_size == 8
+  assert made.identifier == embedder_lib.embedder_identifier(config) == emb.identifier
+  np.testing.assert_allclose(made.embed_video(clips[:2]), emb.embed_video(clips[:2]),
+                             atol=1e-6)
+  with pytest.raises(ValueError, match=r"config.vlm.model=.*gives 16-d embeddings but "
+                     r"config.connector.embed_dim=32"):
+    embedder_lib.make_embedder(_config(model_dir, embed_dim=32))
+  config.vlm.name = "clip4clip"
+  for fn in (embedder_lib.make_embedder, embedder_lib.embedder_identifier):
+    with pytest.raises(ValueError, match="config.vlm.name='clip4clip': expected one of"):
+      fn(config)
+
+
+def test_prompt_cache_with_clip_needs_no_embedder_on_a_hit(model_dir, emb, tmp_path):
+  cache = str(tmp_path / "prompt_cache")
+  prompt = prompts.parse_prompt(text="walk fast")
+  first = prompts.embed_prompt(prompt, emb, E, cache_dir=cache)
+  np.testing.assert_allclose(first, emb.embed_text(["walk fast"])[0], atol=1e-6)
+  ident = embedder_lib.embedder_identifier(_config(model_dir))
+  again = prompts.embed_prompt(prompt, None, E, cache_dir=cache, identifier=ident)
+  np.testing.assert_array_equal(again, first)
+  with pytest.raises(prompt_cache.CacheMiss, match="no cached text prompt embedding"):
+    prompts.embed_prompt(prompts.parse_prompt(text="run"), None, E, cache_dir=cache,
+                         identifier=ident)
