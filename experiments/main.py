@@ -4,8 +4,10 @@ r"""genrl_jax main job: parses the config and runs the stages.
 
 `--config` takes `configs/<domain>.py[:variant]` (resolved against `experiments/`), and
 any `--config.<key>=<value>` override; unknown keys are refused. `--mode` runs one stage
-(`data`, `mfwm`, `behavior`) or all of them (`all`, the default). Each stage resumes from what the
-workdir already holds.
+(`data`, `mfwm`, `behavior`) or all of them (`all`, the default); `--mode=collect` only
+collects `config.data.collect_episodes` episodes with `config.data.collector` into
+`config.data.path` (default `<workdir>/dataset`). Each stage resumes from what the workdir
+already holds.
 """
 
 import os
@@ -34,7 +36,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes "
                                "(default: workdirs/<config name>).")
-_MODE = flags.DEFINE_enum("mode", "all", ("all", "data", "mfwm", "behavior"),
+_MODE = flags.DEFINE_enum("mode", "all", ("all", "collect", "data", "mfwm", "behavior"),
                           "Stage(s) to run.")
 
 
@@ -63,7 +65,9 @@ def main(argv):
   stages = pipeline.STAGES if _MODE.value == "all" else (_MODE.value,)
   for stage in stages:
     logging.info("stage %s (workdir %s)", stage, workdir)
-    if stage == "data":
+    if stage == "collect":
+      pipeline.run_collect(config, workdir)
+    elif stage == "data":
       pipeline.run_data(config, workdir)
     elif stage == "mfwm":
       pipeline.run_mfwm(config, workdir)

@@ -1,10 +1,13 @@
-"""Collection of episodes from environments into an episode directory.
+"""Collection of random-policy episodes from environments into a dataset.
 
-Episode `i` of a collection uses a fresh environment with seed `seed + i` and actions from
-`np.random.default_rng([seed, i])`, so a collection is deterministic and an interrupted one
-resumes by collecting only the missing indices; finished episodes are never rewritten.
-`collect_random_parallel` runs several environments at once (one subprocess each) and
-writes the same episodes as `collect_random`, whatever the number of environments.
+Episode `i` of a collection (its id in the dataset) uses an environment seeded `seed + i`
+and actions from `np.random.default_rng([seed, i])`, so a collection is deterministic and
+an interrupted one resumes by collecting only the missing ids. Episodes go through an
+`EpisodeWriter`, which keeps every finished episode when the collection is interrupted
+(finished episodes still buffered are written on the way out). `collect_random_parallel`
+runs several environments at once (one subprocess each) and writes the same episodes as
+`collect_random`, whatever the number of environments. Model-based collection agents
+live in `genrl_jax/agents/`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Callable
 import numpy as np
 import tqdm
 
+from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import episodes as episodes_lib
 
 
@@ -25,34 +29,33 @@ def run_episode(env, policy: Callable[[dict], np.ndarray]) -> episodes_lib.Episo
   return {k: np.stack([np.asarray(s[k]) for s in steps]) for k in episodes_lib.EPISODE_KEYS}
 
 
-def collect_random(make_env: Callable[[int], object], directory: str, num_episodes: int,
-                   seed: int, progress: bool = True) -> list[int]:
-  """Collects `num_episodes` episodes with uniform random actions in [-1, 1].
+def collect_random(make_env: Callable[[int], object], writer: dataset_lib.EpisodeWriter,
+                   num_episodes: int, seed: int, progress: bool = True) -> list[int]:
+  """Collects episodes `0 .. num_episodes - 1` missing from `writer`'s dataset with uniform
+  random actions in [-1, 1].
 
-  `make_env(env_seed)` builds an environment. Returns the indices collected by this call.
+  `make_env(env_seed)` builds an environment. Returns the ids collected by this call.
   """
-  done = episodes_lib.episode_indices(directory)
-  todo = [i for i in range(num_episodes) if i not in done]
+  todo = [i for i in range(num_episodes) if i not in writer.episode_ids]
   for i in tqdm.tqdm(todo, desc="collect (random policy)", disable=not progress or not todo):
     env = make_env(seed + i)
     rng = np.random.default_rng([seed, i])
     policy = lambda _, env=env, rng=rng: rng.uniform(-1, 1, env.action_dim).astype(np.float32)
-    episodes_lib.save_episode(directory, i, run_episode(env, policy))
+    writer.add(run_episode(env, policy), episode_id=i)
     close = getattr(env, "close", None)
     if close is not None:
       close()
   return todo
 
 
-def collect_random_envs(envs, directory: str, num_episodes: int, seed: int,
-                        progress: bool = True) -> list[int]:
+def collect_random_envs(envs, writer: dataset_lib.EpisodeWriter, num_episodes: int,
+                        seed: int, progress: bool = True) -> list[int]:
   """`collect_random` on the environments of `envs` (`genrl_jax.envs.parallel`), each
   running one episode at a time; episodes may end at different steps.
 
-  Returns the indices collected by this call.
+  Returns the ids collected by this call.
   """
-  done = episodes_lib.episode_indices(directory)
-  todo = [i for i in range(num_episodes) if i not in done]
+  todo = [i for i in range(num_episodes) if i not in writer.episode_ids]
   pending = iter(todo)
   active = {}  # env index -> (episode index, action rng, time steps so far)
   bar = tqdm.tqdm(total=len(todo), desc=f"collect (random policy, {envs.num_envs} envs)",
@@ -76,8 +79,8 @@ def collect_random_envs(envs, directory: str, num_episodes: int, seed: int,
         episode, _, steps = active[i]
         steps.append(_row(batch, row))
         if steps[-1]["is_last"]:
-          episodes_lib.save_episode(directory, episode, {
-              k: np.stack([s[k] for s in steps]) for k in episodes_lib.EPISODE_KEYS})
+          writer.add({k: np.stack([s[k] for s in steps]) for k in episodes_lib.EPISODE_KEYS},
+                     episode_id=episode)
           del active[i]
           bar.update()
   return todo
@@ -88,25 +91,28 @@ def _row(batch: dict, row: int) -> dict:
 
 
 def collect_random_parallel(task: str,
-                            directory: str,
+                            root: str,
                             num_episodes: int,
                             seed: int,
                             num_envs: int = 1,
                             *,
+                            episodes_per_shard: int = 16,
                             parallel: bool | None = None,
                             progress: bool = True,
                             **env_kwargs) -> list[int]:
-  """`collect_random` for `make_env(task, ...)` with `num_envs` environments at once.
+  """`collect_random` for `make_env(task, ...)` with `num_envs` environments at once, into
+  the dataset at `root` (created if needed).
 
-  Episode files are identical to `collect_random(lambda s: make_env(task, seed=s, ...))`
+  The dataset is identical to `collect_random(lambda s: make_env(task, seed=s, ...))`'s
   for any `num_envs`. `parallel`: one subprocess per environment (default: when
   `num_envs > 1`), else all in this process. `env_kwargs`: `fast_render`, `action_repeat`,
   `size` and domain options of `make_env` (e.g. `time_limit`).
-  Returns the indices collected by this call.
+  Returns the ids collected by this call.
   """
   from genrl_jax.envs import parallel as parallel_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.envs import tasks  # pylint: disable=g-import-not-at-top
 
-  done = episodes_lib.episode_indices(directory)
+  done = dataset_lib.existing_episode_ids(root)
   todo = [i for i in range(num_episodes) if i not in done]
   if not todo:
     return []
@@ -117,4 +123,8 @@ def collect_random_parallel(task: str,
   with parallel_lib.make_envs(task, num_envs, seed + todo[0],
                               parallel=num_envs > 1 if parallel is None else parallel,
                               env_kwargs=env_kwargs, **make_kwargs) as envs:
-    return collect_random_envs(envs, directory, num_episodes, seed, progress)
+    spec = dataset_lib.DatasetSpec(tasks.task_info(task).domain, envs.action_dim,
+                                   make_kwargs.get("size", 64))
+    source = {"collector": "random", "task": task, "seed": seed}
+    with dataset_lib.EpisodeWriter(root, spec, episodes_per_shard, source) as writer:
+      return collect_random_envs(envs, writer, num_episodes, seed, progress)

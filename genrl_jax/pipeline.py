@@ -1,9 +1,9 @@
 """The stages of the main job, each a function of `(config, workdir)`.
 
-* `data`: use `config.data.path`, or collect random-policy episodes into
-  `<workdir>/episodes` (skipped when they are all there; resumes otherwise).
-  When `config.vlm.name` names an embedder, episodes without per-step VLM embeddings get
-  them (resumable).
+* `data`: use the dataset at `config.data.path`, or collect episodes into
+  `<workdir>/dataset` (skipped when they are all there; resumes otherwise; `--mode=collect`
+  runs only this part). When `config.vlm.name` names an embedder, shards without its
+  per-step embeddings get them (resumable).
 * `mfwm`: train the multimodal foundation world model (world model, connector, aligner;
   the world model alone when the episodes have no VLM embeddings); resumes from
   `<workdir>/mfwm`.
@@ -27,8 +27,9 @@ from genrl_jax import collect, configs
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
 from genrl_jax.behavior import stage as behavior_stage
+from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import embed as embed_lib
-from genrl_jax.data import episodes as episodes_lib
+from genrl_jax.data import input_pipeline
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import checkpoints, loop, parallel, steps
 from genrl_jax.train.state import TrainState
@@ -79,31 +80,96 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     checkpoints.write_json_atomic(path, current)
 
 
-def episodes_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
-  return config.data.path or os.path.join(workdir, "episodes")
+def dataset_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The dataset of a run: `config.data.path`, else `<workdir>/dataset`."""
+  return config.data.path or os.path.join(workdir, "dataset")
 
 
-def run_data(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """The data stage. Returns the episode directory."""
+def run_data(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> str:
+  """The data stage. Returns the dataset folder."""
   if config.data.path:
     if not os.path.isdir(config.data.path):
       raise FileNotFoundError(f"config.data.path={config.data.path!r} is not a directory")
-    directory = config.data.path
+    root = config.data.path
+    dataset_lib.read_spec(root)  # refuses a folder that is not a dataset, with a hint
   else:
-    directory = episodes_dir(config, workdir)
-    task = config.data.collect_task or config.task
-    if jax.process_index() == 0:
-      new = collect.collect_random_parallel(
-          task, directory, config.data.collect_episodes, config.seed,
-          num_envs=config.data.num_envs, action_repeat=config.data.action_repeat,
-          fast_render=config.data.fast_render)
-      logging.info("data: %d new random-policy episodes of %s in %s", len(new), task,
-                   directory)
+    root = run_collect(config, workdir, progress)
   embedder = embedder_lib.make_embedder(config)
   if embedder is not None and jax.process_index() == 0:
-    count = embed_lib.embed_episodes(directory, embedder, config.connector.n_frames)
-    logging.info("data: embedded %d episodes with %s", count, embedder.identifier)
-  return directory
+    stats = embed_lib.embed_dataset(root, embedder, config.connector.n_frames,
+                                    progress=progress)
+    logging.info("data: embedded %d episodes with %s (%.1f clips/s)", stats["episodes"],
+                 embedder.identifier, stats["clips_per_second"])
+  return root
+
+
+def run_collect(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> str:
+  """Collects `config.data.collect_episodes` episodes with `config.data.collector` into
+  the run's dataset (resumes an interrupted collection). Returns the dataset folder."""
+  root = dataset_dir(config, workdir)
+  task = config.data.collect_task or config.task
+  if config.data.collector != "random":
+    raise ValueError(f"config.data.collector={config.data.collector!r}: expected 'random'")
+  if jax.process_index() == 0:
+    new = collect.collect_random_parallel(
+        task, root, config.data.collect_episodes, config.seed,
+        num_envs=config.data.num_envs, episodes_per_shard=config.data.episodes_per_shard,
+        action_repeat=config.data.action_repeat, fast_render=config.data.fast_render,
+        progress=progress)
+    logging.info("data: %d new random-policy episodes of %s in %s", len(new), task, root)
+  return root
+
+
+def choose_embedding(config: ml_collections.ConfigDict,
+                     dataset: dataset_lib.EpisodeDataset) -> str | None:
+  """The VLM whose embeddings train the connector, or None when the dataset has none.
+
+  `config.data.embedding` if set; else the config's VLM (`config.vlm`), whose embeddings
+  prompts will be embedded with; else the dataset's only embeddings.
+  """
+  sets = dataset.embedding_sets
+  name = config.data.embedding
+  if not name and not sets:
+    return None
+  if not name and config.vlm.name:
+    name = embedder_lib.embedder_identifier(config)
+  if not name:
+    if len(sets) > 1:
+      raise dataset_lib.DatasetError(
+          f"{dataset.root} holds embeddings of several VLMs {sorted(sets)}; choose one with "
+          "config.data.embedding")
+    name = next(iter(sets))
+  if name not in sets:
+    raise dataset_lib.DatasetError(
+        f"{dataset.root} has no embeddings of {name!r} (it has {sorted(sets)}); run the "
+        "data stage with this VLM (config.vlm), or set config.data.embedding")
+  if sets[name].embed_dim != config.connector.embed_dim:
+    raise dataset_lib.DatasetError(
+        f"{dataset.root}: the embeddings of {name!r} have dimension {sets[name].embed_dim}; "
+        f"config.connector.embed_dim is {config.connector.embed_dim}")
+  return name
+
+
+def open_run_dataset(config: ml_collections.ConfigDict, workdir: str,
+                     with_embeddings: bool) -> dataset_lib.EpisodeDataset:
+  """The run's dataset, with the chosen embeddings when `with_embeddings`."""
+  root = dataset_dir(config, workdir)
+  dataset = dataset_lib.open_dataset(root)
+  embedding = choose_embedding(config, dataset) if with_embeddings else None
+  return dataset_lib.open_dataset(root, embedding) if embedding else dataset
+
+
+def batch_iterator(config: ml_collections.ConfigDict, sampler: input_pipeline.SequenceSampler,
+                   check=None):
+  """`(start, stop) -> iterator of batches` with the reader settings of `config.data`."""
+
+  def batches(start: int, stop: int):
+    for batch in sampler.batches(start, stop, num_threads=config.data.num_threads,
+                                 prefetch=config.data.prefetch,
+                                 num_workers=config.data.num_workers):
+      yield check(batch) if check is not None else batch
+
+  return batches
 
 
 def build_mfwm(config: ml_collections.ConfigDict, action_dim: int, mesh: jax.sharding.Mesh,
@@ -133,29 +199,10 @@ def _restore_world_model(directory: str, fresh: dict) -> dict:
   return restored
 
 
-def _has_embeddings(episodes: list[dict], embed_dim: int) -> bool:
-  have = [("vlm_embedding" in e) for e in episodes]
-  if not any(have):
-    return False
-  if not all(have):
-    raise episodes_lib.DatasetError(
-        f"{have.count(False)} of {len(have)} episodes have no 'vlm_embedding'; embed the "
-        "whole dataset or none of it")
-  dims = {e["vlm_embedding"].shape[-1] for e in episodes}
-  if dims != {embed_dim}:
-    raise episodes_lib.DatasetError(
-        f"'vlm_embedding' has dimension {sorted(dims)}; config.connector.embed_dim is "
-        f"{embed_dim}")
-  return True
-
-
 def _train_batch(batch: dict) -> dict:
-  """Keeps the keys the MFWM step reads (so nothing else is copied to the devices) and
-  refuses non-finite embeddings."""
-  keys = wm_lib.BATCH_KEYS + ("vlm_embedding",)
-  batch = {k: v for k, v in batch.items() if k in keys}
+  """Refuses non-finite embeddings."""
   if "vlm_embedding" in batch and not np.isfinite(batch["vlm_embedding"]).all():
-    raise episodes_lib.DatasetError("batch['vlm_embedding'] (B, T, E) holds NaN or infinite "
+    raise dataset_lib.DatasetError("batch['vlm_embedding'] (B, T, E) holds NaN or infinite "
                                     "values; recompute the dataset's embeddings")
   return batch
 
@@ -163,10 +210,9 @@ def _train_batch(batch: dict) -> dict:
 def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
              ) -> TrainState:
   """Trains the MFWM on the episodes of the data stage; resumes automatically."""
-  episodes = episodes_lib.load_episodes(episodes_dir(config, workdir))
-  action_dim = episodes[0]["action"].shape[-1]
-  with_connector = config.mfwm.train_connector and _has_embeddings(
-      episodes, config.connector.embed_dim)
+  dataset = open_run_dataset(config, workdir, config.mfwm.train_connector)
+  action_dim = dataset.spec.action_dim
+  with_connector = dataset.embedding is not None
   if config.mfwm.train_connector and not with_connector:
     logging.warning("mfwm: the dataset has no 'vlm_embedding'; training the world model "
                     "alone (the connector and aligner need embedded episodes)")
@@ -175,9 +221,10 @@ def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
                      f"config.connector.n_frames={config.connector.n_frames}")
   mesh = parallel.make_mesh()
   parallel.check_divisible(config.batch_size, mesh, "config.batch_size")
-  sampler = episodes_lib.SequenceSampler(episodes, config.batch_size // jax.process_count(),
-                                         config.batch_length,
-                                         seed=config.seed * 1000 + jax.process_index())
+  keys = wm_lib.BATCH_KEYS + (("vlm_embedding",) if with_connector else ())
+  sampler = input_pipeline.SequenceSampler(dataset, config.batch_size // jax.process_count(),
+                                           config.batch_length, seed=config.seed * 1000,
+                                           keys=keys)
   _, state, step_fn = build_mfwm(config, action_dim, mesh, with_connector)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "mfwm"),
                                   save_every=config.mfwm.save_every, keep=config.mfwm.keep,
@@ -188,7 +235,7 @@ def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   try:
     state = loop.train_loop(
         stage="mfwm", state=state, step_fn=step_fn,
-        make_batch=lambda step: _train_batch(sampler.sample(step)), mesh=mesh,
+        batches=batch_iterator(config, sampler, _train_batch), mesh=mesh,
         seed=config.seed, num_steps=config.mfwm.num_steps, log_every=config.mfwm.log_every,
         checkpointer=ckpt, writer=MetricWriter(workdir, "mfwm"), progress=progress)
   finally:
@@ -199,5 +246,8 @@ def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
 def run_behavior(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
                  ) -> behavior_stage.BehaviorRun:
   """Learns the behaviour of `config.task` from its prompt (see `behavior.stage`)."""
+  dataset = None
+  if config.behavior.start == "offline":
+    dataset = open_run_dataset(config, workdir, with_embeddings=False)
   return behavior_stage.run_behavior(config, workdir, embedder_lib.make_embedder(config),
-                                     episodes_dir(config, workdir), progress)
+                                     dataset, progress)

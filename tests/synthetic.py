@@ -6,7 +6,12 @@ import numpy as np
 import ml_collections
 
 from genrl_jax import configs
-from genrl_jax.data import episodes as episodes_lib
+from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.vlm import embedder as embedder_lib
+
+# The identifier of the embedder of `micro_config` (random projection): the synthetic
+# embeddings stand in for it.
+SYNTHETIC_VLM = embedder_lib.RandomProjectionEmbedder(16).identifier
 
 
 def random_episode(rng: np.random.Generator, length: int, action_dim: int = 6,
@@ -37,11 +42,17 @@ def random_episode(rng: np.random.Generator, length: int, action_dim: int = 6,
   return episode
 
 
-def write_episodes(directory: str, num: int = 3, length: int = 40, seed: int = 0,
-                   embed_dim: int | None = None) -> str:
+def write_episodes(directory: str, num: int = 3, length: int | list[int] = 40, seed: int = 0,
+                   embed_dim: int | None = None, episodes_per_shard: int = 2,
+                   vlm: str = SYNTHETIC_VLM) -> str:
+  """Writes `num` `random_episode`s as a walker dataset at `directory`; returns it."""
   rng = np.random.default_rng(seed)
-  for i in range(num):
-    episodes_lib.save_episode(directory, i, random_episode(rng, length, embed_dim=embed_dim))
+  lengths = [length] * num if isinstance(length, int) else length
+  spec = dataset_lib.DatasetSpec("walker", 6)
+  with dataset_lib.EpisodeWriter(directory, spec, episodes_per_shard,
+                                 vlm=vlm if embed_dim else None) as writer:
+    for n in lengths:
+      writer.add(random_episode(rng, n, embed_dim=embed_dim))
   return directory
 
 

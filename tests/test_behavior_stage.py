@@ -1,5 +1,5 @@
 """The behaviour stage: from a trained MFWM checkpoint and a prompt to a behaviour
-checkpoint; resume, and refusal of another MFWM or another prompt; dataset embedding."""
+checkpoint; resume, and refusal of another MFWM or another prompt."""
 
 from __future__ import annotations
 
@@ -17,11 +17,9 @@ from genrl_jax import pipeline
 from genrl_jax import world_model as wm_lib
 from genrl_jax.behavior import policy as policy_lib
 from genrl_jax.behavior import stage as stage_lib
-from genrl_jax.data import embed as embed_lib
-from genrl_jax.data import episodes as episodes_lib
+from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.report.metrics import read_metrics
 from genrl_jax.train import checkpoints
-from genrl_jax.vlm import embedder as embedder_lib
 
 EMBED = 16
 
@@ -131,14 +129,15 @@ def test_behavior_stage_refuses_an_mfwm_without_connector(tmp_path):
   ckpt.save(1, {"params": params})
   ckpt.close()
   with pytest.raises(checkpoints.CheckpointError, match="no connector"):
-    stage_lib.run_behavior(config, str(tmp_path / "w"), None, "", progress=False)
+    stage_lib.run_behavior(config, str(tmp_path / "w"), None, None, progress=False)
 
 
 def test_behavior_stage_text_prompt_without_embedder_is_refused(trained):
   episodes, workdir = trained
   config = _config(episodes, **{"behavior.name": "none"})
   with pytest.raises(ValueError, match="needs a VLM embedder"):
-    stage_lib.run_behavior(config, workdir, None, episodes, progress=False)
+    stage_lib.run_behavior(config, workdir, None, dataset_lib.open_dataset(episodes),
+                           progress=False)
 
 
 def test_behavior_stage_two_prompts_given_is_refused(trained):
@@ -147,19 +146,6 @@ def test_behavior_stage_two_prompts_given_is_refused(trained):
                                 "behavior.prompt.video": "x.gif"})
   with pytest.raises(ValueError, match="give one of"):
     stage_lib.config_prompt(config)
-
-
-def test_embed_episodes_adds_windows_embeddings_and_resumes(tmp_path):
-  directory = synthetic.write_episodes(str(tmp_path), num=2, length=12)
-  embedder = embedder_lib.RandomProjectionEmbedder(EMBED)
-  assert embed_lib.embed_episodes(directory, embedder, 8, batch_size=3, progress=False) == 2
-  assert embed_lib.embed_episodes(directory, embedder, 8, progress=False) == 0
-  episode = episodes_lib.load_episodes(directory)[0]
-  emb = episode["vlm_embedding"]
-  assert emb.shape == (12, EMBED)
-  np.testing.assert_array_equal(emb[:7], 0.0)
-  expected = embedder.embed_video(episode["observation"][None, 4:12])[0]
-  np.testing.assert_allclose(emb[11], expected, rtol=1e-6, atol=1e-6)
 
 
 def test_act_filters_and_returns_mean_actions_in_eval(trained, first_run):

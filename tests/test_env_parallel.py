@@ -3,7 +3,6 @@
 import gc
 import multiprocessing
 import os
-import shutil
 import signal
 import time
 
@@ -12,7 +11,7 @@ import pytest
 
 import genrl_jax.envs  # noqa: F401  (selects MUJOCO_GL before mujoco is imported)
 from genrl_jax import collect
-from genrl_jax.data import episodes as episodes_lib
+from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.envs import make_env
 from genrl_jax.envs.parallel import ParallelEnvs, SerialEnvs, make_envs
 
@@ -109,13 +108,15 @@ def test_parallel_close_and_garbage_collection_leave_no_live_children():
   assert all(not p.is_alive() for p in processes)
 
 
-def _episode_files(directory):
-  names = sorted(os.listdir(directory))
-  with_arrays = {}
-  for name in names:
-    with np.load(os.path.join(directory, name)) as data:
-      with_arrays[name] = {k: data[k] for k in data.files}
-  return with_arrays
+def _episode_files(root):
+  """`{episode id: episode}` of the dataset at `root`."""
+  dataset = dataset_lib.open_dataset(root)
+  return {int(i): dataset.read_episode(n) for n, i in
+          sorted(enumerate(dataset.episode_ids), key=lambda x: x[1])}
+
+
+def _writer(root, action_dim, domain="stickman"):
+  return dataset_lib.EpisodeWriter(root, dataset_lib.DatasetSpec(domain, action_dim), 2)
 
 
 def _assert_same_episodes(a, b):
@@ -129,19 +130,19 @@ def _assert_same_episodes(a, b):
 def test_parallel_collection_with_1_and_2_envs_gives_identical_episodes(tmp_path):
   legacy, one, two, resumed = (str(tmp_path / d) for d in ("legacy", "one", "two", "resumed"))
   make = lambda s: make_env(TASK, seed=s, fast_render=True, time_limit=0.5)
-  assert collect.collect_random(make, legacy, 3, seed=5, progress=False) == [0, 1, 2]
+  with _writer(legacy, make(0).action_dim) as writer:
+    assert collect.collect_random(make, writer, 3, seed=5, progress=False) == [0, 1, 2]
   kwargs = dict(fast_render=True, time_limit=0.5, progress=False)
   assert collect.collect_random_parallel(TASK, one, 3, 5, num_envs=1, **kwargs) == [0, 1, 2]
   assert collect.collect_random_parallel(TASK, two, 3, 5, num_envs=2, **kwargs) == [0, 1, 2]
   _assert_same_episodes(_episode_files(legacy), _episode_files(one))
   _assert_same_episodes(_episode_files(one), _episode_files(two))
-  # Resuming around an existing episode never rewrites it and gives the same files.
-  os.makedirs(resumed)
-  name = os.path.basename(episodes_lib.episode_path(one, 1, 11))
-  shutil.copy(os.path.join(one, name), os.path.join(resumed, name))
-  mtime = os.path.getmtime(os.path.join(resumed, name))
-  assert collect.collect_random_parallel(TASK, resumed, 3, 5, num_envs=2, **kwargs) == [0, 2]
-  assert os.path.getmtime(os.path.join(resumed, name)) == mtime
+  # Resuming a shorter collection never rewrites its shards and gives the same episodes.
+  assert collect.collect_random_parallel(TASK, resumed, 2, 5, num_envs=2, **kwargs) == [0, 1]
+  first_shard = os.path.join(resumed, "episodes", "shard-00000")
+  mtime = os.path.getmtime(first_shard)
+  assert collect.collect_random_parallel(TASK, resumed, 3, 5, num_envs=2, **kwargs) == [2]
+  assert os.path.getmtime(first_shard) == mtime
   _assert_same_episodes(_episode_files(one), _episode_files(resumed))
   assert collect.collect_random_parallel(TASK, resumed, 3, 5, num_envs=2, **kwargs) == []
 
@@ -179,9 +180,13 @@ class _VaryingEnvs(SerialEnvs):
 
 def test_parallel_collection_handles_episodes_ending_at_different_steps(tmp_path):
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
-  assert collect.collect_random(_VaryingEnv, a, 7, seed=4, progress=False) == list(range(7))
+  with _writer(a, 2, "varying") as writer:
+    assert collect.collect_random(_VaryingEnv, writer, 7, seed=4,
+                                  progress=False) == list(range(7))
   envs = _VaryingEnvs("varying_task", 3, seed=4)
-  assert collect.collect_random_envs(envs, b, 7, seed=4, progress=False) == list(range(7))
+  with _writer(b, 2, "varying") as writer:
+    assert collect.collect_random_envs(envs, writer, 7, seed=4,
+                                       progress=False) == list(range(7))
   _assert_same_episodes(_episode_files(a), _episode_files(b))
-  lengths = {len(e["observation"]) for e in episodes_lib.load_episodes(b)}
+  lengths = {len(e["observation"]) for e in _episode_files(b).values()}
   assert lengths == {3, 4, 5}

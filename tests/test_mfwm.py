@@ -13,7 +13,7 @@ import synthetic
 from genrl_jax import connector as connector_lib
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import pipeline
-from genrl_jax.data import episodes as episodes_lib
+from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.train import checkpoints
 from genrl_jax.train import optimizer as optimizer_lib
 
@@ -140,15 +140,17 @@ def test_bad_embeddings_give_clear_errors(tmp_path):
     connector_lib.check_embeddings(jnp.zeros((2, 12, 16)), 16, 8)
   episodes = synthetic.write_episodes(str(tmp_path / "eps"), embed_dim=16)
   wrong_dim = synthetic.micro_config(episodes, **{"connector.embed_dim": 32})
-  with pytest.raises(episodes_lib.DatasetError, match="dimension \\[16\\].*embed_dim is 32"):
+  with pytest.raises(dataset_lib.DatasetError, match="dimension 16; config.connector.embed_dim is 32"):
     pipeline.run_mfwm(wrong_dim, str(tmp_path / "a"), progress=False)
   odd_length = synthetic.micro_config(episodes, **{"batch_length": 12})
   with pytest.raises(ValueError, match="batch_length=12 is not a multiple"):
     pipeline.run_mfwm(odd_length, str(tmp_path / "b"), progress=False)
-  bad = episodes_lib.load_episodes(episodes)[0]
+  bad = dataset_lib.open_dataset(episodes, synthetic.SYNTHETIC_VLM).read_episode(0)
   bad["vlm_embedding"][10:] = np.nan
   nan_dir = str(tmp_path / "nan")
-  for i in range(3):
-    episodes_lib.save_episode(nan_dir, i, bad)
-  with pytest.raises(episodes_lib.DatasetError, match="NaN or infinite"):
+  with dataset_lib.EpisodeWriter(nan_dir, dataset_lib.DatasetSpec("walker", 6),
+                                 vlm=synthetic.SYNTHETIC_VLM) as writer:
+    for _ in range(3):
+      writer.add(bad)
+  with pytest.raises(dataset_lib.DatasetError, match="NaN or infinite"):
     pipeline.run_mfwm(synthetic.micro_config(nan_dir), str(tmp_path / "c"), progress=False)

@@ -22,9 +22,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.compute_dtype = "auto"
 
   c.data = ml_collections.ConfigDict()
-  c.data.path = ""  # A directory of episode files; empty: collect into <workdir>/episodes.
-  c.data.collect_episodes = 50  # Random-policy episodes to collect when data.path is empty.
+  # A dataset folder (genrl_jax/data/dataset.py; `genrl_jax import-npz` converts the
+  # reference's .npz episodes); empty: collect into <workdir>/dataset.
+  c.data.path = ""
+  c.data.collect_episodes = 50  # Episodes to collect when data.path is empty (--mode=collect).
   c.data.collect_task = ""  # Environment to collect from; empty: config.task.
+  c.data.collector = "random"  # uniform random actions
+  c.data.episodes_per_shard = 16  # episodes per ArrayRecord shard (the unit of atomic writes)
+  # The VLM identifier whose embeddings train the connector; empty: the config's VLM, else
+  # the dataset's only embeddings.
+  c.data.embedding = ""
+  # Input pipeline (per host): reader threads, batches kept ready, and worker processes
+  # (0: threads of this process only).
+  c.data.num_threads = 8
+  c.data.prefetch = 8
+  c.data.num_workers = 0
   c.data.num_envs = 1  # environments stepped in parallel worker processes when collecting
   c.data.action_repeat = 2
   c.data.fast_render = False  # True: no shadows / multisampling (~7x faster, differs a bit).

@@ -23,7 +23,8 @@ from genrl_jax import configs
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax.behavior import learner
 from genrl_jax.behavior import prompts as prompts_lib
-from genrl_jax.data import episodes as episodes_lib
+from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import input_pipeline
 from genrl_jax.envs.prompts import task_prompt
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import checkpoints, loop, parallel
@@ -105,9 +106,14 @@ def _write_prompt_video(mfwm, params, embedding, key, path: str) -> None:
 
 
 def run_behavior(config: ml_collections.ConfigDict, workdir: str,
-                 embedder: Embedder | None, episode_dir: str | None = None,
+                 embedder: Embedder | None,
+                 dataset: dataset_lib.EpisodeDataset | None = None,
                  progress: bool = True) -> BehaviorRun:
-  """Trains (or resumes) the behaviour `behavior_name(config)` and returns it."""
+  """Trains (or resumes) the behaviour `behavior_name(config)` and returns it.
+
+  `dataset`: the episodes whose posteriors give the offline start states (needed when
+  `config.behavior.start == 'offline'`).
+  """
   b = config.behavior
   if b.start not in learner.START_MODES:
     raise ValueError(f"config.behavior.start={b.start!r}: expected one of "
@@ -153,19 +159,26 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str,
   step = learner.jit_behavior_step(mesh, state, mfwm=mfwm, behavior=behavior,
                                    optimizer=optimizer, config=config)
   if b.start == "offline":
-    episodes = episodes_lib.load_episodes(episode_dir)
-    sampler = episodes_lib.SequenceSampler(episodes, b.batch_size // jax.process_count(),
-                                           b.batch_length,
-                                           seed=config.seed * 1000 + 7 + jax.process_index())
-    keys = ("observation", "action", "is_first")
-    make_batch = lambda i: {k: v for k, v in sampler.sample(i).items() if k in keys}
+    if dataset is None:
+      raise ValueError("config.behavior.start='offline' needs a dataset (config.data.path "
+                       "or the run's own); use start='data_free' to train without data")
+    if dataset.spec.action_dim != mfwm.world_model.action_dim:
+      raise dataset_lib.DatasetError(
+          f"{dataset.root}: actions have {dataset.spec.action_dim} dimensions, the MFWM "
+          f"{mfwm.world_model.action_dim}")
+    sampler = input_pipeline.SequenceSampler(
+        dataset, b.batch_size // jax.process_count(), b.batch_length,
+        seed=config.seed * 1000 + 7, keys=("observation", "action", "is_first"))
+    batches = lambda start, stop: sampler.batches(
+        start, stop, num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+        num_workers=config.data.num_workers)
   else:
-    make_batch = lambda i: {}
+    batches = lambda start, stop: ({} for _ in range(start, stop))
   try:
     state = loop.train_loop(
         stage=f"behavior/{name}", state=state,
         step_fn=lambda s, batch, rng: step(s, batch, rng, mfwm_params),
-        make_batch=make_batch, mesh=mesh, seed=config.seed + 1, num_steps=b.num_steps,
+        batches=batches, mesh=mesh, seed=config.seed + 1, num_steps=b.num_steps,
         log_every=b.log_every, checkpointer=ckpt,
         writer=MetricWriter(workdir, f"behavior_{name}"), progress=progress)
   finally:

@@ -1,20 +1,20 @@
-"""Per-step VLM embeddings of episode files (spec 6.3).
+"""The dataset embedding stage: per-step VLM embeddings of every episode (spec 6.3).
 
-Step t of an episode gets the embedding of the clip of frames `t - 7 .. t`; the first
-`n_frames - 1` steps, which have no full clip, get zeros. Episodes that already carry
-`vlm_embedding` are skipped, so an interrupted run resumes; each file is rewritten
-atomically (frames and all), so a crash never leaves a half-written episode.
+Step t of an episode gets the embedding of the clip of frames `t - n_frames + 1 .. t`; the
+first `n_frames - 1` steps, which have no full clip, get zeros. Embeddings are written as
+embedding shards next to the episode shards (`data/dataset.py`), one per episode shard and
+VLM, so frames are never rewritten; shards already embedded by this VLM are skipped, so an
+interrupted run resumes.
 """
 
 from __future__ import annotations
 
-import glob
-import os
+import time
 
 import numpy as np
 import tqdm
 
-from genrl_jax.data import episodes as episodes_lib
+from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.vlm.embedder import Embedder
 
 
@@ -37,35 +37,38 @@ def embed_episode(frames: np.ndarray, embedder: Embedder, n_frames: int,
   return out
 
 
-def _episode_index(path: str) -> int:
-  head = os.path.basename(path).split("-")[0]
-  if not head.isdigit():
-    raise episodes_lib.DatasetError(f"{path}: episode files are named '<index>-<length>.npz'")
-  return int(head)
+def embed_dataset(root: str, embedder: Embedder, n_frames: int, batch_size: int = 64,
+                  progress: bool = True) -> dict[str, float]:
+  """Adds the embeddings of `embedder` to every shard of the dataset at `root` lacking them.
 
-
-def embed_episodes(directory: str, embedder: Embedder, n_frames: int, batch_size: int = 64,
-                   progress: bool = True) -> int:
-  """Adds `vlm_embedding` to every episode file of `directory` lacking it.
-
-  Returns the number of episodes embedded by this call.
+  Returns `{'shards', 'episodes', 'clips', 'seconds', 'clips_per_second'}` of this call.
   """
-  paths = sorted(p for p in glob.glob(os.path.join(directory, "*.npz"))
-                 if not p.endswith(".tmp.npz"))
-  if not paths:
-    raise episodes_lib.DatasetError(f"no episode files (*.npz) in {directory}")
-  done = 0
-  for path in tqdm.tqdm(paths, desc="embed", disable=not progress, dynamic_ncols=True):
-    index = _episode_index(path)
-    with np.load(path) as data:
-      if "vlm_embedding" in data.files:
-        continue
-      episode = {k: data[k] for k in data.files}
-    if episodes_lib.episode_path(directory, index, len(episode["observation"])) != path:
-      raise episodes_lib.DatasetError(f"{path}: episode files are named "
-                                      "'<index>-<length>.npz'; nothing was rewritten")
-    episode["vlm_embedding"] = embed_episode(episode["observation"], embedder, n_frames,
-                                             batch_size)
-    episodes_lib.save_episode(directory, index, episode)
-    done += 1
-  return done
+  dataset = dataset_lib.open_dataset(root)
+  have = dataset.embedding_sets.get(embedder.identifier)
+  if have is not None and have.embed_dim != embedder.embed_dim:
+    raise dataset_lib.DatasetError(
+        f"{root}: embeddings of {embedder.identifier!r} have dimension {have.embed_dim}, "
+        f"the embedder gives {embedder.embed_dim}")
+  done = set(have.shards) if have else set()
+  todo = [k for k, s in enumerate(dataset.shards) if s.name not in done]
+  start, episodes, clips = time.perf_counter(), 0, 0
+  offsets = np.concatenate([[0], np.cumsum([len(s.episode_ids) for s in dataset.shards])])
+  bar = tqdm.tqdm(total=sum(len(dataset.shards[k].episode_ids) for k in todo),
+                  desc=f"embed ({embedder.identifier})", disable=not progress or not todo,
+                  dynamic_ncols=True)
+  with bar:
+    for k in todo:
+      shard = dataset.shards[k]
+      embeddings = {}
+      for index in range(offsets[k], offsets[k + 1]):
+        frames = dataset.read_episode(index)["observation"]
+        embeddings[int(dataset.episode_ids[index])] = embed_episode(frames, embedder,
+                                                                    n_frames, batch_size)
+        clips += max(0, len(frames) - n_frames + 1)
+        episodes += 1
+        bar.update()
+      dataset_lib.write_embedding_shard(root, shard.name, embedder.identifier, n_frames,
+                                        embeddings)
+  seconds = time.perf_counter() - start
+  return dict(shards=len(todo), episodes=episodes, clips=clips, seconds=seconds,
+              clips_per_second=clips / seconds if seconds > 0 else 0.0)

@@ -68,20 +68,28 @@ def check_finite(state: TrainState, stage: str) -> None:
 
 
 def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
-               make_batch: Callable[[int], dict[str, np.ndarray]], mesh: Mesh, seed: int,
-               num_steps: int, log_every: int, checkpointer: Checkpointer | None,
-               writer: MetricWriter | None, progress: bool = True) -> TrainState:
+               mesh: Mesh, seed: int, num_steps: int, log_every: int,
+               checkpointer: Checkpointer | None, writer: MetricWriter | None,
+               make_batch: Callable[[int], dict[str, np.ndarray]] | None = None,
+               batches: Callable[[int, int], Iterator[dict[str, np.ndarray]]] | None = None,
+               progress: bool = True) -> TrainState:
   """Runs `step_fn` from `state.step` to `num_steps`.
 
-  The batch of update `n` is `make_batch(n)` and its key `step_rng(seed, n)`, so a run that
-  resumes from a checkpoint at step `n` continues exactly as an uninterrupted one.
-  Saves through `checkpointer` at its interval and at the end.
+  The batch of update `n` is `make_batch(n)` (computed ahead in a thread), or the `n`-th
+  batch of the iterator `batches(start, num_steps)` (an input pipeline that prefetches on
+  its own); its key is `step_rng(seed, n)`, so a run that resumes from a checkpoint at step
+  `n` continues exactly as an uninterrupted one. Saves through `checkpointer` at its
+  interval and at the end.
   """
+  if (make_batch is None) == (batches is None):
+    raise ValueError("give exactly one of make_batch and batches")
+  if batches is None:
+    batches = lambda a, b: prefetch(make_batch, a, b)
   start = int(state.step)
   show = progress and jax.process_index() == 0
   bar = tqdm.tqdm(total=num_steps, initial=start, desc=stage, disable=not show,
                   dynamic_ncols=True)
-  for step, host_batch in zip(range(start, num_steps), prefetch(make_batch, start, num_steps)):
+  for step, host_batch in zip(range(start, num_steps), batches(start, num_steps)):
     state, metrics = step_fn(state, parallel.shard_batch(host_batch, mesh), step_rng(seed, step))
     done = step + 1
     logging_now = done % log_every == 0 or done == num_steps
