@@ -4,6 +4,9 @@
     genrl_jax list-tasks [--domain stickman]     # the same, as a command
     genrl_jax import-reference SNAPSHOT.pt --out=DIR [--config=configs/walker.py]
                                                  # a reference PyTorch snapshot as a workdir
+    genrl_jax import-npz EPISODES_DIR --out=DATASET --domain=walker
+                                                 # reference .npz episodes as a dataset
+    genrl_jax dataset-info DATASET               # episodes, steps, shards, embeddings
 
 Each command is a subparser whose ``handler`` takes the parsed arguments and returns
 the exit status; new commands are added in :func:`build_parser`.
@@ -32,6 +35,45 @@ def _import_reference(args: argparse.Namespace) -> int:
   from genrl_jax.reference import import_reference
 
   return import_reference.run_command(args.snapshot, args.out, args.config)
+
+
+def _import_npz(args: argparse.Namespace) -> int:
+  from genrl_jax.data import npz_import  # pylint: disable=g-import-not-at-top
+  from genrl_jax.data.episodes import DatasetError  # pylint: disable=g-import-not-at-top
+
+  try:
+    count = npz_import.import_npz(args.source, args.out, args.domain,
+                                  with_embeddings=False if args.no_embeddings else None,
+                                  vlm=args.vlm, episodes_per_shard=args.episodes_per_shard)
+  except (DatasetError, FileNotFoundError) as e:
+    print(f"genrl_jax import-npz: {e}", file=sys.stderr)
+    return 2
+  print(f"imported {count} episodes into {args.out}")
+  return _dataset_info(argparse.Namespace(dataset=args.out))
+
+
+def _dataset_info(args: argparse.Namespace) -> int:
+  from genrl_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
+
+  try:
+    dataset = dataset_lib.open_dataset(args.dataset)
+  except dataset_lib.DatasetError as e:
+    print(f"genrl_jax dataset-info: {e}", file=sys.stderr)
+    return 2
+  spec = dataset.spec
+  print(f"{args.dataset}: domain {spec.domain}, actions {spec.action_dim}-d in [-1, 1], "
+        f"frames {spec.image_size}x{spec.image_size}x3")
+  print(f"  {dataset.num_episodes} episodes, {dataset.num_steps} steps, "
+        f"{len(dataset.shards)} shards; episode length {dataset.lengths.min()}.."
+        f"{dataset.lengths.max()}")
+  sources = sorted({str(s.metadata.get("source")) for s in dataset.shards})
+  print(f"  sources: {', '.join(sources)}")
+  for name, emb in sorted(dataset.embedding_sets.items()):
+    print(f"  embeddings {name}: dim {emb.embed_dim}, {emb.n_frames}-frame clips, "
+          f"{len(emb.shards)}/{len(dataset.shards)} shards")
+  if not dataset.embedding_sets:
+    print("  no VLM embeddings")
+  return 0
 
 
 def _add_domain_option(parser: argparse.ArgumentParser, default=None) -> None:
@@ -65,6 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="configs/<domain>.py[:variant] whose sizes must match the "
                        "snapshot; default: the snapshot's domain with its sizes")
   imports.set_defaults(handler=_import_reference)
+
+  npz = commands.add_parser(
+      "import-npz",
+      help="convert the reference's episode files (*.npz, searched recursively) into a "
+      "dataset, keeping their 'clip_video' embeddings; resumes an interrupted import")
+  npz.add_argument("source", help="folder of reference .npz episodes")
+  npz.add_argument("--out", required=True, help="dataset folder to create or complete")
+  npz.add_argument("--domain", required=True,
+                   help="the environment domain of the episodes (walker, cheetah, ...)")
+  npz.add_argument("--vlm", default=None,
+                   help="identifier of the VLM that made 'clip_video' (default: the "
+                   "reference's InternVideo2)")
+  npz.add_argument("--no-embeddings", action="store_true",
+                   help="drop 'clip_video' (embed the dataset later with the data stage)")
+  npz.add_argument("--episodes-per-shard", type=int, default=16)
+  npz.set_defaults(handler=_import_npz)
+
+  info = commands.add_parser("dataset-info", help="describe a dataset")
+  info.add_argument("dataset", help="dataset folder")
+  info.set_defaults(handler=_dataset_info)
   return parser
 
 

@@ -26,6 +26,7 @@ from absl import logging
 from genrl_jax import collect, configs
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
+from genrl_jax.behavior import prompts as prompts_lib
 from genrl_jax.behavior import stage as behavior_stage
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import embed as embed_lib
@@ -34,6 +35,7 @@ from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import checkpoints, loop, parallel, steps
 from genrl_jax.train.state import TrainState
 from genrl_jax.vlm import embedder as embedder_lib
+from genrl_jax.vlm import prompt_cache
 
 STAGES = ("data", "mfwm", "behavior")
 # Keys that may differ between a workdir's saved config and a resumed run's config.
@@ -97,6 +99,7 @@ def run_data(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   embedder = embedder_lib.make_embedder(config)
   if embedder is not None and jax.process_index() == 0:
     stats = embed_lib.embed_dataset(root, embedder, config.connector.n_frames,
+                                    batch_size=config.vlm.batch_size,
                                     progress=progress)
     logging.info("data: embedded %d episodes with %s (%.1f clips/s)", stats["episodes"],
                  embedder.identifier, stats["clips_per_second"])
@@ -249,5 +252,20 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str, progress: bool
   dataset = None
   if config.behavior.start == "offline":
     dataset = open_run_dataset(config, workdir, with_embeddings=False)
-  return behavior_stage.run_behavior(config, workdir, embedder_lib.make_embedder(config),
-                                     dataset, progress)
+  cache_dir = prompt_cache.default_cache_dir(workdir)
+  return behavior_stage.run_behavior(config, workdir, prompt_embedder(config, cache_dir),
+                                     dataset, progress, cache_dir=cache_dir)
+
+
+def prompt_embedder(config: ml_collections.ConfigDict, cache_dir: str):
+  """The VLM needed to embed the behaviour's prompt: None when the prompt is a precomputed
+  embedding or already in the prompt cache (the VLM is then never loaded)."""
+  prompt = behavior_stage.config_prompt(config)
+  identifier = embedder_lib.embedder_identifier(config)
+  if prompt.kind == "embedding" or identifier is None:
+    return None
+  key = prompts_lib.prompt_cache_key(prompt, config.connector.embed_dim)
+  if prompt_cache.load(cache_dir, identifier, prompt.kind, key) is not None:
+    logging.info("behavior: prompt embedding of %s read from %s", identifier, cache_dir)
+    return None
+  return embedder_lib.make_embedder(config)

@@ -315,3 +315,23 @@ def test_npz_import_bad_files_name_the_file_and_the_problem(tmp_path):
   (broken / "0-x-8.npz").write_bytes(b"PK\x03\x04 truncated")
   with pytest.raises(DatasetError, match="0-x-8.npz: cannot be read"):
     npz_import.import_npz(str(broken), str(tmp_path / "o2"), "walker", progress=False)
+
+
+def test_npz_import_command_line_and_dataset_info(tmp_path, capsys):
+  from genrl_jax import cli  # pylint: disable=g-import-not-at-top
+  src = tmp_path / "buffer"
+  src.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    _reference_file(src / f"{i}-x-{10 + i}.npz", rng, 10 + i, reward_2d=True)
+  out = str(tmp_path / "ds")
+  assert cli.main(["import-npz", str(src), "--out", out, "--domain", "walker",
+                   "--episodes-per-shard", "2"]) == 0
+  text = capsys.readouterr().out
+  assert "imported 3 episodes" in text and "3 episodes, 33 steps, 2 shards" in text
+  assert f"embeddings {npz_import.REFERENCE_VLM}: dim 512, 8-frame clips, 2/2 shards" in text
+  assert cli.main(["import-npz", str(src), "--out", str(tmp_path / "plain"), "--domain",
+                   "walker", "--no-embeddings"]) == 0
+  assert "no VLM embeddings" in capsys.readouterr().out
+  assert cli.main(["dataset-info", str(tmp_path / "missing")]) == 2
+  assert "not a genrl_jax dataset" in capsys.readouterr().err

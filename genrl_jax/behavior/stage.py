@@ -28,6 +28,7 @@ from genrl_jax.data import input_pipeline
 from genrl_jax.envs.prompts import task_prompt
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import checkpoints, loop, parallel
+from genrl_jax.vlm import embedder as embedder_lib
 from genrl_jax.vlm.embedder import Embedder
 
 PROMPT_KEY_SALT = 0x7A46
@@ -108,11 +109,13 @@ def _write_prompt_video(mfwm, params, embedding, key, path: str) -> None:
 def run_behavior(config: ml_collections.ConfigDict, workdir: str,
                  embedder: Embedder | None,
                  dataset: dataset_lib.EpisodeDataset | None = None,
-                 progress: bool = True) -> BehaviorRun:
+                 progress: bool = True, cache_dir: str | None = None) -> BehaviorRun:
   """Trains (or resumes) the behaviour `behavior_name(config)` and returns it.
 
-  `dataset`: the episodes whose posteriors give the offline start states (needed when
-  `config.behavior.start == 'offline'`).
+  `embedder`: the VLM for text and video prompts; None when the prompt is a precomputed
+  embedding or is in `cache_dir` (a prompt cache, `genrl_jax.vlm.prompt_cache`, entries
+  of the VLM `config.vlm` names). `dataset`: the episodes whose posteriors give the
+  offline start states (needed when `config.behavior.start == 'offline'`).
   """
   b = config.behavior
   if b.start not in learner.START_MODES:
@@ -123,7 +126,10 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str,
   fingerprint = checkpoints.params_fingerprint(host_params)
   mfwm = mfwm_lib.make_mfwm(config, action_dim_of(host_params, config))
   prompt = config_prompt(config)
-  embedding = prompts_lib.embed_prompt(prompt, embedder, mfwm.connector.embed_dim)
+  identifier = None if embedder is not None else embedder_lib.embedder_identifier(config)
+  embedding = prompts_lib.embed_prompt(prompt, embedder, mfwm.connector.embed_dim,
+                                       cache_dir=cache_dir,
+                                       identifier=identifier if cache_dir else None)
 
   mesh = parallel.make_mesh()
   behavior = learner.make_behavior(config, mfwm.world_model.action_dim)
@@ -142,7 +148,7 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str,
   directory = os.path.join(workdir, "behavior", name)
   meta = {"mfwm_fingerprint": fingerprint, "prompt": prompt.describe(),
           "prompt_embedding": embedding.tolist(), "mfwm_checkpoint": mfwm_dir,
-          "embedder": getattr(embedder, "identifier", "")}
+          "embedder": getattr(embedder, "identifier", None) or identifier or ""}
   ckpt = checkpoints.Checkpointer(directory, save_every=b.save_every, keep=b.keep,
                                   config={**configs.config_to_dict(config), "behavior_run": meta})
   if ckpt.latest_step() is not None:

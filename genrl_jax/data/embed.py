@@ -37,11 +37,27 @@ def embed_episode(frames: np.ndarray, embedder: Embedder, n_frames: int,
   return out
 
 
+def embed_episodes(episodes: list[np.ndarray], embedder: Embedder, n_frames: int,
+                   batch_size: int = 64) -> list[np.ndarray]:
+  """`embed_episode` of several episodes' frames, with clips of different episodes
+  filling the same batches (so the embedder always sees full batches of one shape)."""
+  outs = [np.zeros((len(f), embedder.embed_dim), np.float32) for f in episodes]
+  where = [(e, t) for e, f in enumerate(episodes) for t in range(n_frames - 1, len(f))]
+  for start in range(0, len(where), batch_size):
+    chunk = where[start:start + batch_size]
+    clips = np.stack([episodes[e][t - n_frames + 1:t + 1] for e, t in chunk])
+    for (e, t), row in zip(chunk, embedder.embed_video(clips)):
+      outs[e][t] = row
+  return outs
+
+
 def embed_dataset(root: str, embedder: Embedder, n_frames: int, batch_size: int = 64,
                   progress: bool = True) -> dict[str, float]:
   """Adds the embeddings of `embedder` to every shard of the dataset at `root` lacking them.
 
-  Returns `{'shards', 'episodes', 'clips', 'seconds', 'clips_per_second'}` of this call.
+  Clips are embedded `batch_size` at a time (the embedder spreads each batch over its
+  devices). Returns `{'shards', 'episodes', 'clips', 'seconds', 'clips_per_second'}` of
+  this call.
   """
   dataset = dataset_lib.open_dataset(root)
   have = dataset.embedding_sets.get(embedder.identifier)
@@ -59,16 +75,16 @@ def embed_dataset(root: str, embedder: Embedder, n_frames: int, batch_size: int 
   with bar:
     for k in todo:
       shard = dataset.shards[k]
-      embeddings = {}
+      frames = []
       for index in range(offsets[k], offsets[k + 1]):
-        frames = dataset.read_episode(index)["observation"]
-        embeddings[int(dataset.episode_ids[index])] = embed_episode(frames, embedder,
-                                                                    n_frames, batch_size)
-        clips += max(0, len(frames) - n_frames + 1)
-        episodes += 1
+        frames.append(dataset.read_episode(index)["observation"])
         bar.update()
-      dataset_lib.write_embedding_shard(root, shard.name, embedder.identifier, n_frames,
-                                        embeddings)
+      out = embed_episodes(frames, embedder, n_frames, batch_size)
+      dataset_lib.write_embedding_shard(
+          root, shard.name, embedder.identifier, n_frames,
+          {int(dataset.episode_ids[i]): e for i, e in zip(range(offsets[k], offsets[k + 1]), out)})
+      clips += sum(max(0, len(f) - n_frames + 1) for f in frames)
+      episodes += len(frames)
   seconds = time.perf_counter() - start
   return dict(shards=len(todo), episodes=episodes, clips=clips, seconds=seconds,
               clips_per_second=clips / seconds if seconds > 0 else 0.0)

@@ -72,14 +72,16 @@ def read_reference_episode(path: str, with_embedding: bool = True) -> Episode:
 
 
 def import_npz(source: str, out: str, domain: str, *, with_embeddings: bool | None = None,
-               vlm: str = REFERENCE_VLM, n_frames: int = 8, episodes_per_shard: int = 16,
+               vlm: str | None = None, n_frames: int = 8, episodes_per_shard: int = 16,
                progress: bool = True) -> int:
   """Converts every reference episode file under `source` into the dataset `out`.
 
   `with_embeddings`: keep `clip_video` (default: when the first file has it; then every
   file must). Returns the number of episodes imported by this call; episodes already in
-  `out` (an interrupted import) are skipped.
+  `out` (an interrupted import) are skipped. `vlm`: who made the embeddings (default:
+  the reference's InternVideo2).
   """
+  vlm = vlm or REFERENCE_VLM
   paths = find_npz(source)
   first = read_reference_episode(paths[0], with_embedding=False)
   if with_embeddings is None:

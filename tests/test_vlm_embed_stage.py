@@ -1,0 +1,115 @@
+"""The dataset embedding stage with a tiny local CLIP: aligned per-step embeddings,
+cross-episode batching, resume, the data stage with `config.vlm.name='clip'`, and the
+behaviour stage reading prompt embeddings from the cache without loading the VLM."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import synthetic
+import tiny_clip
+from genrl_jax import pipeline
+from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import embed as embed_lib
+from genrl_jax.vlm import clip
+from genrl_jax.vlm import embedder as embedder_lib
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("models") / "tiny-clip")
+  tiny_clip.write_tiny_clip(directory, seed=0)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def embedder(model_dir):
+  return clip.ClipEmbedder(model_dir, batch_size=8)
+
+
+def _video_dataset(root, frames_per_episode, seed=0):
+  rng = np.random.default_rng(seed)
+  with dataset_lib.EpisodeWriter(str(root), dataset_lib.DatasetSpec("walker", 6), 2) as w:
+    for frames in frames_per_episode:
+      ep = synthetic.random_episode(rng, len(frames))
+      ep["observation"] = frames
+      w.add(ep)
+  return str(root)
+
+
+def test_embed_stage_row_t_depends_only_on_frames_t_minus_7_to_t(tmp_path, embedder):
+  rng = np.random.default_rng(1)
+  frames = rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
+  other = rng.integers(0, 256, (11, 64, 64, 3), dtype=np.uint8)
+  changed = frames.copy()
+  changed[10] = 255 - changed[10]
+  a = _video_dataset(tmp_path / "a", [frames, other])
+  b = _video_dataset(tmp_path / "b", [changed, other])
+  for root in (a, b):
+    stats = embed_lib.embed_dataset(root, embedder, 8, batch_size=5, progress=False)
+    assert stats["clips"] == 13 + 4 and stats["clips_per_second"] > 0
+  ea = dataset_lib.open_dataset(a, embedder.identifier).read_episode(0)["vlm_embedding"]
+  eb = dataset_lib.open_dataset(b, embedder.identifier).read_episode(0)["vlm_embedding"]
+  np.testing.assert_array_equal(ea[:7], 0.0)
+  np.testing.assert_allclose(np.linalg.norm(ea[7:], axis=-1), 1.0, rtol=1e-5)
+  differs = np.abs(ea - eb).max(axis=-1) > 1e-6
+  assert np.flatnonzero(differs).tolist() == list(range(10, 18))
+  np.testing.assert_allclose(ea[12], embedder.embed_video(frames[None, 5:13])[0], atol=1e-5)
+
+
+def test_embed_stage_cross_episode_batches_equal_per_episode_embedding(embedder):
+  rng = np.random.default_rng(2)
+  episodes = [rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8) for n in (9, 5, 14)]
+  joint = embed_lib.embed_episodes(episodes, embedder, 8, batch_size=4)
+  for frames, out in zip(episodes, joint):
+    np.testing.assert_allclose(out, embed_lib.embed_episode(frames, embedder, 8, 64),
+                               atol=1e-5)
+  np.testing.assert_array_equal(joint[1], 0.0)  # 5 < 8 frames: no clip
+
+
+def test_embed_stage_resumes_shard_by_shard(tmp_path, embedder):
+  rng = np.random.default_rng(3)
+  root = _video_dataset(tmp_path / "d", [rng.integers(0, 256, (9, 64, 64, 3), np.uint8)
+                                         for _ in range(5)])
+  dataset = dataset_lib.open_dataset(root)
+  first = dataset.shards[0]
+  out = embed_lib.embed_episodes([dataset.read_episode(i)["observation"] for i in range(2)],
+                                 embedder, 8)
+  dataset_lib.write_embedding_shard(root, first.name, embedder.identifier, 8,
+                                    dict(zip(first.episode_ids, out)))
+  written = os.path.join(root, "embeddings", dataset_lib.embedding_key(embedder.identifier),
+                         first.name)
+  mtime = os.path.getmtime(written)
+  stats = embed_lib.embed_dataset(root, embedder, 8, progress=False)
+  assert (stats["shards"], stats["episodes"]) == (2, 3)
+  assert os.path.getmtime(written) == mtime
+  other = embedder_lib.RandomProjectionEmbedder(32, identifier=embedder.identifier)
+  with pytest.raises(dataset_lib.DatasetError, match="have dimension 16, the embedder gives 32"):
+    embed_lib.embed_dataset(root, other, 8, progress=False)
+
+
+def test_embed_stage_in_the_data_stage_and_cached_prompts_need_no_vlm(tmp_path, model_dir,
+                                                                      monkeypatch):
+  root = synthetic.write_episodes(str(tmp_path / "d"), num=2, length=16)
+  config = synthetic.micro_config(root, **{"vlm.name": "clip", "vlm.model": model_dir,
+                                           "vlm.batch_size": 8})
+  pipeline.run_data(config, str(tmp_path / "w"), progress=False)
+  identifier = clip.clip_identifier(model_dir)
+  dataset = pipeline.open_run_dataset(config, str(tmp_path / "w"), with_embeddings=True)
+  assert dataset.embedding == identifier and dataset.embed_dim == 16
+  # The behaviour stage's prompt: embedded once (VLM loaded), then read from the cache.
+  cache = str(tmp_path / "w" / "prompt_cache")
+  embedder = pipeline.prompt_embedder(config, cache)
+  assert embedder is not None and embedder.identifier == identifier
+  from genrl_jax.behavior import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.behavior import stage as stage_lib  # pylint: disable=g-import-not-at-top
+  prompt = stage_lib.config_prompt(config)
+  first = prompts_lib.embed_prompt(prompt, embedder, 16, cache_dir=cache)
+  monkeypatch.setattr(embedder_lib, "make_embedder",
+                      lambda c: pytest.fail("the VLM was loaded despite a cached prompt"))
+  assert pipeline.prompt_embedder(config, cache) is None
+  again = prompts_lib.embed_prompt(prompt, None, 16, cache_dir=cache, identifier=identifier)
+  np.testing.assert_array_equal(first, again)
