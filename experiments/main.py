@@ -4,7 +4,7 @@ r"""genrl_jax main job: parses the config and runs the stages.
 
 `--config` takes `configs/<domain>.py[:variant]` (resolved against `experiments/`), and
 any `--config.<key>=<value>` override; unknown keys are refused. `--mode` runs one stage
-(`data`, `mfwm`, `behavior`) or all of them (`all`, the default); `--mode=collect` only
+(`data`, `mfwm`, `behavior`, `eval`) or all of them (`all`, the default); `--mode=collect` only
 collects `config.data.collect_episodes` episodes with `config.data.collector` into
 `config.data.path` (default `<workdir>/dataset`). Each stage resumes from what the workdir
 already holds.
@@ -36,7 +36,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes "
                                "(default: workdirs/<config name>).")
-_MODE = flags.DEFINE_enum("mode", "all", ("all", "collect", "data", "mfwm", "behavior"),
+_MODE = flags.DEFINE_enum("mode", "all", ("all", "collect", "data", "mfwm", "behavior", "eval"),
                           "Stage(s) to run.")
 
 
@@ -72,7 +72,9 @@ def main(argv):
     elif stage == "mfwm":
       pipeline.run_mfwm(config, workdir)
     elif stage == "behavior":
-      pipeline.run_behavior(config, workdir)
+      pipeline.run_behaviors(config, workdir)
+    elif stage == "eval":
+      pipeline.run_eval(config, workdir)
 
 
 if __name__ == "__main__":

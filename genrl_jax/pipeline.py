@@ -7,8 +7,11 @@
 * `mfwm`: train the multimodal foundation world model (world model, connector, aligner;
   the world model alone when the episodes have no VLM embeddings); resumes from
   `<workdir>/mfwm`.
-* `behavior`: learn the task's policy from its prompt in the trained MFWM
-  (`genrl_jax.behavior.stage`); resumes from `<workdir>/behavior/<name>`.
+* `behavior`: learn each task's policy (`config.tasks`, default `config.task`) from its
+  prompt in the trained MFWM (`genrl_jax.behavior.stage`); resumes from
+  `<workdir>/behavior/<name>`.
+* `eval`: play every behaviour in its environment; write `eval.json` per behaviour and the
+  results table `results.{md,csv}` (`genrl_jax.evaluation.stage`).
 
 Everything a stage writes lives in the workdir; a stage never deletes anything there.
 """
@@ -37,7 +40,7 @@ from genrl_jax.train.state import TrainState
 from genrl_jax.vlm import embedder as embedder_lib
 from genrl_jax.vlm import prompt_cache
 
-STAGES = ("data", "mfwm", "behavior")
+STAGES = ("data", "mfwm", "behavior", "eval")
 # Keys that may differ between a workdir's saved config and a resumed run's config.
 RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.keep",
                   "data.collect_episodes", "mfwm.init_world_model_from", "task",
@@ -255,6 +258,19 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str, progress: bool
   cache_dir = prompt_cache.default_cache_dir(workdir)
   return behavior_stage.run_behavior(config, workdir, prompt_embedder(config, cache_dir),
                                      dataset, progress, cache_dir=cache_dir)
+
+
+def run_behaviors(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
+                  ) -> list[behavior_stage.BehaviorRun]:
+  """`run_behavior` for every task of `config.tasks` (default: `config.task`)."""
+  return [run_behavior(c, workdir, progress) for c in behavior_stage.task_configs(config)]
+
+
+def run_eval(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
+             ) -> list[dict]:
+  """Evaluates every task's behaviour in its environment; writes the results table."""
+  from genrl_jax.evaluation import stage as eval_stage  # pylint: disable=g-import-not-at-top
+  return eval_stage.run_eval(config, workdir, progress)
 
 
 def prompt_embedder(config: ml_collections.ConfigDict, cache_dir: str):

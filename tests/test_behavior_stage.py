@@ -194,3 +194,36 @@ def test_behavior_policy_evaluates_in_the_environment_deterministically(trained,
   np.testing.assert_array_equal(results[0].returns, results[1].returns)
   assert results[0].returns.shape == (3,) and np.all(np.isfinite(results[0].returns))
   assert results[0].normalized_score is not None
+
+
+def test_eval_stage_plays_each_behaviour_and_writes_the_results_table(trained, first_run):
+  episodes, workdir = trained
+  config = _config(episodes, **{"eval.episodes": 2, "eval.time_limit": 0.5})
+  (summary,) = pipeline.run_eval(config, workdir, progress=False)
+  assert summary["task"] == "walker_walk" and summary["episodes"] == 2
+  assert summary["lengths"] == [10, 10]  # 0.5 s of simulated time at action repeat 2
+  assert summary["checkpoint_step"] == 3 and summary["prompt"] == first_run.prompt
+  assert summary["vlm"] == "random-projection"
+  assert np.isfinite(summary["mean_return"]) and summary["normalized_score"] is not None
+  with open(os.path.join(first_run.directory, "eval.json")) as f:
+    assert json.load(f)["returns"] == summary["returns"]
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  frames = iio.imread(os.path.join(first_run.directory, "eval_episode.gif"))
+  assert frames.shape == (11, 64, 64, 3)  # reset frame + 10 steps
+  table = open(os.path.join(workdir, "results.md")).read()
+  assert "| walker_walk | walker_walk | text: \"walk fast clean\" | random-projection |" in table
+  csv_lines = open(os.path.join(workdir, "results.csv")).read().splitlines()
+  assert csv_lines[0].startswith("task,behavior,prompt,vlm") and len(csv_lines) == 2
+  # Evaluated at the latest checkpoint already: skipped, same result.
+  assert pipeline.run_eval(config, workdir, progress=False)[0] == summary
+  with pytest.raises(checkpoints.CheckpointError, match="run the behavior stage first"):
+    pipeline.run_eval(_config(episodes, **{"task": "walker_run"}), workdir, progress=False)
+
+
+def test_task_configs_one_per_task_and_custom_prompts_need_one_task():
+  config = _config("", **{"tasks": ("walker_walk", "walker_run")})
+  assert [c.task for c in stage_lib.task_configs(config)] == ["walker_walk", "walker_run"]
+  assert [c.task for c in stage_lib.task_configs(_config(""))] == ["walker_walk"]
+  with pytest.raises(ValueError, match="applies to one task"):
+    stage_lib.task_configs(_config("", **{"tasks": ("walker_walk", "walker_run"),
+                                          "behavior.prompt.text": "jump"}))

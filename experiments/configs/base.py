@@ -18,6 +18,9 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 1
   c.task = ""  # domain_task, e.g. "stickman_walk"; set by the domain config.
+  # The tasks the behavior and eval stages learn and evaluate, each from its own prompt;
+  # empty: config.task alone.
+  c.tasks = ()
   # "auto" = bfloat16 compute on accelerators, float32 on CPU; params stay float32.
   c.compute_dtype = "auto"
 
@@ -139,6 +142,12 @@ def base_config() -> ml_collections.ConfigDict:
   b.log_every = 1000
   b.save_every = 5000
   b.keep = 2
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.episodes = 10  # the reference's protocol (spec 7.4)
+  c.eval.num_envs = 1  # > 1: episodes spread over environments in worker processes
+  c.eval.record_episodes = 1  # episodes written to eval_episode.gif
+  c.eval.time_limit = 0.0  # seconds of simulated time per episode; 0: the task's own
   return c
 
 

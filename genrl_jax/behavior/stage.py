@@ -48,6 +48,25 @@ def behavior_name(config: ml_collections.ConfigDict) -> str:
   return config.behavior.name or config.task
 
 
+def task_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """One config per behaviour task: `config.tasks` (empty: `config.task` alone), each with
+  `task` set. Several tasks use their own default prompts and names, so
+  `behavior.prompt.*` and `behavior.name` must then be empty."""
+  tasks = list(config.tasks) or [config.task]
+  if len(tasks) > 1:
+    p = config.behavior.prompt
+    if p.text or p.video or p.embedding or config.behavior.name:
+      raise ValueError(f"config.tasks lists {len(tasks)} tasks {tasks}; a custom prompt "
+                       "(behavior.prompt.*) or behavior.name applies to one task: set "
+                       "config.tasks to that task")
+  out = []
+  for task in tasks:
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.task = task
+    out.append(c)
+  return out
+
+
 def config_prompt(config: ml_collections.ConfigDict) -> prompts_lib.Prompt:
   """The prompt the config names (`behavior.prompt.{text,video,embedding}`; all empty: the
   reference's text prompt of `config.task`)."""

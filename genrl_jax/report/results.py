@@ -1,0 +1,71 @@
+"""The results table of a workdir: one row per evaluated behaviour (Markdown and CSV).
+
+Rows come from `<workdir>/behavior/<name>/eval.json` (written by the eval stage), sorted
+by task then behaviour name. The prompt column names its kind (`text: "..."`,
+`video: file.gif`, `embedding: file.npy`) and the VLM column the embedder that turned it
+into an embedding, so rows made with a stand-in VLM are marked as such.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+from typing import Any
+
+COLUMNS = ("task", "behavior", "prompt", "vlm", "start", "episodes", "mean_return",
+           "std_return", "normalized_score", "checkpoint_step")
+
+
+def read_results(workdir: str) -> list[dict[str, Any]]:
+  """The eval.json contents of every evaluated behaviour of `workdir`, sorted."""
+  rows = []
+  for path in glob.glob(os.path.join(workdir, "behavior", "*", "eval.json")):
+    with open(path) as f:
+      rows.append(json.load(f))
+  return sorted(rows, key=lambda r: (r.get("task", ""), r.get("behavior", "")))
+
+
+def _cell(value: Any) -> str:
+  if value is None:
+    return ""
+  if isinstance(value, float):
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+  return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+  for row in rows:
+    cells = [_cell(row.get(c)).replace("|", "\\|") for c in COLUMNS]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict[str, Any]]) -> str:
+  out = io.StringIO()
+  writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({c: row.get(c) for c in COLUMNS})
+  return out.getvalue()
+
+
+def _write_atomic(path: str, text: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_results(workdir: str) -> list[dict[str, Any]]:
+  """Writes `<workdir>/results.md` and `results.csv`; returns the rows."""
+  rows = read_results(workdir)
+  note = ("Normalised score = (return - random) / (expert - random) with the paper's "
+          "bounds; empty where the task has none.\n\n")
+  _write_atomic(os.path.join(workdir, "results.md"),
+                f"# Results ({len(rows)} behaviours)\n\n{note}{markdown_table(rows)}")
+  _write_atomic(os.path.join(workdir, "results.csv"), csv_table(rows))
+  return rows
