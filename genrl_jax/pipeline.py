@@ -46,10 +46,13 @@ RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.k
                   "data.collect_episodes", "mfwm.init_world_model_from", "task",
                   # A dataset for offline behaviour starts may be given later (e.g. after
                   # importing a reference MFWM).
-                  "data.path", "data.num_envs")
+                  "data.path", "data.num_envs", "tasks",
+                  # Reader and shard settings change no result.
+                  "data.num_threads", "data.prefetch", "data.num_workers",
+                  "data.episodes_per_shard", "data.embedding", "data.collector")
 # Behaviours are per task and prompt, each checkpointed apart: their settings may change
 # between runs that share a workdir (and its MFWM).
-RESUMABLE_PREFIXES = ("behavior.",)
+RESUMABLE_PREFIXES = ("behavior.", "eval.")
 
 
 class WorkdirMismatchError(ValueError):
