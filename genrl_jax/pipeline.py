@@ -47,9 +47,9 @@ RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.k
                   # A dataset for offline behaviour starts may be given later (e.g. after
                   # importing a reference MFWM).
                   "data.path", "data.num_envs", "tasks",
-                  # Reader and shard settings change no result.
+                  # Reader and shard settings change no result; datasets may mix collectors.
                   "data.num_threads", "data.prefetch", "data.num_workers",
-                  "data.episodes_per_shard", "data.embedding", "data.collector")
+                  "data.episodes_per_shard", "data.collector")
 # Behaviours are per task and prompt, each checkpointed apart: their settings may change
 # between runs that share a workdir (and its MFWM).
 RESUMABLE_PREFIXES = ("behavior.", "eval.")
