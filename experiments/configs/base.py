@@ -181,6 +181,7 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     b.actor.layers = b.critic.layers = 2
     b.batch_size, b.batch_length = 8, 32
     b.num_steps, b.log_every, b.save_every = 200, 50, 100
+    c.eval.episodes = 5
     return
   raise ValueError(f"unknown config variant {variant!r}; expected one of {VARIANTS}")
 
