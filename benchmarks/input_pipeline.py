@@ -7,13 +7,15 @@ r"""Input pipeline throughput: sequences/s read from a dataset, per host, agains
 Writes a dataset of smooth synthetic 64x64 frames (unless `--dataset` names one), then
 times `SequenceSampler.batches` at batch `--batch_size` x `--length` (default 48 x 48, the
 paper's world-model batch) for each number of reader threads (and `--workers` processes),
-after a warm-up batch. A batch every `1 / batches_per_s` seconds keeps a train step of that
+after a warm-up batch, and the process's peak RSS (it stays far below the dataset's size:
+nothing loads the dataset). A batch every `1 / batches_per_s` seconds keeps a train step of that
 duration fed; the world-model step time of the present devices comes from
 `benchmarks/world_model_step.py` (or `--step_seconds`). Prints one line per setting.
 """
 
 import argparse
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -49,6 +51,10 @@ def write_dataset(root: str, episodes: int, length: int) -> float:
     for _ in range(episodes):
       writer.add(smooth_episode(rng, length))
   return time.perf_counter() - start
+
+
+def _peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():
@@ -95,7 +101,7 @@ def main():
         if args.step_seconds:
           verdict = "keeps up" if 1 / rate <= args.step_seconds else "IS THE BOTTLENECK"
           line += f"; step {args.step_seconds * 1000:.0f} ms -> pipeline {verdict}"
-        print(line, flush=True)
+        print(line + f"; peak RSS {_peak_rss_mib():.0f} MiB", flush=True)
   finally:
     if tmp:
       shutil.rmtree(tmp, ignore_errors=True)

@@ -29,23 +29,16 @@ TEXTS = ["walk", "run fast", "he walks", "a much longer sentence " * 6]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("models") / "tiny-clip")
-  tiny_clip.write_tiny_clip(directory, seed=0)
-  return directory
-
-
-@pytest.fixture(scope="module")
-def emb(model_dir):
+def emb(tiny_clip_dir):
   """On all 8 (simulated) devices; batch_size 4 rounds up to 8 clips per call."""
   assert len(jax.devices()) == 8
-  return clip.ClipEmbedder(model_dir, batch_size=4)
+  return clip.ClipEmbedder(tiny_clip_dir, batch_size=4)
 
 
 @pytest.fixture(scope="module")
-def emb_1dev(model_dir):
+def emb_1dev(tiny_clip_dir):
   """On one device, 3 clips per call."""
-  return clip.ClipEmbedder(model_dir, batch_size=3, devices=jax.devices()[:1])
+  return clip.ClipEmbedder(tiny_clip_dir, batch_size=3, devices=jax.devices()[:1])
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +51,12 @@ def _unit(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def test_embedder_attributes(emb, model_dir):
+def test_embedder_attributes(emb, tiny_clip_dir):
   assert isinstance(emb, embedder_lib.Embedder)
   assert (emb.embed_dim, emb.image_size, emb.max_length, emb.batch_size) == (E, S, 16, 8)
   np.testing.assert_allclose(emb.mean, tiny_clip.IMAGE_MEAN, rtol=1e-6)
   np.testing.assert_allclose(emb.std, tiny_clip.IMAGE_STD, rtol=1e-6)
-  assert emb.identifier == clip.clip_identifier(model_dir)
+  assert emb.identifier == clip.clip_identifier(tiny_clip_dir)
 
 
 def test_video_embeddings_are_unit_deterministic_and_independent_of_batching(emb, clips):
@@ -77,12 +70,12 @@ def test_video_embeddings_are_unit_deterministic_and_independent_of_batching(emb
 
 
 def test_sharded_embeddings_equal_one_device_and_plain_reference(emb, emb_1dev, clips,
-                                                                  model_dir):
+                                                                  tiny_clip_dir):
   out = emb.embed_video(clips)
   np.testing.assert_allclose(emb_1dev.embed_video(clips), out, atol=1e-6)
   # Plain reference: no jit, no mesh, no resize (frames are already S x S); the saved
   # preprocessor statistics; a clip = normalised mean of its unit frame embeddings.
-  model = transformers.FlaxCLIPModel.from_pretrained(model_dir)
+  model = transformers.FlaxCLIPModel.from_pretrained(tiny_clip_dir)
   pixels = (clips.reshape(-1, S, S, 3) / 255.0 - np.asarray(tiny_clip.IMAGE_MEAN)) / (
       np.asarray(tiny_clip.IMAGE_STD))
   feats = np.asarray(model.get_image_features(pixels.transpose(0, 3, 1, 2)))
@@ -128,11 +121,11 @@ def test_wrong_inputs_are_refused(emb, clips):
     emb.embed_text("walk")
 
 
-def test_from_pt_loads_pytorch_safetensors_without_torch(model_dir, emb, clips, tmp_path):
+def test_from_pt_loads_pytorch_safetensors_without_torch(tiny_clip_dir, emb, clips, tmp_path):
   pt_dir = str(tmp_path / "tiny-clip-pt")
-  shutil.copytree(model_dir, pt_dir, ignore=shutil.ignore_patterns("flax_model.msgpack"))
+  shutil.copytree(tiny_clip_dir, pt_dir, ignore=shutil.ignore_patterns("flax_model.msgpack"))
   tiny_clip.write_safetensors(pt_dir, transformers.FlaxCLIPModel.from_pretrained(
-      model_dir).params)
+      tiny_clip_dir).params)
   pt = clip.ClipEmbedder(pt_dir, from_pt=True, batch_size=4)
   np.testing.assert_allclose(pt.embed_video(clips[:4]), emb.embed_video(clips[:4]),
                              atol=1e-6)
@@ -142,14 +135,14 @@ def test_from_pt_loads_pytorch_safetensors_without_torch(model_dir, emb, clips, 
                      r"config.vlm.from_pt=True"):
     clip.ClipEmbedder(pt_dir)
   with pytest.raises(FileNotFoundError, match=r"no PyTorch weights.*config.vlm.from_pt=False"):
-    clip.ClipEmbedder(model_dir, from_pt=True)
+    clip.ClipEmbedder(tiny_clip_dir, from_pt=True)
 
 
-def test_identifier_names_the_model_and_its_files(model_dir, tmp_path):
-  ident = clip.clip_identifier(model_dir)
+def test_identifier_names_the_model_and_its_files(tiny_clip_dir, tmp_path):
+  ident = clip.clip_identifier(tiny_clip_dir)
   assert ident.startswith("clip:tiny-clip@") and len(ident.split("@")[1]) == 12
   copy = str(tmp_path / "copy" / "tiny-clip")
-  shutil.copytree(model_dir, copy)
+  shutil.copytree(tiny_clip_dir, copy)
   assert clip.clip_identifier(copy) == ident  # the same files elsewhere
   other = str(tmp_path / "other" / "tiny-clip")
   tiny_clip.write_tiny_clip(other, seed=1)
@@ -158,7 +151,7 @@ def test_identifier_names_the_model_and_its_files(model_dir, tmp_path):
       "clip:openai/clip-vit-base-patch32")  # a hub id: nothing is loaded
 
 
-def test_missing_model_errors_say_how_to_provide_weights(model_dir, tmp_path, monkeypatch):
+def test_missing_model_errors_say_how_to_provide_weights(tiny_clip_dir, tmp_path, monkeypatch):
   import huggingface_hub.constants  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
   monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True)
@@ -172,17 +165,17 @@ def test_missing_model_errors_say_how_to_provide_weights(model_dir, tmp_path, mo
     clip.ClipEmbedder("/nonexistent/clip")
   bare = tmp_path / "bare"
   bare.mkdir()
-  shutil.copy(os.path.join(model_dir, "config.json"), bare)
+  shutil.copy(os.path.join(tiny_clip_dir, "config.json"), bare)
   with pytest.raises(FileNotFoundError, match="has no Flax weights"):
     clip.ClipEmbedder(str(bare))
-  shutil.copy(os.path.join(model_dir, "flax_model.msgpack"), bare)
+  shutil.copy(os.path.join(tiny_clip_dir, "flax_model.msgpack"), bare)
   with pytest.raises(FileNotFoundError, match="has no tokenizer"):
     clip.ClipEmbedder(str(bare))
 
 
-def test_tokenizer_of_another_model_is_refused(model_dir, tmp_path):
+def test_tokenizer_of_another_model_is_refused(tiny_clip_dir, tmp_path):
   directory = str(tmp_path / "mismatched")
-  shutil.copytree(model_dir, directory)
+  shutil.copytree(tiny_clip_dir, directory)
   with open(os.path.join(directory, "config.json")) as f:
     config = json.load(f)
   config["text_config"]["eos_token_id"] = 49407  # CLIP's, not the tiny tokenizer's
@@ -200,10 +193,10 @@ def test_without_preprocessor_config_clip_statistics_are_used(tmp_path):
   np.testing.assert_allclose(emb.std, clip.CLIP_STD)
 
 
-def _config(model_dir, embed_dim=E):
+def _config(tiny_clip_dir, embed_dim=E):
   config = configs.load_config("configs/walker.py:tiny")
   config.vlm.name = "clip"
-  config.vlm.model = model_dir
+  config.vlm.model = tiny_clip_dir
   config.vlm.batch_size = 4
   config.connector.embed_dim = embed_dim
   return config
@@ -215,8 +208,8 @@ def test_base_config_has_clip_options():
                                                       64)
 
 
-def test_make_embedder_builds_clip_and_checks_the_embedding_size(model_dir, emb, clips):
-  config = _config(model_dir)
+def test_make_embedder_builds_clip_and_checks_the_embedding_size(tiny_clip_dir, emb, clips):
+  config = _config(tiny_clip_dir)
   made = embedder_lib.make_embedder(config)
   assert isinstance(made, clip.ClipEmbedder) and made.batch_size == 8
   assert made.identifier == embedder_lib.embedder_identifier(config) == emb.identifier
@@ -224,19 +217,19 @@ def test_make_embedder_builds_clip_and_checks_the_embedding_size(model_dir, emb,
                              atol=1e-6)
   with pytest.raises(ValueError, match=r"config.vlm.model=.*gives 16-d embeddings but "
                      r"config.connector.embed_dim=32"):
-    embedder_lib.make_embedder(_config(model_dir, embed_dim=32))
+    embedder_lib.make_embedder(_config(tiny_clip_dir, embed_dim=32))
   config.vlm.name = "clip4clip"
   for fn in (embedder_lib.make_embedder, embedder_lib.embedder_identifier):
     with pytest.raises(ValueError, match="config.vlm.name='clip4clip': expected one of"):
       fn(config)
 
 
-def test_prompt_cache_with_clip_needs_no_embedder_on_a_hit(model_dir, emb, tmp_path):
+def test_prompt_cache_with_clip_needs_no_embedder_on_a_hit(tiny_clip_dir, emb, tmp_path):
   cache = str(tmp_path / "prompt_cache")
   prompt = prompts.parse_prompt(text="walk fast")
   first = prompts.embed_prompt(prompt, emb, E, cache_dir=cache)
   np.testing.assert_allclose(first, emb.embed_text(["walk fast"])[0], atol=1e-6)
-  ident = embedder_lib.embedder_identifier(_config(model_dir))
+  ident = embedder_lib.embedder_identifier(_config(tiny_clip_dir))
   again = prompts.embed_prompt(prompt, None, E, cache_dir=cache, identifier=ident)
   np.testing.assert_array_equal(again, first)
   with pytest.raises(prompt_cache.CacheMiss, match="no cached text prompt embedding"):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import synthetic
-import tiny_clip
 from genrl_jax import pipeline
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import embed as embed_lib
@@ -19,15 +18,8 @@ from genrl_jax.vlm import embedder as embedder_lib
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("models") / "tiny-clip")
-  tiny_clip.write_tiny_clip(directory, seed=0)
-  return directory
-
-
-@pytest.fixture(scope="module")
-def embedder(model_dir):
-  return clip.ClipEmbedder(model_dir, batch_size=8)
+def embedder(tiny_clip_dir):
+  return clip.ClipEmbedder(tiny_clip_dir, batch_size=8)
 
 
 def _video_dataset(root, frames_per_episode, seed=0):
@@ -91,13 +83,13 @@ def test_embed_stage_resumes_shard_by_shard(tmp_path, embedder):
     embed_lib.embed_dataset(root, other, 8, progress=False)
 
 
-def test_embed_stage_in_the_data_stage_and_cached_prompts_need_no_vlm(tmp_path, model_dir,
+def test_embed_stage_in_the_data_stage_and_cached_prompts_need_no_vlm(tmp_path, tiny_clip_dir,
                                                                       monkeypatch):
   root = synthetic.write_episodes(str(tmp_path / "d"), num=2, length=16)
-  config = synthetic.micro_config(root, **{"vlm.name": "clip", "vlm.model": model_dir,
+  config = synthetic.micro_config(root, **{"vlm.name": "clip", "vlm.model": tiny_clip_dir,
                                            "vlm.batch_size": 8})
   pipeline.run_data(config, str(tmp_path / "w"), progress=False)
-  identifier = clip.clip_identifier(model_dir)
+  identifier = clip.clip_identifier(tiny_clip_dir)
   dataset = pipeline.open_run_dataset(config, str(tmp_path / "w"), with_embeddings=True)
   assert dataset.embedding == identifier and dataset.embed_dim == 16
   # The behaviour stage's prompt: embedded once (VLM loaded), then read from the cache.
