@@ -114,11 +114,26 @@ def run_data(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
 
 def run_collect(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> str:
   """Collects `config.data.collect_episodes` episodes with `config.data.collector` into
-  the run's dataset (resumes an interrupted collection). Returns the dataset folder."""
+  the run's dataset (resumes an interrupted collection). Returns the dataset folder.
+
+  'random': uniform random actions; 'dreamer' | 'plan2explore': an agent that learns
+  while it collects (`genrl_jax.agents.online`; its state in `<workdir>/collector/`).
+  """
   root = dataset_dir(config, workdir)
   task = config.data.collect_task or config.task
-  if config.data.collector != "random":
-    raise ValueError(f"config.data.collector={config.data.collector!r}: expected 'random'")
+  collector = config.data.collector
+  if collector not in ("random", "dreamer", "plan2explore"):
+    raise ValueError(f"config.data.collector={collector!r}: expected 'random', 'dreamer' "
+                     "(expert data) or 'plan2explore' (exploration data)")
+  if collector != "random":
+    from genrl_jax.agents import online  # pylint: disable=g-import-not-at-top
+    online.check_single_process(config, root)  # every process raises alike, none waits
+    if jax.process_index() == 0:
+      result = online.collect_with_agent(config, workdir, root, progress=progress)
+      logging.info("data: %d new %s episodes of %s in %s (%d agent steps, %d updates)",
+                   len(result.new_episode_ids), collector, task, root, result.agent_steps,
+                   result.updates)
+    return root
   if jax.process_index() == 0:
     new = collect.collect_random_parallel(
         task, root, config.data.collect_episodes, config.seed,

@@ -156,12 +156,15 @@ def check_batch(batch: dict[str, Any], action_dim: int, image_size: int = 64) ->
 
 def world_model_loss(model: WorldModel, params: Params, batch: dict[str, jax.Array],
                      key: jax.Array | None, config: ml_collections.ConfigDict,
-                     recorded_post_stoch: jax.Array | None = None
+                     recorded_post_stoch: jax.Array | None = None, reward_grad: bool = False
                      ) -> tuple[jax.Array, tuple[dict[str, jax.Array], rssm.State]]:
   """World-model loss (spec 2.7): `kl * L_kl + observation * L_obs + reward * L_reward`.
 
   `config` is `config.world_model` (kl settings and loss scales). `key=None` filters with
   the posterior mode; `recorded_post_stoch (B, T, S, K)` replays given posterior samples.
+  `reward_grad`: the reward loss also trains the encoder and RSSM (the reward head is a
+  "grad head", as in the reference's DreamerV3 collection agent, spec 8); GenRL's world
+  model (the default) trains the reward head on the detached feature (spec 2.6).
   Returns `(loss, (metrics, post))` with the batch-major posterior `(B, T, ...)`.
   """
   apply = lambda method, *args: model.apply({"params": params}, *args, method=method)
@@ -173,7 +176,9 @@ def world_model_loss(model: WorldModel, params: Params, batch: dict[str, jax.Arr
                               kl.free_avg)
   image = apply(WorldModel.decode, rssm.flat_stoch(post))
   obs_nll = -jnp.mean(dists.mse_log_prob(image, preprocess_image(batch["observation"])))
-  reward_logits = apply(WorldModel.reward_logits, jax.lax.stop_gradient(rssm.feature(post)))
+  feat = rssm.feature(post)
+  reward_logits = apply(WorldModel.reward_logits,
+                        feat if reward_grad else jax.lax.stop_gradient(feat))
   reward_nll = -jnp.mean(dists.twohot_log_prob(reward_logits, batch["reward"]))
   scales = config.loss_scales
   loss = scales.kl * loss_kl + scales.observation * obs_nll + scales.reward * reward_nll

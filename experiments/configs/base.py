@@ -44,6 +44,43 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.action_repeat = 2
   c.data.fast_render = False  # True: no shadows / multisampling (~7x faster, differs a bit).
 
+  # Online collection agents (data.collector 'dreamer' | 'plan2explore'; genrl_jax/agents,
+  # spec 8). Their world model has the sizes of `world_model` and their actor/critic those
+  # of `behavior.actor/critic`; everything else they use is here.
+  a = c.agent = ml_collections.ConfigDict()
+  a.seed_steps = 2000  # agent steps of uniform random actions first (num_seed_frames 4000)
+  a.train_every = 5  # agent steps (summed over all environments) between training rounds
+  a.train_steps = 1  # updates per training round
+  a.batch_size = 0  # replay batch rows; 0: config.batch_size (the reference: 50)
+  a.batch_length = 0  # replay sequence length; 0: config.batch_length (the reference: 50)
+  # Episodes per dataset shard. A finished episode enters the replay when its shard is
+  # written; every new shard also costs the replay a re-open of its readers.
+  a.episodes_per_shard = 4
+  a.horizon = 15
+  a.discount = 0.99
+  a.lambda_ = 0.95
+  a.slow_target_every = 100
+  a.slow_target_fraction = 1.0
+  # The collectors' posterior sees [deter, embed] (the reference's DreamerV3 config);
+  # GenRL's world model uses the frame alone (world_model.single_obs_posterior).
+  a.single_obs_posterior = False
+  a.save_every = 10_000  # agent steps between checkpoints of <workdir>/collector/<name>
+  a.keep = 1
+  a.log_every = 500  # updates between metric lines
+  a.model_optimizer = ml_collections.ConfigDict(dict(eps=1e-8, clip=1000.0, wd=1e-6))
+  a.actor_optimizer = ml_collections.ConfigDict(dict(eps=1e-5, clip=100.0, wd=1e-6))
+  a.critic_optimizer = ml_collections.ConfigDict(dict(eps=1e-5, clip=100.0, wd=1e-6))
+  # Expert data: actor-critic on the reward head's rewards; the reward loss also trains
+  # the encoder and RSSM (grad_heads [decoder, reward]).
+  a.dreamer = ml_collections.ConfigDict(dict(
+      model_lr=1e-4, actor_lr=3e-5, critic_lr=3e-5, actor_entropy=3e-4, reward_grad=True))
+  # Exploration data: actor-critic on the ensemble disagreement (learning rates and
+  # entropy of the reference's DreamerV2 Plan2Explore config).
+  a.plan2explore = ml_collections.ConfigDict(dict(
+      model_lr=3e-4, actor_lr=8e-5, critic_lr=8e-5, actor_entropy=0.0, reward_grad=False,
+      ensemble_size=5, ensemble_units=1536, ensemble_loss_scale=1.0,
+      reward_norm_momentum=0.95, reward_norm_scale=1.0))
+
   c.batch_size = 48
   c.batch_length = 48
 
@@ -181,6 +218,11 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     b.actor.layers = b.critic.layers = 2
     b.batch_size, b.batch_length = 8, 32
     b.num_steps, b.log_every, b.save_every = 200, 50, 100
+    a = c.agent
+    a.seed_steps = 500  # one 500-step episode
+    a.episodes_per_shard = 1  # else no episode reaches the replay before the collection ends
+    a.plan2explore.ensemble_units = 128
+    a.save_every, a.log_every = 500, 50
     c.eval.episodes = 5
     return
   raise ValueError(f"unknown config variant {variant!r}; expected one of {VARIANTS}")
