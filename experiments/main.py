@@ -8,6 +8,14 @@ any `--config.<key>=<value>` override; unknown keys are refused. `--mode` runs o
 collects `config.data.collect_episodes` episodes with `config.data.collector` into
 `config.data.path` (default `<workdir>/dataset`). Each stage resumes from what the workdir
 already holds.
+
+Multi-process jobs (several hosts, or one process per accelerator): the process joins the
+job (`jax.distributed`) when it is started as one process of it: explicit
+`--coordinator_address --num_processes --process_id` (what `launch/local.py` passes), a
+SLURM step of several tasks (`launch/slurm.sbatch`), or `--distributed=jax` for JAX's own
+cluster detection (Cloud TPU pods, `launch/tpu_pod.sh`); otherwise it runs alone
+(`genrl_jax/train/distributed.py`). Every process logs one identity line; everything else
+(logs, metrics, progress bars, summaries) comes from process 0 only.
 """
 
 import os
@@ -38,6 +46,20 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the ru
                                "(default: workdirs/<config name>).")
 _MODE = flags.DEFINE_enum("mode", "all", ("all", "collect", "data", "mfwm", "behavior", "eval"),
                           "Stage(s) to run.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ("auto", "jax", "off"),
+    "auto: join a multi-process job given by the flags below or by a SLURM step of several "
+    "tasks, else run alone; jax: let jax.distributed detect the cluster (Cloud TPU pods); "
+    "off: always run alone.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of the job's coordinator (process 0).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    "init_timeout", 300, "Seconds to wait for the coordinator and every process to join.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout", 100, "Seconds after which a silent process counts as dead; the "
+    "other processes then stop.")
 
 
 class _OwnInfoOnly(logging.logging.Filter):
@@ -48,19 +70,37 @@ class _OwnInfoOnly(logging.logging.Filter):
     return own or record.levelno >= logging.logging.WARNING
 
 
+def _join_job() -> None:
+  """Joins the multi-process job this process is part of, if any (before JAX is used)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from genrl_jax.train import distributed  # pylint: disable=g-import-not-at-top
+  try:
+    job = distributed.resolve_job(_DISTRIBUTED.value, _COORDINATOR.value,
+                                  _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if job is not None:
+      logging.info("joining the job as %s", job.describe())
+      distributed.initialize(job, _INIT_TIMEOUT.value, _HEARTBEAT_TIMEOUT.value)
+  except distributed.DistributedError as e:
+    if jax.distributed.is_initialized():
+      raise  # main_in_job ends the process at once
+    sys.exit(f"error: {e}")
+
+
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
+  _join_job()
   from genrl_jax import pipeline  # pylint: disable=g-import-not-at-top (after flag parsing)
+  from genrl_jax.train import distributed  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   if config is None:
     raise app.UsageError(f"--config is required; available: {configs.available_configs()}")
   workdir = _WORKDIR.value or os.path.join("workdirs", config.task)
-  logging.info("process %d/%d: %d local / %d global devices (%s)", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               jax.default_backend())
+  logging.info("%s", distributed.identity())
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)
   pipeline.prepare_workdir(config, workdir)
   stages = pipeline.STAGES if _MODE.value == "all" else (_MODE.value,)
   for stage in stages:
@@ -75,6 +115,16 @@ def main(argv):
       pipeline.run_behaviors(config, workdir)
     elif stage == "eval":
       pipeline.run_eval(config, workdir)
+  # Processes that finish early (e.g. while process 0 still collects) would give up waiting
+  # in JAX's shutdown after 5 minutes; wait here instead.
+  distributed.barrier("main: stages done")
+
+
+def main_in_job(argv):
+  """`main`; in a multi-process job an error ends this process at once
+  (`distributed.run_or_exit`), so that the other processes stop soon after."""
+  from genrl_jax.train import distributed  # pylint: disable=g-import-not-at-top
+  distributed.run_or_exit(lambda: main(argv))
 
 
 if __name__ == "__main__":
@@ -83,4 +133,4 @@ if __name__ == "__main__":
     sys.argv = _resolve_config_argv(sys.argv)
   except FileNotFoundError as e:
     sys.exit(f"error: {e}")
-  app.run(main)
+  app.run(main_in_job)

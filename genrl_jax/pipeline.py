@@ -35,7 +35,7 @@ from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import embed as embed_lib
 from genrl_jax.data import input_pipeline
 from genrl_jax.report.metrics import MetricWriter
-from genrl_jax.train import checkpoints, loop, parallel, steps
+from genrl_jax.train import checkpoints, distributed, loop, parallel, steps
 from genrl_jax.train.state import TrainState
 from genrl_jax.vlm import embedder as embedder_lib
 from genrl_jax.vlm import prompt_cache
@@ -102,13 +102,18 @@ def run_data(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
     dataset_lib.read_spec(root)  # refuses a folder that is not a dataset, with a hint
   else:
     root = run_collect(config, workdir, progress)
+    distributed.barrier("data: collected")  # Process 0 collects; all processes read.
   embedder = embedder_lib.make_embedder(config)
-  if embedder is not None and jax.process_index() == 0:
+  if embedder is not None:
+    # Each process embeds its share of the shards.
     stats = embed_lib.embed_dataset(root, embedder, config.connector.n_frames,
                                     batch_size=config.vlm.batch_size,
-                                    progress=progress)
+                                    progress=progress and jax.process_index() == 0,
+                                    process_index=jax.process_index(),
+                                    process_count=jax.process_count())
     logging.info("data: embedded %d episodes with %s (%.1f clips/s)", stats["episodes"],
                  embedder.identifier, stats["clips_per_second"])
+    distributed.barrier("data: embedded")
   return root
 
 

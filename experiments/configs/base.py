@@ -146,6 +146,7 @@ def base_config() -> ml_collections.ConfigDict:
   # embedding (.npy, (E,)); all empty: the reference's text prompt of config.task.
   b.prompt = ml_collections.ConfigDict(dict(text="", video="", embedding=""))
   b.name = ""  # checkpoint directory <workdir>/behavior/<name>; empty: config.task
+  b.seed = -1  # the behaviour's RNG seed; -1: config.seed (sweeps give each run its own)
   # "offline": every posterior state of a dataset batch is a start (batch_size x
   # batch_length starts); "data_free": starts built without data (spec 5).
   b.start = "offline"

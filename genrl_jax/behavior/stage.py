@@ -67,6 +67,12 @@ def task_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Confi
   return out
 
 
+def behavior_seed(config: ml_collections.ConfigDict) -> int:
+  """`behavior.seed`, or `config.seed` while it is -1 (the default). Behaviour settings may
+  change between runs in one workdir, so several seeds can learn in one MFWM."""
+  return config.behavior.seed if config.behavior.seed >= 0 else config.seed
+
+
 def config_prompt(config: ml_collections.ConfigDict) -> prompts_lib.Prompt:
   """The prompt the config names (`behavior.prompt.{text,video,embedding}`; all empty: the
   reference's text prompt of `config.task`)."""
@@ -153,7 +159,8 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.make_mesh()
   behavior = learner.make_behavior(config, mfwm.world_model.action_dim)
   optimizer = learner.make_optimizer(b)
-  seed_key = jax.random.key(config.seed)
+  seed = behavior_seed(config)
+  seed_key = jax.random.key(seed)
   mfwm_params = parallel.replicate(host_params, mesh)
   target = learner.prompt_target(mfwm, mfwm_params, embedding, learner.num_starts(config),
                                  b.horizon + 1, jax.random.fold_in(seed_key, PROMPT_KEY_SALT),
@@ -193,7 +200,7 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str,
           f"{mfwm.world_model.action_dim}")
     sampler = input_pipeline.SequenceSampler(
         dataset, b.batch_size // jax.process_count(), b.batch_length,
-        seed=config.seed * 1000 + 7, keys=("observation", "action", "is_first"))
+        seed=seed * 1000 + 7, keys=("observation", "action", "is_first"))
     batches = lambda start, stop: sampler.batches(
         start, stop, num_threads=config.data.num_threads, prefetch=config.data.prefetch,
         num_workers=config.data.num_workers)
@@ -203,7 +210,7 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str,
     state = loop.train_loop(
         stage=f"behavior/{name}", state=state,
         step_fn=lambda s, batch, rng: step(s, batch, rng, mfwm_params),
-        batches=batches, mesh=mesh, seed=config.seed + 1, num_steps=b.num_steps,
+        batches=batches, mesh=mesh, seed=seed + 1, num_steps=b.num_steps,
         log_every=b.log_every, checkpointer=ckpt,
         writer=MetricWriter(workdir, f"behavior_{name}"), progress=progress)
   finally:

@@ -52,13 +52,19 @@ def embed_episodes(episodes: list[np.ndarray], embedder: Embedder, n_frames: int
 
 
 def embed_dataset(root: str, embedder: Embedder, n_frames: int, batch_size: int = 64,
-                  progress: bool = True) -> dict[str, float]:
+                  progress: bool = True, process_index: int = 0,
+                  process_count: int = 1) -> dict[str, float]:
   """Adds the embeddings of `embedder` to every shard of the dataset at `root` lacking them.
 
   Clips are embedded `batch_size` at a time (the embedder spreads each batch over its
-  devices). Returns `{'shards', 'episodes', 'clips', 'seconds', 'clips_per_second'}` of
-  this call.
+  devices). The processes of a multi-process job share the work: process `process_index`
+  of `process_count` embeds the shards `k` with `k % process_count == process_index`
+  (each shard's embeddings are written atomically, so processes never collide; wait for
+  all of them before reading). Returns `{'shards', 'episodes', 'clips', 'seconds',
+  'clips_per_second'}` of this call.
   """
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} with process_count={process_count}")
   dataset = dataset_lib.open_dataset(root)
   have = dataset.embedding_sets.get(embedder.identifier)
   if have is not None and have.embed_dim != embedder.embed_dim:
@@ -66,7 +72,8 @@ def embed_dataset(root: str, embedder: Embedder, n_frames: int, batch_size: int 
         f"{root}: embeddings of {embedder.identifier!r} have dimension {have.embed_dim}, "
         f"the embedder gives {embedder.embed_dim}")
   done = set(have.shards) if have else set()
-  todo = [k for k, s in enumerate(dataset.shards) if s.name not in done]
+  todo = [k for k, s in enumerate(dataset.shards)
+          if s.name not in done and k % process_count == process_index]
   start, episodes, clips = time.perf_counter(), 0, 0
   offsets = np.concatenate([[0], np.cumsum([len(s.episode_ids) for s in dataset.shards])])
   bar = tqdm.tqdm(total=sum(len(dataset.shards[k].episode_ids) for k in todo),

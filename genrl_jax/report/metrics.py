@@ -1,6 +1,8 @@
 """Metric writing: one JSON line per logged step (`metrics.jsonl`) and a concise console line.
 
 Only process 0 writes (every process of a job computes the same replicated metrics).
+Several jobs may share a workdir (a sweep's behaviours): each line is appended with one
+`write` on an `O_APPEND` descriptor, so lines of concurrent writers never interleave.
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ class MetricWriter:
       scalars["steps_per_second"] = (step - self._last_step) / (now - self._last_time)
     self._last_time, self._last_step = now, step
     if self._active:
-      with open(self.path, "a") as f:
-        f.write(json.dumps({"step": step, "stage": self.stage, **scalars}) + "\n")
+      line = json.dumps({"step": step, "stage": self.stage, **scalars}) + "\n"
+      fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+      try:
+        os.write(fd, line.encode())
+      finally:
+        os.close(fd)
       shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()))
       logging.info("[%s] step %d: %s", self.stage, step, shown)
     return scalars

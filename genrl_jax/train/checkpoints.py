@@ -4,6 +4,11 @@ Each checkpoint step directory holds two items: `state` (the train-state pytree)
 `config` (the run's config as JSON), so a checkpoint always says what produced it.
 Orbax writes into a temporary directory and renames it when complete, so an interrupted
 save never shadows the previous checkpoint.
+
+In a multi-process job every process calls the same `Checkpointer` methods at the same
+points (Orbax writes each array's shards from the processes that hold them, replicated
+ones and the JSON config from process 0); the directory must be on a filesystem all hosts
+share. The processes check that they see the same checkpoints before acting on them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from genrl_jax.train import distributed
 
 
 class CheckpointError(RuntimeError):
@@ -37,7 +44,12 @@ class Checkpointer:
                                           item_names=("state", "config"))
 
   def latest_step(self) -> int | None:
-    return self._manager.latest_step()
+    step = self._manager.latest_step()
+    distributed.same_on_all_processes(
+        -1 if step is None else step,
+        f"the latest checkpoint step in {self.directory} (-1: none; is the directory on a "
+        "filesystem all hosts share?)")
+    return step
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
@@ -50,7 +62,13 @@ class Checkpointer:
 
     Returns whether it saved. An existing checkpoint of the same step is kept as it is.
     """
-    if not (force or self.should_save(step)) or step in self._manager.all_steps():
+    if not (force or self.should_save(step)):
+      return False
+    exists = distributed.same_on_all_processes(
+        int(step in self._manager.all_steps()),
+        f"whether checkpoint step {step} exists in {self.directory} (is the directory on "
+        "a filesystem all hosts share?)")
+    if exists:
       return False
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               config=ocp.args.JsonSave(self._config))
@@ -91,15 +109,25 @@ class Checkpointer:
 def restore_subtree(directory: str, path: tuple[str, ...], step: int | None = None) -> Any:
   """Restores one subtree of a saved state as numpy arrays, e.g. `('params', 'world_model')`.
 
-  Used to start a later stage (connector, behaviour) from a trained world model.
+  Used to start a later stage (connector, behaviour) from a trained world model. Works
+  whatever devices and processes wrote the checkpoint: every array is restored whole onto
+  this process's first device.
   """
-  manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "config"),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = ocp.CheckpointManager(
+      os.path.abspath(directory), options=ocp.CheckpointManagerOptions(read_only=True),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "config": ocp.JsonCheckpointHandler()})
   step = manager.latest_step() if step is None else step
   if step is None:
     raise CheckpointError(f"no checkpoint in {os.path.abspath(directory)}")
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    # Without a target Orbax restores the saved sharding, which fails on another topology
+    # (a checkpoint of a 2-process job read by one process).
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          manager.item_metadata(step).state)
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   except Exception as e:
     raise CheckpointError(f"cannot read checkpoint {directory}/{step}: {e}") from e
   tree = restored.state

@@ -9,10 +9,11 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 import tqdm
+from absl import logging
 from jax.sharding import Mesh
 
 from genrl_jax.report.metrics import MetricWriter
-from genrl_jax.train import parallel
+from genrl_jax.train import distributed, parallel
 from genrl_jax.train.checkpoints import Checkpointer
 from genrl_jax.train.state import TrainState, step_rng
 
@@ -79,7 +80,9 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
   batch of the iterator `batches(start, num_steps)` (an input pipeline that prefetches on
   its own); its key is `step_rng(seed, n)`, so a run that resumes from a checkpoint at step
   `n` continues exactly as an uninterrupted one. Saves through `checkpointer` at its
-  interval and at the end.
+  interval and at the end. In a multi-process job every process runs the loop on its own
+  part of each batch, and at the end the processes check that they hold the same
+  parameters.
   """
   if (make_batch is None) == (batches is None):
     raise ValueError("give exactly one of make_batch and batches")
@@ -104,4 +107,8 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
       checkpointer.save(done, state, force=done == num_steps)
     bar.update(1)
   bar.close()
+  if jax.process_count() > 1:
+    digest = distributed.check_replicas_agree(state.params, f"[{stage}] the parameters")
+    logging.info("[%s] parameters identical on all %d processes at step %d (sha256 %s)",
+                 stage, jax.process_count(), int(state.step), digest[:16])
   return state
