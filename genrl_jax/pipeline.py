@@ -52,7 +52,7 @@ RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.k
                   "data.episodes_per_shard", "data.collector")
 # Behaviours are per task and prompt, each checkpointed apart: their settings may change
 # between runs that share a workdir (and its MFWM).
-RESUMABLE_PREFIXES = ("behavior.", "eval.")
+RESUMABLE_PREFIXES = ("behavior.", "eval.", "agent.")
 
 
 class WorkdirMismatchError(ValueError):

@@ -3,7 +3,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
-.venv/bin/python -m pytest -q "$@" tests
+# Test files are spread over up to 4 worker processes (one per core), each file whole in
+# one worker, so module fixtures are built once.
+.venv/bin/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile "$@" tests
 status=$?
 # pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
 if [ $status -eq 5 ]; then

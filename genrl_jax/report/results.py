@@ -54,7 +54,7 @@ def csv_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _write_atomic(path: str, text: str) -> None:
-  tmp = path + ".tmp"
+  tmp = f"{path}.{os.getpid()}.tmp"  # unique: eval jobs of a sweep may write at once
   with open(tmp, "w") as f:
     f.write(text)
   os.replace(tmp, path)
