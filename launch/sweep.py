@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
-import io
 import json
 import os
 import queue
@@ -38,6 +36,7 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from genrl_jax.report import results as results_lib  # pylint: disable=wrong-import-position
 from genrl_jax.report.metrics import read_metrics  # pylint: disable=wrong-import-position
 
 MODES = ("behavior", "eval")
@@ -115,12 +114,7 @@ def results_markdown(rows: list[dict[str, Any]], title: str) -> str:
 
 
 def results_csv(rows: list[dict[str, Any]]) -> str:
-  out = io.StringIO()
-  writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-  writer.writeheader()
-  for row in rows:
-    writer.writerow({c: row.get(c) for c in COLUMNS})
-  return out.getvalue()
+  return results_lib.csv_table(rows, COLUMNS)
 
 
 def _last_line(path: str) -> str:

@@ -44,12 +44,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def csv_table(rows: list[dict[str, Any]]) -> str:
+def csv_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
+  """`rows` as CSV with the header `columns` (missing values empty, other keys dropped)."""
   out = io.StringIO()
-  writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+  writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
   writer.writeheader()
   for row in rows:
-    writer.writerow({c: row.get(c) for c in COLUMNS})
+    writer.writerow({c: row.get(c) for c in columns})
   return out.getvalue()
 
 
