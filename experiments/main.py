@@ -63,10 +63,16 @@ _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
 
 
 class _OwnInfoOnly(logging.logging.Filter):
-  """Keeps INFO lines of genrl_jax and this script; libraries (Orbax, XLA) log many."""
+  """Keeps INFO lines of genrl_jax and this script; libraries (Orbax, XLA) log many. Also
+  drops Orbax's warnings that a checkpoint opened for reading is read-only (every restore
+  of a behaviour or MFWM opens it so, on purpose)."""
 
   def filter(self, record):
     own = "genrl_jax" in record.pathname or record.pathname == __file__
+    if "orbax" in record.pathname and record.levelno == logging.logging.WARNING:
+      message = record.getMessage()
+      if "read_only=True" in message or "is read only" in message:
+        return False
     return own or record.levelno >= logging.logging.WARNING
 
 
@@ -101,7 +107,12 @@ def main(argv):
   logging.info("%s", distributed.identity())
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)
-  pipeline.prepare_workdir(config, workdir)
+  try:
+    pipeline.check_config(config)
+    pipeline.prepare_workdir(config, workdir)
+  except (ValueError, FileNotFoundError) as e:  # incl. WorkdirMismatchError
+    logging.error("%s", e)
+    raise SystemExit(f"error: {e}") from None
   stages = pipeline.STAGES if _MODE.value == "all" else (_MODE.value,)
   for stage in stages:
     logging.info("stage %s (workdir %s)", stage, workdir)

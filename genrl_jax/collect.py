@@ -12,7 +12,7 @@ live in `genrl_jax/agents/`.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import tqdm
@@ -48,14 +48,24 @@ def collect_random(make_env: Callable[[int], object], writer: dataset_lib.Episod
   return todo
 
 
+def _todo(num_episodes: int, episode_ids: Sequence[int] | None, done: set[int]) -> list[int]:
+  ids = range(num_episodes) if episode_ids is None else episode_ids
+  if episode_ids is not None and len(ids) != num_episodes:
+    raise ValueError(f"{len(ids)} episode ids for {num_episodes} episodes")
+  return [int(i) for i in ids if int(i) not in done]
+
+
 def collect_random_envs(envs, writer: dataset_lib.EpisodeWriter, num_episodes: int,
-                        seed: int, progress: bool = True) -> list[int]:
+                        seed: int, progress: bool = True,
+                        episode_ids: Sequence[int] | None = None) -> list[int]:
   """`collect_random` on the environments of `envs` (`genrl_jax.envs.parallel`), each
   running one episode at a time; episodes may end at different steps.
 
+  `episode_ids`: the ids of the `num_episodes` episodes (default `0 .. num_episodes - 1`);
+  episode `i` uses the seeds `seed + i` and `[seed, i]` whatever its position.
   Returns the ids collected by this call.
   """
-  todo = [i for i in range(num_episodes) if i not in writer.episode_ids]
+  todo = _todo(num_episodes, episode_ids, writer.episode_ids)
   pending = iter(todo)
   active = {}  # env index -> (episode index, action rng, time steps so far)
   bar = tqdm.tqdm(total=len(todo), desc=f"collect (random policy, {envs.num_envs} envs)",
@@ -99,6 +109,7 @@ def collect_random_parallel(task: str,
                             episodes_per_shard: int = 16,
                             parallel: bool | None = None,
                             progress: bool = True,
+                            episode_ids: Sequence[int] | None = None,
                             **env_kwargs) -> list[int]:
   """`collect_random` for `make_env(task, ...)` with `num_envs` environments at once, into
   the dataset at `root` (created if needed).
@@ -106,14 +117,14 @@ def collect_random_parallel(task: str,
   The dataset is identical to `collect_random(lambda s: make_env(task, seed=s, ...))`'s
   for any `num_envs`. `parallel`: one subprocess per environment (default: when
   `num_envs > 1`), else all in this process. `env_kwargs`: `fast_render`, `action_repeat`,
-  `size` and domain options of `make_env` (e.g. `time_limit`).
+  `size` and domain options of `make_env` (e.g. `time_limit`). `episode_ids`: as in
+  `collect_random_envs` (several tasks can share a dataset with disjoint ids).
   Returns the ids collected by this call.
   """
   from genrl_jax.envs import parallel as parallel_lib  # pylint: disable=g-import-not-at-top
   from genrl_jax.envs import tasks  # pylint: disable=g-import-not-at-top
 
-  done = dataset_lib.existing_episode_ids(root)
-  todo = [i for i in range(num_episodes) if i not in done]
+  todo = _todo(num_episodes, episode_ids, dataset_lib.existing_episode_ids(root))
   if not todo:
     return []
   num_envs = max(1, min(num_envs, len(todo)))
@@ -127,4 +138,4 @@ def collect_random_parallel(task: str,
                                    make_kwargs.get("size", 64))
     source = {"collector": "random", "task": task, "seed": seed}
     with dataset_lib.EpisodeWriter(root, spec, episodes_per_shard, source) as writer:
-      return collect_random_envs(envs, writer, num_episodes, seed, progress)
+      return collect_random_envs(envs, writer, num_episodes, seed, progress, episode_ids)

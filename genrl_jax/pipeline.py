@@ -34,6 +34,7 @@ from genrl_jax.behavior import stage as behavior_stage
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import embed as embed_lib
 from genrl_jax.data import input_pipeline
+from genrl_jax.report import open_loop
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import checkpoints, distributed, loop, parallel, steps
 from genrl_jax.train.state import TrainState
@@ -65,6 +66,33 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     key = f"{prefix}{k}"
     out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
   return out
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Refuses, before anything is written, what would fail in a later stage: unknown or
+  environment-less tasks, an unknown VLM, collector or prompt source, several tasks with
+  one custom prompt."""
+  from genrl_jax.envs import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  named = [("config.task", config.task)]
+  named += [(f"config.tasks[{i}]", t) for i, t in enumerate(config.tasks)]
+  named += [(f"config.data.collect_tasks[{i}]", t)
+            for i, t in enumerate(config.data.collect_tasks)]
+  if config.data.collect_task:
+    named.append(("config.data.collect_task", config.data.collect_task))
+  for key, task in named:
+    try:
+      info = tasks_lib.task_info(task)
+    except ValueError as e:
+      raise ValueError(f"{key}: {e}") from None
+    if not info.registered:
+      raise ValueError(f"{key}={task!r} is a task of the reference without an environment "
+                       "here (no make_env); see `genrl_jax list-tasks`")
+  embedder_lib.embedder_identifier(config)  # checks config.vlm.name
+  behavior_stage.task_configs(config)  # one custom prompt for several tasks
+  behavior_stage.prompt_source(config)
+  if config.data.collector not in ("random", "dreamer", "plan2explore"):
+    raise ValueError(f"config.data.collector={config.data.collector!r}: expected 'random', "
+                     "'dreamer' or 'plan2explore'")
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -117,35 +145,50 @@ def run_data(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   return root
 
 
+def collect_tasks(config: ml_collections.ConfigDict) -> list[str]:
+  """The environments the data stage collects from: `data.collect_tasks`, else
+  `data.collect_task`, else `config.task`."""
+  return list(config.data.collect_tasks) or [config.data.collect_task or config.task]
+
+
 def run_collect(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> str:
   """Collects `config.data.collect_episodes` episodes with `config.data.collector` into
   the run's dataset (resumes an interrupted collection). Returns the dataset folder.
 
-  'random': uniform random actions; 'dreamer' | 'plan2explore': an agent that learns
-  while it collects (`genrl_jax.agents.online`; its state in `<workdir>/collector/`).
+  'random': uniform random actions, `collect_episodes` episodes in each environment of
+  `collect_tasks(config)` (episode `i` of the `k`-th of `K` tasks has the id `i * K + k`,
+  so the tasks' episodes interleave and a larger `collect_episodes` keeps the ids already
+  there; each shard's metadata names its task). 'dreamer' | 'plan2explore': an agent that
+  learns while it collects in one environment (`genrl_jax.agents.online`; its state in
+  `<workdir>/collector/`).
   """
   root = dataset_dir(config, workdir)
-  task = config.data.collect_task or config.task
+  tasks = collect_tasks(config)
   collector = config.data.collector
   if collector not in ("random", "dreamer", "plan2explore"):
     raise ValueError(f"config.data.collector={collector!r}: expected 'random', 'dreamer' "
                      "(expert data) or 'plan2explore' (exploration data)")
   if collector != "random":
+    if len(tasks) > 1:
+      raise ValueError(f"config.data.collector={collector!r} collects in one environment; "
+                       f"config.data.collect_tasks lists {len(tasks)}: {tasks}")
     from genrl_jax.agents import online  # pylint: disable=g-import-not-at-top
     online.check_single_process(config, root)  # every process raises alike, none waits
     if jax.process_index() == 0:
       result = online.collect_with_agent(config, workdir, root, progress=progress)
       logging.info("data: %d new %s episodes of %s in %s (%d agent steps, %d updates)",
-                   len(result.new_episode_ids), collector, task, root, result.agent_steps,
-                   result.updates)
+                   len(result.new_episode_ids), collector, tasks[0], root,
+                   result.agent_steps, result.updates)
     return root
   if jax.process_index() == 0:
-    new = collect.collect_random_parallel(
-        task, root, config.data.collect_episodes, config.seed,
-        num_envs=config.data.num_envs, episodes_per_shard=config.data.episodes_per_shard,
-        action_repeat=config.data.action_repeat, fast_render=config.data.fast_render,
-        progress=progress)
-    logging.info("data: %d new random-policy episodes of %s in %s", len(new), task, root)
+    n = config.data.collect_episodes
+    for k, task in enumerate(tasks):
+      new = collect.collect_random_parallel(
+          task, root, n, config.seed, num_envs=config.data.num_envs,
+          episodes_per_shard=config.data.episodes_per_shard,
+          action_repeat=config.data.action_repeat, fast_render=config.data.fast_render,
+          progress=progress, episode_ids=[i * len(tasks) + k for i in range(n)])
+      logging.info("data: %d new random-policy episodes of %s in %s", len(new), task, root)
   return root
 
 
@@ -269,15 +312,25 @@ def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
         checkpointer=ckpt, writer=MetricWriter(workdir, "mfwm"), progress=progress)
   finally:
     ckpt.close()
+  if jax.process_index() == 0:
+    try:  # A report: its failure must not fail a finished training.
+      open_loop.write_mfwm_open_loop(config, dataset, state.params["world_model"], workdir,
+                                     int(state.step))
+    except Exception:  # pylint: disable=broad-except
+      logging.warning("mfwm: could not write the open-loop video", exc_info=True)
   return state
 
 
 def run_behavior(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
                  ) -> behavior_stage.BehaviorRun:
-  """Learns the behaviour of `config.task` from its prompt (see `behavior.stage`)."""
+  """Learns the behaviour of `config.task` from its prompt (see `behavior.stage`; a
+  dataset clip prompt is cut first, `behavior.stage.resolve_prompt`)."""
   dataset = None
-  if config.behavior.start == "offline":
+  wants_clip = behavior_stage.prompt_source(config) == "dataset_video"
+  have_data = os.path.exists(os.path.join(dataset_dir(config, workdir), dataset_lib.SPEC_FILE))
+  if config.behavior.start == "offline" or (wants_clip and have_data):
     dataset = open_run_dataset(config, workdir, with_embeddings=False)
+  config = behavior_stage.resolve_prompt(config, workdir, dataset)
   cache_dir = prompt_cache.default_cache_dir(workdir)
   return behavior_stage.run_behavior(config, workdir, prompt_embedder(config, cache_dir),
                                      dataset, progress, cache_dir=cache_dir)

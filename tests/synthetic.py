@@ -69,6 +69,10 @@ def micro_config(data_path: str = "", **overrides) -> ml_collections.ConfigDict:
     c.batch_size, c.batch_length = 8, 8
     c.connector.embed_dim = 16
     c.mfwm.num_steps, c.mfwm.log_every, c.mfwm.save_every = 6, 2, 3
+    # One task (config.task), collected from its own environment, embedded by the random
+    # projection the synthetic embeddings stand in for.
+    c.tasks, c.data.collect_tasks = (), ()
+    c.vlm.name = "random_projection"
     for key, value in overrides.items():
       target = c
       *parents, leaf = key.split(".")

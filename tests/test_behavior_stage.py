@@ -211,9 +211,10 @@ def test_eval_stage_plays_each_behaviour_and_writes_the_results_table(trained, f
   frames = iio.imread(os.path.join(first_run.directory, "eval_episode.gif"))
   assert frames.shape == (11, 64, 64, 3)  # reset frame + 10 steps
   table = open(os.path.join(workdir, "results.md")).read()
-  assert "| walker_walk | walker_walk | text: \"walk fast clean\" | random-projection |" in table
+  assert ("| walker_walk | walker_walk | text | text: \"walk fast clean\" | random-projection |"
+          in table)
   csv_lines = open(os.path.join(workdir, "results.csv")).read().splitlines()
-  assert csv_lines[0].startswith("task,behavior,prompt,vlm") and len(csv_lines) == 2
+  assert csv_lines[0].startswith("task,behavior,prompt_kind,prompt,vlm") and len(csv_lines) == 2
   # Evaluated at the latest checkpoint already: skipped, same result.
   assert pipeline.run_eval(config, workdir, progress=False)[0] == summary
   with pytest.raises(checkpoints.CheckpointError, match="run the behavior stage first"):

@@ -13,7 +13,7 @@ DOMAINS = ("walker", "cheetah", "quadruped", "stickman", "kitchen")
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
-@pytest.mark.parametrize("variant", ["", ":paper", ":small", ":tiny"])
+@pytest.mark.parametrize("variant", ["", ":paper", ":small", ":tiny", ":cpu"])
 def test_every_domain_config_loads_in_every_variant(domain, variant):
   config = configs.load_config(f"configs/{domain}.py{variant}")
   assert config.task.startswith(domain + "_")
@@ -25,8 +25,17 @@ def test_every_domain_config_loads_in_every_variant(domain, variant):
   if variant == ":small":
     assert (wm.deter, wm.cnn_depth, wm.mlp_units, config.batch_size, config.batch_length) == (
         512, 32, 512, 16, 32)
-  if variant == ":tiny":
-    assert config.mfwm.num_steps <= 1000 and config.data.collect_episodes <= 10
+  if variant in (":tiny", ":cpu"):
+    assert config.mfwm.num_steps <= 2000 and config.data.collect_episodes <= 10
+    assert (wm.deter, wm.cnn_depth) == (128, 8)
+    # Two tasks, each collected from, each prompted with a clip of its own episodes by the
+    # locally built random-weight CLIP.
+    assert len(config.tasks) == 2 and config.data.collect_tasks == config.tasks
+    assert (config.vlm.name, config.vlm.model) == ("clip", "")
+  else:
+    from genrl_jax.envs import tasks  # pylint: disable=g-import-not-at-top
+    assert list(config.tasks) == tasks.paper_tasks(domain, registered_only=True)
+    assert config.task in config.tasks and not config.data.collect_tasks
 
 
 def test_config_docstrings_state_the_command():
@@ -69,3 +78,14 @@ def test_main_reports_a_missing_dataset_path(tmp_path):
                  f"--workdir={tmp_path / 'w'}")
   assert result.returncode != 0
   assert "config.data.path='/no/such/dir' is not a directory" in result.stderr
+
+
+def test_main_refuses_unknown_tasks_before_writing_anything(tmp_path):
+  result = _main("--config=configs/walker.py:tiny", "--config.tasks=('walker_stnd',)",
+                 f"--workdir={tmp_path / 'w'}")
+  assert result.returncode != 0
+  assert "config.tasks[0]" in result.stderr and "walker_stand" in result.stderr  # close match
+  result = _main("--config=configs/walker.py:tiny", "--config.data.collector=human",
+                 f"--workdir={tmp_path / 'w'}")
+  assert result.returncode != 0 and "config.data.collector='human'" in result.stderr
+  assert not os.path.exists(tmp_path / "w")

@@ -8,8 +8,12 @@ import pytest
 import synthetic
 from genrl_jax import rssm
 from genrl_jax import world_model as wm_lib
+from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.report import metrics as metrics_lib
 from genrl_jax.report import open_loop
+from genrl_jax.report import plots
 from genrl_jax.report import results
+from genrl_jax.report import tensorboard
 
 
 def test_open_loop_video_predictions_ignore_frames_after_the_context():
@@ -44,14 +48,132 @@ def test_results_table_rows_sorted_with_every_column(tmp_path):
   for name, task, score in (("b", "walker_run", None), ("a", "walker_walk", 0.25)):
     (tmp_path / "behavior" / name).mkdir(parents=True)
     (tmp_path / "behavior" / name / "eval.json").write_text(json.dumps(dict(
-        task=task, behavior=name, prompt='text: "x|y"', vlm="clip:tiny", start="offline",
+        task=task, behavior=name, prompt_kind="text", prompt='text: "x|y"', vlm="clip:tiny",
+        start="offline",
         episodes=3, mean_return=512.25, std_return=1.5, normalized_score=score,
         checkpoint_step=7)))
   rows = results.write_results(str(tmp_path))
   assert [r["task"] for r in rows] == ["walker_run", "walker_walk"]
   md = (tmp_path / "results.md").read_text()
-  assert "| walker_walk | a | text: \"x\\|y\" | clip:tiny | offline | 3 | 512.2 | 1.500 | " \
+  assert "| walker_walk | a | text | text: \"x\\|y\" | clip:tiny | offline | 3 | 512.2 | 1.500 | " \
          "0.250 | 7 |" in md
   lines = (tmp_path / "results.csv").read_text().splitlines()
   assert lines[0] == ",".join(results.COLUMNS) and lines[1].startswith("walker_run,b,")
-  assert lines[1].split(",")[8] == ""  # no bounds: empty score
+  assert lines[1].split(",")[9] == ""  # no bounds: empty score
+
+
+def _random_frames(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+  # Random frames: GIF writers merge identical consecutive frames.
+  return np.random.default_rng(seed).integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+
+
+def test_tensorboard_writer_scalars_and_gif_video_read_back(tmp_path):
+  frames = _random_frames(5, 12, 20)
+  with tensorboard.TensorBoardWriter(str(tmp_path), "behavior/walk run") as writer:
+    writer.scalars(1, {"loss": 2.5, "steps_per_second": 10.0})
+    writer.scalars(3, {"loss": 1.25})
+    writer.video("prompt_target", 3, frames)
+  logdir = tmp_path / "tensorboard" / "behavior_walk_run"
+  assert logdir.is_dir()
+  events = tensorboard.read_events(str(logdir))
+  assert events["scalars"] == {"loss": [(1, 2.5), (3, 1.25)], "steps_per_second": [(1, 10.0)]}
+  [(step, image)] = events["images"]["prompt_target"]
+  assert (step, image["height"], image["width"]) == (3, 12, 20)
+  decoded = tensorboard.decode_gif(image["data"])
+  assert decoded.shape[:3] == (5, 12, 20)
+
+
+def test_tensorboard_writers_of_one_stage_use_separate_event_files(tmp_path):
+  for step in (1, 2):
+    with tensorboard.TensorBoardWriter(str(tmp_path), "mfwm") as writer:
+      writer.scalars(step, {"loss": float(step)})
+  logdir = tmp_path / "tensorboard" / "mfwm"
+  assert len(list(logdir.glob("events.out.tfevents.*"))) == 2
+  assert tensorboard.read_events(str(logdir))["scalars"]["loss"] == [(1, 1.0), (2, 2.0)]
+
+
+def test_metric_writer_logs_steps_per_second_memory_and_tensorboard_scalars(tmp_path):
+  with metrics_lib.MetricWriter(str(tmp_path), "mfwm") as writer:
+    first = writer.write(2, {"loss": np.float32(3.0)})
+    second = writer.write(4, {"loss": np.float32(1.0)})
+    writer.video("open_loop", 4, _random_frames(3, 8, 8))
+  memory_keys = {"device_memory_mib", "host_peak_rss_mib"}
+  for scalars in (first, second):
+    assert memory_keys & set(scalars)
+    assert all(scalars[k] > 0 for k in memory_keys & set(scalars))
+  assert "steps_per_second" not in first and second["steps_per_second"] > 0
+  rows = metrics_lib.read_metrics(str(tmp_path), "mfwm")
+  assert [r["step"] for r in rows] == [2, 4] and rows[1]["loss"] == 1.0
+  assert rows[1]["steps_per_second"] == pytest.approx(second["steps_per_second"])
+  events = tensorboard.read_events(str(tmp_path / "tensorboard" / "mfwm"))
+  assert events["scalars"]["loss"] == [(2, 3.0), (4, 1.0)]
+  assert [s for s, _ in events["scalars"]["steps_per_second"]] == [4]
+  assert memory_keys & set(events["scalars"])
+  assert [s for s, _ in events["images"]["open_loop"]] == [4]
+
+
+def test_memory_metrics_name_the_memory_they_measure():
+  memory = metrics_lib.memory_metrics()
+  assert set(memory) in ({"host_peak_rss_mib"}, {"device_memory_mib"},
+                         {"device_memory_mib", "device_peak_memory_mib"})
+  assert all(v > 0 for v in memory.values())
+
+
+def test_plot_learning_curves_writes_one_png_per_stage(tmp_path):
+  with metrics_lib.MetricWriter(str(tmp_path), "mfwm") as mfwm:
+    for step in (1, 2, 3):
+      mfwm.write(step, {"loss": 1.0 / step, "kl": float(step)})
+  with metrics_lib.MetricWriter(str(tmp_path), "behavior_walk") as behavior:
+    behavior.write(1, {"actor_loss": 0.5})
+  paths = plots.plot_learning_curves(str(tmp_path))
+  assert sorted(paths) == sorted(str(tmp_path / "plots" / f"{s}.png")
+                                 for s in ("mfwm", "behavior_walk"))
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  for path in paths:
+    image = iio.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 0 and image.shape[1] > 0
+  assert plots.plot_learning_curves(str(tmp_path), "mfwm") == [str(tmp_path / "plots" /
+                                                                   "mfwm.png")]
+  assert plots.plot_learning_curves(str(tmp_path), "nothing") == []
+  assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["behavior_walk.png",
+                                                                    "mfwm.png"]
+
+
+def test_learning_curves_keep_the_last_line_of_a_step_logged_twice():
+  rows = [{"step": 2, "stage": "s", "loss": 5.0}, {"step": 1, "stage": "s", "loss": 1.0},
+          {"step": 2, "stage": "s", "loss": 2.0, "flag": True}]
+  curves = plots._curves(rows)  # pylint: disable=protected-access
+  assert list(curves) == ["loss"]
+  np.testing.assert_array_equal(curves["loss"][0], [1, 2])
+  np.testing.assert_array_equal(curves["loss"][1], [1.0, 2.0])
+
+
+def test_open_loop_gif_stacks_the_sequences_vertically(tmp_path):
+  video = np.random.default_rng(0).integers(0, 256, (3, 6, 64, 192, 3), dtype=np.uint8)
+  path = str(tmp_path / "mfwm" / "open_loop.gif")
+  frames, gif = open_loop.write_open_loop_gif(path, video)
+  assert frames.shape == (6, 3 * 64, 192, 3)
+  np.testing.assert_array_equal(frames[4, 64:128], video[1, 4])
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  decoded = iio.imread(path, index=None)
+  assert decoded.shape[:3] == (6, 3 * 64, 192)
+  assert open(path, "rb").read() == gif
+
+
+def test_mfwm_open_loop_report_writes_the_gif_and_the_tensorboard_video(tmp_path):
+  episodes = synthetic.write_episodes(str(tmp_path / "eps"), num=2, length=12)
+  config = synthetic.micro_config(episodes)
+  with config.unlocked():
+    config.batch_length = 8
+  dataset = dataset_lib.open_dataset(episodes)
+  model = wm_lib.make_world_model(config, dataset.spec.action_dim)
+  # Compiled once: op-by-op initialisation compiles hundreds of small programs.
+  params = jax.jit(lambda key: wm_lib.init_world_model(model, key))(jax.random.key(0))
+  path = open_loop.write_mfwm_open_loop(config, dataset, params, str(tmp_path / "w"), 7,
+                                        num_sequences=2)
+  assert path == str(tmp_path / "w" / "mfwm" / "open_loop.gif")
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  assert iio.imread(path, index=None).shape[:3] == (8, 2 * 64, 192)
+  events = tensorboard.read_events(str(tmp_path / "w" / "tensorboard" / "mfwm"))
+  [(step, image)] = events["images"]["open_loop"]
+  assert (step, image["height"], image["width"]) == (7, 128, 192)

@@ -7,11 +7,14 @@ A domain config calls `domain_config(task, arg)`; `arg` is the part after ':' in
   multiplier 48, MLP 4x1024, batch 48x48, 500k world-model updates).
 * `small`: deter/hidden 512, CNN multiplier 32, MLP 4x512, batch 16x32.
 * `tiny`: a CPU size that collects a few random episodes and trains in minutes.
+* `cpu`: `tiny` sizes with a longer budget (10 episodes per task, 2000 MFWM and 1000
+  behaviour updates, 10 evaluation episodes): about an hour on 2 CPU cores
+  (`experiments/cpu_pipeline.py` runs it and prints the normalised scores).
 """
 
 import ml_collections
 
-VARIANTS = ("paper", "small", "tiny")
+VARIANTS = ("paper", "small", "tiny", "cpu")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -19,7 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 1
   c.task = ""  # domain_task, e.g. "stickman_walk"; set by the domain config.
   # The tasks the behavior and eval stages learn and evaluate, each from its own prompt;
-  # empty: config.task alone.
+  # empty: config.task alone. Domain configs set their paper tasks (`tiny`: two of them).
   c.tasks = ()
   # "auto" = bfloat16 compute on accelerators, float32 on CPU; params stay float32.
   c.compute_dtype = "auto"
@@ -30,6 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.path = ""
   c.data.collect_episodes = 50  # Episodes to collect when data.path is empty (--mode=collect).
   c.data.collect_task = ""  # Environment to collect from; empty: config.task.
+  # Several environments to collect from (collect_episodes in each; shards name their task,
+  # so that prompts can be cut from a task's own episodes); empty: collect_task alone.
+  c.data.collect_tasks = ()
   c.data.collector = "random"  # uniform random actions
   c.data.episodes_per_shard = 16  # episodes per ArrayRecord shard (the unit of atomic writes)
   # The VLM identifier whose embeddings train the connector; empty: the config's VLM, else
@@ -134,9 +140,10 @@ def base_config() -> ml_collections.ConfigDict:
   # (CLIP, a clip = the mean of its 8 frames' embeddings; its embedding size, 512 for
   # ViT-B/32, must equal connector.embed_dim).
   c.vlm.name = ""
-  c.vlm.seed = 0  # random_projection only
+  c.vlm.seed = 0  # the stand-ins' weights: random_projection, clip with an empty model
   # clip: a Hugging Face hub id (read from the hub cache; downloaded only when online) or a
-  # local directory saved with save_pretrained (model + tokenizer).
+  # local directory saved with save_pretrained (model + tokenizer); empty: no real model,
+  # a small CLIP with random weights is built locally (genrl_jax/vlm/random_clip.py).
   c.vlm.model = "openai/clip-vit-base-patch32"
   c.vlm.from_pt = False  # clip: convert PyTorch weights (model.safetensors needs no torch)
   c.vlm.batch_size = 64  # clip: clips or texts per device call (bounds memory)
@@ -145,6 +152,11 @@ def base_config() -> ml_collections.ConfigDict:
   # The task prompt: exactly one of a text, a video file (mp4/gif) or a precomputed
   # embedding (.npy, (E,)); all empty: the reference's text prompt of config.task.
   b.prompt = ml_collections.ConfigDict(dict(text="", video="", embedding=""))
+  # Where the default prompt (all of the above empty) comes from: "text" (the task's text
+  # prompt), "dataset_video" (the clip of the task's own collected episodes with the
+  # highest task reward, genrl_jax/behavior/dataset_prompts.py) or "auto": dataset_video
+  # when the VLM is a stand-in without semantics, else text.
+  b.prompt.source = "auto"
   b.name = ""  # checkpoint directory <workdir>/behavior/<name>; empty: config.task
   b.seed = -1  # the behaviour's RNG seed; -1: config.seed (sweeps give each run its own)
   # "offline": every posterior state of a dataset batch is a start (batch_size x
@@ -206,13 +218,17 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     wm.cnn_depth = 8
     wm.mlp_units, wm.mlp_layers = 128, 2
     c.batch_size, c.batch_length = 8, 32
-    c.data.collect_episodes = 4
+    c.data.collect_episodes = 4  # in each of data.collect_tasks
     c.data.num_envs = 2
     c.data.fast_render = True
     c.mfwm.num_steps = 300
     c.mfwm.log_every = 50
     c.mfwm.save_every = 100
-    c.vlm.name = "random_projection"  # no model hub needed; prompts carry no semantics
+    # No model hub needed: a small random-weight CLIP built locally (it says so when it
+    # loads); prompts are then clips of the tasks' own episodes. A real VLM:
+    # --config.vlm.model=<hub id or dir> --config.connector.embed_dim=<its size>.
+    c.vlm.name = "clip"
+    c.vlm.model = ""
     c.connector.embed_dim = 64
     b = c.behavior
     b.actor.units = b.critic.units = 128
@@ -226,12 +242,31 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     a.save_every, a.log_every = 500, 50
     c.eval.episodes = 5
     return
+  if variant == "cpu":
+    apply_variant(c, "tiny")
+    c.data.collect_episodes = 10
+    c.mfwm.num_steps, c.mfwm.log_every, c.mfwm.save_every = 2000, 100, 500
+    c.behavior.num_steps, c.behavior.log_every, c.behavior.save_every = 1000, 100, 500
+    c.eval.episodes = 10
+    return
   raise ValueError(f"unknown config variant {variant!r}; expected one of {VARIANTS}")
 
 
-def domain_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
+def domain_config(task: str, arg: str | None, tiny_tasks: tuple[str, ...] = ()
+                  ) -> ml_collections.ConfigDict:
+  """`task`: the environment data is collected from by default (and the default workdir's
+  name). The behaviour tasks are the domain's paper tasks; `tiny` and `cpu` keep
+  `tiny_tasks`, and collect episodes in each of them (their prompts are cut from those
+  episodes)."""
+  from genrl_jax.envs import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
   c = base_config()
   c.task = task
-  for variant in (arg or "paper").split(","):
-    apply_variant(c, variant.strip())
+  domain = tasks_lib.task_info(task).domain
+  c.tasks = tuple(tasks_lib.paper_tasks(domain, registered_only=True))
+  variants = [v.strip() for v in (arg or "paper").split(",")]
+  for variant in variants:
+    apply_variant(c, variant)
+  if ("tiny" in variants or "cpu" in variants) and tiny_tasks:
+    c.tasks = tuple(tiny_tasks)
+    c.data.collect_tasks = tuple(tiny_tasks)
   return c

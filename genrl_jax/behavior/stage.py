@@ -21,13 +21,15 @@ from absl import logging
 
 from genrl_jax import configs
 from genrl_jax import mfwm as mfwm_lib
+from genrl_jax.behavior import dataset_prompts
 from genrl_jax.behavior import learner
 from genrl_jax.behavior import prompts as prompts_lib
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import input_pipeline
 from genrl_jax.envs.prompts import task_prompt
+from genrl_jax.report import tensorboard
 from genrl_jax.report.metrics import MetricWriter
-from genrl_jax.train import checkpoints, loop, parallel
+from genrl_jax.train import checkpoints, distributed, loop, parallel
 from genrl_jax.vlm import embedder as embedder_lib
 from genrl_jax.vlm.embedder import Embedder
 
@@ -73,13 +75,79 @@ def behavior_seed(config: ml_collections.ConfigDict) -> int:
   return config.behavior.seed if config.behavior.seed >= 0 else config.seed
 
 
+PROMPT_SOURCES = ("auto", "text", "dataset_video")
+
+
+def prompt_source(config: ml_collections.ConfigDict) -> str:
+  """Where the behaviour's prompt comes from: 'custom' (one of `behavior.prompt.text`,
+  `.video`, `.embedding` is set), else 'text' (the task's text prompt) or 'dataset_video'
+  (a clip of the task's own episodes, `dataset_prompts`), as `behavior.prompt.source`
+  says; 'auto' picks dataset_video for a stand-in VLM without semantics (text prompts
+  would name nothing), text otherwise."""
+  p = config.behavior.prompt
+  source = p.get("source", "auto")
+  if source not in PROMPT_SOURCES:
+    raise ValueError(f"config.behavior.prompt.source={source!r}: expected one of "
+                     f"{PROMPT_SOURCES}")
+  if p.text or p.video or p.embedding:
+    return "custom"
+  if source == "auto":
+    stand_in = bool(config.vlm.name) and not embedder_lib.has_semantics(config)
+    return "dataset_video" if stand_in else "text"
+  return source
+
+
+def prompt_kind(prompt: prompts_lib.Prompt) -> str:
+  """'text', 'video', 'video (dataset clip)' or 'embedding', for results tables."""
+  if prompt.kind == "video" and dataset_prompts.is_dataset_clip(prompt.value):
+    return f"video ({dataset_prompts.SOURCE})"
+  return prompt.kind
+
+
+def resolve_prompt(config: ml_collections.ConfigDict, workdir: str,
+                   dataset: dataset_lib.EpisodeDataset | None) -> ml_collections.ConfigDict:
+  """`config`, or a copy naming its prompt concretely when `prompt_source` is
+  'dataset_video': the clip `<workdir>/prompts/<task>.gif` cut from `dataset`
+  (`dataset_prompts.ensure_prompt_video`; process 0 writes it) as `behavior.prompt.video`.
+
+  With `source='auto'` and no episodes of the task to cut from, the task's text prompt is
+  used, with a warning; an explicit `source='dataset_video'` raises instead.
+  """
+  if prompt_source(config) != "dataset_video":
+    return config
+  task = config.task
+  explicit = config.behavior.prompt.source == "dataset_video"
+  if dataset is None or not dataset_prompts.task_episodes(dataset, task):
+    if explicit and dataset is None:
+      raise ValueError(f"config.behavior.prompt.source='dataset_video' needs the run's "
+                       f"dataset to cut {task}'s clip from; run the data stage first")
+    if explicit:
+      dataset_prompts.best_clip(dataset, task)  # raises, naming the tasks it does hold
+    logging.warning("behavior %s: no episodes of %s to cut a video prompt from; using its "
+                    "TEXT prompt, embedded by %s, which has no semantics",
+                    behavior_name(config), task, embedder_lib.embedder_identifier(config))
+    return config
+  if jax.process_index() == 0:
+    path = dataset_prompts.ensure_prompt_video(workdir, task, dataset,
+                                               config.connector.n_frames)
+  distributed.barrier(f"behavior {behavior_name(config)}: prompt clip")
+  path = dataset_prompts.prompt_video_path(workdir, task)
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.behavior.prompt.video = path
+  return out
+
+
 def config_prompt(config: ml_collections.ConfigDict) -> prompts_lib.Prompt:
   """The prompt the config names (`behavior.prompt.{text,video,embedding}`; all empty: the
-  reference's text prompt of `config.task`)."""
+  reference's text prompt of `config.task`, unless `resolve_prompt` is needed first)."""
   p = config.behavior.prompt
   given = {k: v for k, v in (("text", p.text), ("video", p.video), ("embedding", p.embedding))
            if v}
   if not given:
+    if p.get("source", "auto") == "dataset_video":
+      raise ValueError("config.behavior.prompt.source='dataset_video': the clip is cut from "
+                       "the run's dataset by behavior.stage.resolve_prompt (which "
+                       "genrl_jax.pipeline.run_behavior calls); call it first")
     return prompts_lib.parse_prompt(text=task_prompt(config.task))
   if len(given) > 1:
     raise ValueError(f"config.behavior.prompt: give one of text, video, embedding; got "
@@ -123,12 +191,14 @@ def _check_resume(directory: str, fingerprint: str, embedding: np.ndarray) -> No
         f"({meta.get('prompt')!r}); use another config.behavior.name")
 
 
-def _write_prompt_video(mfwm, params, embedding, key, path: str) -> None:
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+def _write_prompt_video(mfwm, params, embedding, key, path: str, workdir: str, stage: str,
+                        step: int) -> None:
+  """The decoded prompt `(T, 64, 64, 3)` as the GIF `path` and in TensorBoard (run
+  `stage`, tag `prompt_target`, at `step`)."""
   video = np.asarray(mfwm_lib.decode_prompt_video(mfwm, params, embedding, key))[0]
-  tmp = path + ".tmp.gif"
-  iio.imwrite(tmp, video, duration=100, loop=0)
-  os.replace(tmp, path)
+  gif = tensorboard.write_gif(path, video, duration_ms=100)
+  with tensorboard.TensorBoardWriter(workdir, stage) as writer:
+    writer.gif("prompt_target", step, gif, video.shape[1], video.shape[2])
 
 
 def run_behavior(config: ml_collections.ConfigDict, workdir: str,
@@ -173,6 +243,7 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str,
   name = behavior_name(config)
   directory = os.path.join(workdir, "behavior", name)
   meta = {"mfwm_fingerprint": fingerprint, "prompt": prompt.describe(),
+          "prompt_kind": prompt_kind(prompt),
           "prompt_embedding": embedding.tolist(), "mfwm_checkpoint": mfwm_dir,
           "embedder": getattr(embedder, "identifier", None) or identifier or ""}
   ckpt = checkpoints.Checkpointer(directory, save_every=b.save_every, keep=b.keep,
@@ -184,7 +255,8 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str,
   elif jax.process_index() == 0:
     os.makedirs(directory, exist_ok=True)
     _write_prompt_video(mfwm, mfwm_params, embedding, jax.random.fold_in(seed_key, 1),
-                        os.path.join(directory, "prompt_target.gif"))
+                        os.path.join(directory, "prompt_target.gif"), workdir,
+                        f"behavior_{name}", int(state.step))
   logging.info("behavior %s: prompt %s, %s starts, %d updates", name, prompt.describe(),
                b.start, b.num_steps)
 

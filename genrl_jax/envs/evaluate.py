@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any, Protocol
 
 import numpy as np
+import tqdm
 
 from genrl_jax.envs import tasks as tasks_lib
 
@@ -72,13 +73,13 @@ class EvalResult:
 
 
 def evaluate(envs: Any, policy: Policy, num_episodes: int, *, task: str | None = None,
-             record_episodes: int = 1) -> EvalResult:
+             record_episodes: int = 1, progress: bool = False) -> EvalResult:
   """Plays `num_episodes` episodes with `policy` on the batch `envs` and returns them.
 
   `envs` has `num_envs`, `reset(indices=None)` and `step(actions, indices=None)` returning
   stacked time-step dicts (`ParallelEnvs`, `SerialEnvs`). Environments that finish an
   episode start the next one while episodes remain; the policy always sees all rows, with
-  `is_first` marking the rows that just started.
+  `is_first` marking the rows that just started. `progress`: a bar over the episodes.
   """
   if num_episodes < 1:
     raise ValueError(f"num_episodes={num_episodes}: expected >= 1")
@@ -98,6 +99,8 @@ def evaluate(envs: Any, policy: Policy, num_episodes: int, *, task: str | None =
       e: [obs["observation"][e]] for e in range(min(started, record_episodes))}
   returns, lengths, finished = [], [], []
   step = 0
+  bar = tqdm.tqdm(total=num_episodes, desc=f"eval {task}", disable=not progress,
+                  dynamic_ncols=True)
   while active.any():
     actions, carry = policy(obs, carry, step)
     actions = np.asarray(actions)
@@ -115,6 +118,8 @@ def evaluate(envs: Any, policy: Policy, num_episodes: int, *, task: str | None =
       returns.append(ret[i])
       lengths.append(length[i])
       finished.append(episode[i])
+      bar.update(1)
+      bar.set_postfix(mean_return=f"{np.mean(returns):.1f}")
       ret[i], length[i] = 0.0, 0
       if started < num_episodes:
         episode[i] = started
@@ -127,6 +132,7 @@ def evaluate(envs: Any, policy: Policy, num_episodes: int, *, task: str | None =
       else:
         active[i] = False
     step += 1
+  bar.close()
   order = np.argsort(finished, kind="stable")
   return EvalResult(task, np.asarray(returns, np.float64)[order],
                     np.asarray(lengths)[order],

@@ -6,7 +6,7 @@ policy filters observations through the MFWM's world model and acts with the act
 `config.eval.num_envs` environments seeded from `config.seed` (one environment = the
 reference's protocol). It writes, next to the checkpoint:
 
-  eval.json         task, behaviour, prompt, VLM, start mode, returns, mean/std return,
+  eval.json         task, behaviour, prompt and its kind, VLM, start mode, returns, mean/std return,
                     normalised score (paper bounds), checkpoint step
   eval_episode.gif  the first `config.eval.record_episodes` episodes (frames as seen)
 
@@ -33,6 +33,7 @@ from genrl_jax.behavior import stage as behavior_stage
 from genrl_jax.envs import evaluate as evaluate_lib
 from genrl_jax.envs import parallel as parallel_envs
 from genrl_jax.report import results as results_lib
+from genrl_jax.report import tensorboard
 from genrl_jax.train import checkpoints
 
 EVAL_FILE = "eval.json"
@@ -40,11 +41,12 @@ VIDEO_FILE = "eval_episode.gif"
 EVAL_SEED_SALT = 7919
 
 
-def _write_gif(path: str, frames: np.ndarray) -> None:
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
-  tmp = path + ".tmp.gif"
-  iio.imwrite(tmp, frames, duration=50, loop=0)
-  os.replace(tmp, path)
+def _write_gif(path: str, frames: np.ndarray, workdir: str, stage: str, step: int) -> None:
+  """The episode frames `(T, H, W, 3)` as the GIF `path` and in TensorBoard (run `stage`,
+  tag `eval_episode`, at `step`)."""
+  gif = tensorboard.write_gif(path, frames, duration_ms=50)
+  with tensorboard.TensorBoardWriter(workdir, stage) as writer:
+    writer.gif("eval_episode", step, gif, frames.shape[1], frames.shape[2])
 
 
 def _latest_step(directory: str) -> int | None:
@@ -90,14 +92,17 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
       raise ValueError(f"{config.task} has {envs.action_dim}-d actions; the MFWM in "
                        f"{workdir}/mfwm acts with {action_dim}")
     result = evaluate_lib.evaluate(envs, policy, config.eval.episodes, task=config.task,
-                                   record_episodes=config.eval.record_episodes)
+                                   record_episodes=config.eval.record_episodes,
+                                   progress=progress and jax.process_index() == 0)
   summary = dict(result.summary(), behavior=name, checkpoint_step=int(step),
-                 prompt=meta.get("prompt", ""), vlm=meta.get("embedder", ""),
+                 prompt=meta.get("prompt", ""), prompt_kind=meta.get("prompt_kind", ""),
+                 vlm=meta.get("embedder", ""),
                  start=config.behavior.start, seed=int(config.seed),
                  lengths=[int(n) for n in result.lengths])
   if jax.process_index() == 0:
     if result.frames:
-      _write_gif(os.path.join(directory, VIDEO_FILE), np.concatenate(result.frames))
+      _write_gif(os.path.join(directory, VIDEO_FILE), np.concatenate(result.frames),
+                 workdir, f"behavior_{name}", int(step))
     checkpoints.write_json_atomic(path, summary)
   score = summary["normalized_score"]
   logging.info("eval %s: return %.1f +- %.1f over %d episodes%s", name,

@@ -1,9 +1,11 @@
 """The results table of a workdir: one row per evaluated behaviour (Markdown and CSV).
 
 Rows come from `<workdir>/behavior/<name>/eval.json` (written by the eval stage), sorted
-by task then behaviour name. The prompt column names its kind (`text: "..."`,
-`video: file.gif`, `embedding: file.npy`) and the VLM column the embedder that turned it
-into an embedding, so rows made with a stand-in VLM are marked as such.
+by task then behaviour name. The prompt_kind column says what the behaviour was asked with
+(`text`, `video`, `video (dataset clip)`: a clip cut from the run's own episodes, or
+`embedding`), the prompt column what exactly (`text: "..."`, `video: file.gif`, ...) and the
+VLM column the embedder that turned it into an embedding, so rows made with a stand-in VLM
+(`random-projection`, `clip:random-weights(...)`) are marked as such.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import os
 from typing import Any
 
-COLUMNS = ("task", "behavior", "prompt", "vlm", "start", "episodes", "mean_return",
+COLUMNS = ("task", "behavior", "prompt_kind", "prompt", "vlm", "start", "episodes", "mean_return",
            "std_return", "normalized_score", "checkpoint_step")
 
 

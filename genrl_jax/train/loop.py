@@ -12,6 +12,7 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh
 
+from genrl_jax.report import plots
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import distributed, parallel
 from genrl_jax.train.checkpoints import Checkpointer
@@ -68,6 +69,17 @@ def check_finite(state: TrainState, stage: str) -> None:
         "learning rate, check the data for NaNs, or use float32 compute.")
 
 
+def write_plot(writer: MetricWriter) -> None:
+  """The learning curves of the writer's stage, `<workdir>/plots/<stage>.png` (process 0).
+  A failure is logged, never raised: a plot is not worth a training run."""
+  if jax.process_index() != 0:
+    return
+  try:
+    plots.plot_learning_curves(writer.workdir, writer.stage)
+  except Exception:  # pylint: disable=broad-except
+    logging.warning("[%s] could not plot the learning curves", writer.stage, exc_info=True)
+
+
 def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
                mesh: Mesh, seed: int, num_steps: int, log_every: int,
                checkpointer: Checkpointer | None, writer: MetricWriter | None,
@@ -80,9 +92,10 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
   batch of the iterator `batches(start, num_steps)` (an input pipeline that prefetches on
   its own); its key is `step_rng(seed, n)`, so a run that resumes from a checkpoint at step
   `n` continues exactly as an uninterrupted one. Saves through `checkpointer` at its
-  interval and at the end. In a multi-process job every process runs the loop on its own
-  part of each batch, and at the end the processes check that they hold the same
-  parameters.
+  interval and at the end. At the end, also after an error, closes `writer` (its
+  TensorBoard file) and plots its stage's learning curves (`report/plots.py`). In a
+  multi-process job every process runs the loop on its own part of each batch, and at the
+  end the processes check that they hold the same parameters.
   """
   if (make_batch is None) == (batches is None):
     raise ValueError("give exactly one of make_batch and batches")
@@ -92,21 +105,28 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
   show = progress and jax.process_index() == 0
   bar = tqdm.tqdm(total=num_steps, initial=start, desc=stage, disable=not show,
                   dynamic_ncols=True)
-  for step, host_batch in zip(range(start, num_steps), batches(start, num_steps)):
-    state, metrics = step_fn(state, parallel.shard_batch(host_batch, mesh), step_rng(seed, step))
-    done = step + 1
-    logging_now = done % log_every == 0 or done == num_steps
-    saving_now = checkpointer is not None and (
-        done == num_steps or checkpointer.should_save(done))
-    if logging_now or saving_now or done % SYNC_EVERY == 0:
-      check_finite(state, stage)
-    if logging_now and writer is not None:
-      scalars = writer.write(done, metrics)
-      bar.set_postfix({k: f"{scalars[k]:.4g}" for k in list(scalars)[:3]})
-    if saving_now:
-      checkpointer.save(done, state, force=done == num_steps)
-    bar.update(1)
-  bar.close()
+  try:
+    for step, host_batch in zip(range(start, num_steps), batches(start, num_steps)):
+      state, metrics = step_fn(state, parallel.shard_batch(host_batch, mesh),
+                               step_rng(seed, step))
+      done = step + 1
+      logging_now = done % log_every == 0 or done == num_steps
+      saving_now = checkpointer is not None and (
+          done == num_steps or checkpointer.should_save(done))
+      if logging_now or saving_now or done % SYNC_EVERY == 0:
+        check_finite(state, stage)
+      if logging_now and writer is not None:
+        scalars = writer.write(done, metrics)
+        bar.set_postfix({k: f"{scalars[k]:.4g}" for k in list(scalars)[:3]})
+      if saving_now:
+        checkpointer.save(done, state, force=done == num_steps)
+      bar.update(1)
+  finally:
+    bar.close()
+    if writer is not None:
+      writer.close()
+      # Also after a failure (e.g. a NaN stop): the curves show how it came about.
+      write_plot(writer)
   if jax.process_count() > 1:
     digest = distributed.check_replicas_agree(state.params, f"[{stage}] the parameters")
     logging.info("[%s] parameters identical on all %d processes at step %d (sha256 %s)",

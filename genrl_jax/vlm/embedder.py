@@ -9,7 +9,13 @@ embeddings in one space out. `make_embedder(config)` builds the one a config nam
   'random_projection'  `RandomProjectionEmbedder`, no semantics, no download (smoke runs).
   'clip'               `genrl_jax.vlm.clip.ClipEmbedder`: CLIP from `config.vlm.model` (hub
                        id or local directory; `config.vlm.from_pt`, `config.vlm.batch_size`),
-                       clips embedded as the mean of their frames' embeddings.
+                       clips embedded as the mean of their frames' embeddings. An empty
+                       `config.vlm.model` means no real model: a small CLIP with random
+                       weights is built locally (`genrl_jax.vlm.random_clip`), with a
+                       warning that its embeddings mean nothing.
+
+`has_semantics(config)` says whether the configured VLM relates text to video at all (False
+for the two stand-ins); the behaviour stage then prompts with dataset clips by default.
 
 `embedder_identifier(config)` gives the identifier the embedder would have without loading
 it, to look up cached prompt embeddings.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import hashlib
 from typing import Protocol, runtime_checkable
 
+from absl import logging
 import ml_collections
 import numpy as np
 
@@ -141,8 +148,18 @@ def embedder_identifier(config: ml_collections.ConfigDict) -> str | None:
     return None
   if name == "random_projection":
     return RandomProjectionEmbedder.IDENTIFIER
+  if not config.vlm.model:
+    from genrl_jax.vlm import random_clip  # pylint: disable=g-import-not-at-top
+    return random_clip.identifier(config.vlm.seed, config.connector.embed_dim)
   from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top
   return clip.clip_identifier(config.vlm.model, bool(config.vlm.from_pt))
+
+
+def has_semantics(config: ml_collections.ConfigDict) -> bool:
+  """Whether the configured VLM is a real one (text and video meet in its space); False
+  for none, 'random_projection' and the random-weight CLIP."""
+  _check_backend(config.vlm.name)
+  return config.vlm.name == "clip" and bool(config.vlm.model)
 
 
 def make_embedder(config: ml_collections.ConfigDict) -> Embedder | None:
@@ -157,6 +174,17 @@ def make_embedder(config: ml_collections.ConfigDict) -> Embedder | None:
   if name == "random_projection":
     return RandomProjectionEmbedder(config.connector.embed_dim, seed=config.vlm.seed)
   from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top
+  if not config.vlm.model:
+    from genrl_jax.vlm import random_clip  # pylint: disable=g-import-not-at-top
+    logging.warning(
+        "config.vlm.model is empty: no real VLM is configured, so a small CLIP with RANDOM "
+        "weights is built locally. Its embeddings carry no meaning (text prompts say nothing "
+        "about the task); set config.vlm.model to a hub id or a local CLIP directory (and "
+        "config.connector.embed_dim to its embedding size) for real prompts.")
+    directory = random_clip.ensure_random_clip(config.vlm.seed, config.connector.embed_dim)
+    embedder = clip.ClipEmbedder(directory, batch_size=int(config.vlm.batch_size))
+    embedder.identifier = random_clip.identifier(config.vlm.seed, config.connector.embed_dim)
+    return embedder
   embedder = clip.ClipEmbedder(config.vlm.model, from_pt=bool(config.vlm.from_pt),
                                batch_size=int(config.vlm.batch_size))
   if embedder.embed_dim != config.connector.embed_dim:
