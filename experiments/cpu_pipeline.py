@@ -50,7 +50,8 @@ def main() -> None:
   rows = results.read_results(workdir)
   print(f"\nworkdir {workdir}; stage wall-clock: " +
         ", ".join(f"{s} {seconds[s] / 60:.1f} min" for s in STAGES))
-  print(f"{'task':<24} {'prompt':<34} {'clip reward':>11} {'return':>15} {'normalised':>10}")
+  print(f"{'task':<22} {'prompt kind':<22} {'clip reward':>11} {'return':>15} "
+        f"{'normalised':>10}  vlm")
   for row in rows:
     clip = os.path.join(workdir, "prompts", f"{row['task']}.json")
     clip_reward = ""
@@ -58,9 +59,9 @@ def main() -> None:
       with open(clip) as f:
         clip_reward = f"{json.load(f)['reward_sum']:.2f}"
     score = row.get("normalized_score")
-    print(f"{row['task']:<24} {row.get('prompt_kind', '') + ' ' + row['prompt']:<34.34} "
-          f"{clip_reward:>11} {row['mean_return']:>8.1f} +-{row['std_return']:>5.1f} "
-          f"{'' if score is None else f'{score:.3f}':>10}")
+    print(f"{row['task']:<22} {row.get('prompt_kind', ''):<22} {clip_reward:>11} "
+          f"{row['mean_return']:>8.1f} +-{row['std_return']:>5.1f} "
+          f"{'' if score is None else f'{score:.3f}':>10}  {row.get('vlm', '')}")
   print(f"(full table: {os.path.join(workdir, 'results.md')})")
 
 
