@@ -14,7 +14,8 @@ a locally built random-weight CLIP (it says so), 300 MFWM updates (observation l
 1.5e3 at step 50 and 250 at step 300, connector KL 5.0 -> 0.18), each task prompted with
 the 8 frames of its own episodes with the highest task reward, 200 behaviour updates per
 task, 5 evaluation episodes per task (returns: stickman_stand 79 +- 37, normalised 0.01;
-stickman_lying_down 581 +- 88, normalised 0.34; the random-policy bounds are 70 and 380).
+stickman_lying_down 581 +- 88, normalised 0.34; the random-policy bounds are 70 and 380;
+measured with recipe 1 of the random CLIP, kernels of std 1/sqrt(fan_in)).
 """
 
 from configs import base
