@@ -90,9 +90,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   embedder_lib.embedder_identifier(config)  # checks config.vlm.name
   behavior_stage.task_configs(config)  # one custom prompt for several tasks
   behavior_stage.prompt_source(config)
-  if config.data.collector not in ("random", "dreamer", "plan2explore"):
-    raise ValueError(f"config.data.collector={config.data.collector!r}: expected 'random', "
-                     "'dreamer' or 'plan2explore'")
+  _check_collector(config.data.collector)
+
+
+def _check_collector(collector: str) -> None:
+  if collector not in ("random", "dreamer", "plan2explore"):
+    raise ValueError(f"config.data.collector={collector!r}: expected 'random', 'dreamer' "
+                     "(expert data) or 'plan2explore' (exploration data)")
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -165,9 +169,7 @@ def run_collect(config: ml_collections.ConfigDict, workdir: str, progress: bool 
   root = dataset_dir(config, workdir)
   tasks = collect_tasks(config)
   collector = config.data.collector
-  if collector not in ("random", "dreamer", "plan2explore"):
-    raise ValueError(f"config.data.collector={collector!r}: expected 'random', 'dreamer' "
-                     "(expert data) or 'plan2explore' (exploration data)")
+  _check_collector(collector)
   if collector != "random":
     if len(tasks) > 1:
       raise ValueError(f"config.data.collector={collector!r} collects in one environment; "

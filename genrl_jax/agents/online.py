@@ -184,7 +184,8 @@ def collect_with_agent(config: ml_collections.ConfigDict, workdir: str,
   settings = task_agent.agent_settings(config, collector)  # refuses unknown collectors
   root = root or os.path.join(workdir, "dataset")
   check_single_process(config, root)
-  task = (list(config.data.collect_tasks) or [config.data.collect_task or config.task])[0]
+  from genrl_jax import pipeline  # pylint: disable=g-import-not-at-top (pipeline imports us)
+  task = pipeline.collect_tasks(config)[0]
   target = config.data.collect_episodes
   done = dataset_lib.existing_episode_ids(root)
   if len(done) >= target:

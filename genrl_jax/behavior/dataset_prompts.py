@@ -23,6 +23,8 @@ import os
 import numpy as np
 
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.report import tensorboard
+from genrl_jax.train import checkpoints
 
 PROMPTS_DIR = "prompts"
 SOURCE = "dataset clip"
@@ -40,21 +42,24 @@ class Clip:
   frames: np.ndarray
 
 
+def _shard_task(shard: dataset_lib.Shard) -> str | None:
+  """The task a shard's episodes were collected in (its metadata's `source.task`)."""
+  source = shard.metadata.get("source")
+  return source.get("task") if isinstance(source, dict) else None
+
+
 def task_episodes(dataset: dataset_lib.EpisodeDataset, task: str) -> list[int]:
   """Positions (in `dataset`) of the episodes collected in `task`'s environment."""
   out, position = [], 0
   for shard in dataset.shards:
-    source = shard.metadata.get("source") or {}
-    if isinstance(source, dict) and source.get("task") == task:
+    if _shard_task(shard) == task:
       out.extend(range(position, position + len(shard.episode_ids)))
     position += len(shard.episode_ids)
   return out
 
 
 def _collected_tasks(dataset: dataset_lib.EpisodeDataset) -> list[str]:
-  tasks = {(s.metadata.get("source") or {}).get("task") for s in dataset.shards
-           if isinstance(s.metadata.get("source"), dict)}
-  return sorted(t for t in tasks if t)
+  return sorted({t for t in map(_shard_task, dataset.shards) if t})
 
 
 def best_clip(dataset: dataset_lib.EpisodeDataset, task: str, n_frames: int = 8,
@@ -105,18 +110,11 @@ def is_dataset_clip(path: str) -> bool:
 
 def write_clip(clip: Clip, path: str, dataset_root: str) -> None:
   """Writes `clip.frames` as a GIF at `path` and its description next to it (atomically)."""
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.{os.getpid()}.tmp.gif"
-  iio.imwrite(tmp, clip.frames, duration=100, loop=0)
-  os.replace(tmp, path)
+  tensorboard.write_gif(path, clip.frames, duration_ms=100)
   meta = {"source": SOURCE, "task": clip.task, "dataset": os.path.abspath(dataset_root),
           "episode_id": clip.episode_id, "start": clip.start, "n_frames": len(clip.frames),
           "reward_sum": clip.reward_sum}
-  sidecar = os.path.splitext(path)[0] + ".json"
-  with open(sidecar + ".tmp", "w") as f:
-    json.dump(meta, f, indent=1)
-  os.replace(sidecar + ".tmp", sidecar)
+  checkpoints.write_json_atomic(os.path.splitext(path)[0] + ".json", meta)
 
 
 def ensure_prompt_video(workdir: str, task: str, dataset: dataset_lib.EpisodeDataset,

@@ -124,13 +124,6 @@ class TensorBoardWriter:
     self.close()
 
 
-def log_video(workdir: str, stage: str, tag: str, step: int, frames: np.ndarray,
-              duration_ms: int = 100) -> None:
-  """Writes one video to the stage's TensorBoard run (opens and closes a writer)."""
-  with TensorBoardWriter(workdir, stage) as writer:
-    writer.video(tag, step, frames, duration_ms)
-
-
 def _records(path: str):
   """The records of a TFRecord file: uint64 length, uint32 masked CRC of the length, the
   data, uint32 masked CRC of the data (all little-endian)."""
