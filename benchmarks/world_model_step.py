@@ -7,9 +7,14 @@ Sizes (issue 2): `small` = batch 16x32, deter/hidden 512, CNN multiplier 32, MLP
 `paper` = batch 48x48, deter/hidden 1024, CNN multiplier 48, MLP 4x1024. The batch is
 random uint8 frames and random unit embeddings (the step's cost does not depend on the
 values). `wm` times the world-model update alone, `mfwm` the world model + connector +
-aligner update. Prints one line per (size, model); the reference PyTorch code takes 1.58 s
-(small) and 17.6 s (paper) per world model + connector update on the 2-core CPU machine, of
-which the connector is 0.23 s and 1.6 s.
+aligner update. Prints one line per (size, model) with the reference's time and the
+ratio. The reference PyTorch code, float32 on this 2-core CPU machine, took 1.83 s per
+`small` MFWM update (measured in the same hour as our 4.40 s of issue 16) and 17.6 s per
+`paper` one; its connector + aligner part is 0.23 s (small) and 1.6 s (paper), so its world
+model alone takes the difference.
+
+The process restarts itself under tcmalloc when it is installed
+(`genrl_jax/host_allocator.py`); `GENRL_JAX_MALLOC=system` measures with glibc's malloc.
 """
 
 import argparse
@@ -23,11 +28,15 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from genrl_jax import host_allocator  # pylint: disable=wrong-import-position
+
+host_allocator.reexec_with_tcmalloc()  # before JAX starts (see the module)
+
 from genrl_jax import configs, pipeline  # pylint: disable=wrong-import-position
 from genrl_jax.train import parallel  # pylint: disable=wrong-import-position
 from genrl_jax.train.state import step_rng  # pylint: disable=wrong-import-position
 
-REFERENCE_SECONDS = {"small": (1.58, 0.23), "paper": (17.6, 1.6)}  # (WM + connector, connector)
+REFERENCE_SECONDS = {"small": (1.83, 0.23), "paper": (17.6, 1.6)}  # (MFWM, connector+aligner)
 ACTION_DIM = 6
 
 
@@ -56,6 +65,10 @@ def peak_memory_mb():
   return f"host peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
 
 
+def allocator():
+  return "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "system malloc"
+
+
 def bench(size, model, iters, dtype, conv_impl):
   config = configs.load_config(f"configs/walker.py:{size}")
   with config.unlocked():
@@ -81,7 +94,7 @@ def bench(size, model, iters, dtype, conv_impl):
   ref = ref_total if with_connector else ref_total - ref_connector
   print(f"{size:5s} {model:4s} batch {config.batch_size}x{config.batch_length} "
         f"{jax.device_count()}x{jax.devices()[0].device_kind} {config.compute_dtype} "
-        f"conv_impl={conv_impl}: "
+        f"conv_impl={conv_impl}, {allocator()}: "
         f"{1 / median:.3f} updates/s ({median:.3f} s/update, median of {iters}), "
         f"compile {compile_s:.1f} s, {peak_memory_mb()}; reference {ref:.2f} s/update "
         f"-> speed-up x{ref / median:.2f}", flush=True)
@@ -93,7 +106,7 @@ def main():
   parser.add_argument("--models", default="wm,mfwm", help="wm: world model; mfwm: + connector")
   parser.add_argument("--iters", type=int, default=5)
   parser.add_argument("--dtype", default="auto", help="compute dtype: auto|float32|bfloat16")
-  parser.add_argument("--conv_impl", default="auto", help="auto|native|stride1|taps")
+  parser.add_argument("--conv_impl", default="auto", help="auto|native|im2col|taps|stride1")
   args = parser.parse_args()
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} devices")
   for size in args.sizes.split(","):

@@ -25,7 +25,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from genrl_jax import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from genrl_jax import configs, host_allocator  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _resolve_config_argv(argv: list[str]) -> list[str]:
@@ -141,7 +141,8 @@ def main_in_job(argv):
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
   try:
+    host_allocator.reexec_with_tcmalloc()  # XLA on CPU page-faults less (see the module)
     sys.argv = _resolve_config_argv(sys.argv)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
   app.run(main_in_job)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine with Python 3.11: headless OpenGL libraries for MuJoCo
-# (EGL and OSMesa) and a virtual environment `.venv` with genrl_jax and all its extras.
+# (EGL and OSMesa), tcmalloc (see genrl_jax/host_allocator.py) and a virtual environment
+# `.venv` with genrl_jax and all its extras.
 # Idempotent: a second run only checks that everything is in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +9,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
-debs=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)
+debs=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libtcmalloc-minimal4)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
