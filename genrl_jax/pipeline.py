@@ -90,7 +90,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   embedder_lib.embedder_identifier(config)  # checks config.vlm.name
   behavior_stage.task_configs(config)  # one custom prompt for several tasks
   behavior_stage.prompt_source(config)
+  _check_updates_per_call(config.behavior)
   _check_collector(config.data.collector)
+
+
+def _check_updates_per_call(b: ml_collections.ConfigDict) -> None:
+  n = b.updates_per_call
+  if n < 1 or b.log_every % n or b.save_every % n:
+    raise ValueError(f"config.behavior.updates_per_call={n}: expected a divisor of "
+                     f"behavior.log_every ({b.log_every}) and behavior.save_every "
+                     f"({b.save_every})")
+  if n > 1 and b.start != "data_free":
+    raise ValueError(f"config.behavior.updates_per_call={n} needs behavior.start="
+                     f"'data_free'; offline starts read a host batch every update")
 
 
 def _check_collector(collector: str) -> None:

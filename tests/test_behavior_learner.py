@@ -494,6 +494,37 @@ def test_behavior_step_on_1_device_equals_8_devices(start):
   assert int(one.nonfinite_step) == int(eight.nonfinite_step) == -1
 
 
+def test_several_data_free_updates_per_call_equal_one_call_per_update():
+  # 4 updates in one lax.scan (keys folded on the device from the step) against 4 calls of
+  # the single step (keys from the host): the same updates, metrics averaged over them.
+  s, mesh, _ = _jitted_step("data_free", 1)
+  single, history = _run_steps("data_free", 1, 4)
+  steps_fn = learner.jit_behavior_steps(mesh, s.state, 4, mfwm=s.mfwm, behavior=s.behavior,
+                                        optimizer=s.optimizer, config=s.config)
+  state = jax.device_put(_copy(s.state), learner.state_shardings(s.state, mesh))
+  chunked, metrics = steps_fn(state, jax.random.key(0), parallel.replicate(s.mfwm_params, mesh))
+  chunked, metrics = jax.device_get((chunked, metrics))
+  assert int(chunked.step) == 4
+  init = jax.device_get(s.state)
+  for name in ("params", "target_critic"):
+    jax.tree.map(lambda a, b, i, name=name: np.testing.assert_allclose(
+        np.float64(a) - i, np.float64(b) - i, rtol=0, atol=UPDATE_ATOL, err_msg=name),
+                 chunked.__getattribute__(name), getattr(single, name), getattr(init, name))
+  for k in history[0]:
+    mean = np.mean([h[k] for h in history], axis=0)
+    np.testing.assert_allclose(metrics[k], mean, rtol=METRIC_RTOL, atol=METRIC_ATOL, err_msg=k)
+  # The updates differ from one another, so the mean is not any single update's value.
+  assert history[0]["imag_actor_grad_norm"] != history[3]["imag_actor_grad_norm"]
+
+
+def test_several_updates_per_call_need_data_free_starts():
+  config = _config(8, 8)
+  s = _build(config)
+  with pytest.raises(ValueError, match=r"updates_per_call=4 needs behavior.start='data_free'"):
+    learner.jit_behavior_steps(parallel.make_mesh(), s.state, 4, mfwm=s.mfwm,
+                               behavior=s.behavior, optimizer=s.optimizer, config=config)
+
+
 def test_offline_batch_size_not_divisible_by_the_devices_is_refused_when_jitting():
   # 4 x 16 = 64 starts split evenly over 8 devices, but the offline batch is split along
   # its 4 rows: the error must name behavior.batch_size, not fail inside JAX.

@@ -94,6 +94,26 @@ def test_behavior_stage_data_free_runs_without_episodes(trained):
   assert int(run.state.step) == 1
 
 
+def test_behavior_stage_data_free_with_several_updates_per_call(trained):
+  # 5 updates, 2 per call: chunks at 0 and 2, then update 4 alone; logged every 2 updates
+  # (chunk means) and at the end; checkpoints at 2, 4 and 5.
+  episodes, workdir = trained
+  overrides = {"behavior.start": "data_free", "behavior.num_steps": 5,
+               "behavior.log_every": 2, "behavior.save_every": 2}
+  chunked = pipeline.run_behavior(_config(episodes, **{
+      "behavior.name": "free_chunks", "behavior.updates_per_call": 2, **overrides}),
+                                  workdir, progress=False)
+  single = pipeline.run_behavior(_config(episodes, **{"behavior.name": "free_single",
+                                                      **overrides}), workdir, progress=False)
+  assert int(chunked.state.step) == 5
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               chunked.state.params, single.state.params)
+  rows = [r for r in read_metrics(workdir) if r["stage"] == "behavior_free_chunks"]
+  assert [r["step"] for r in rows] == [2, 4, 5]
+  assert checkpoints.Checkpointer(chunked.directory, save_every=2, keep=2, config={}
+                                  ).all_steps() == [4, 5]
+
+
 def test_behavior_checkpoint_of_another_prompt_is_refused(trained, first_run):
   episodes, workdir = trained
   other = _config(episodes, **{"behavior.prompt.text": "lying down"})

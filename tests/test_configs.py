@@ -89,3 +89,14 @@ def test_main_refuses_unknown_tasks_before_writing_anything(tmp_path):
                  f"--workdir={tmp_path / 'w'}")
   assert result.returncode != 0 and "config.data.collector='human'" in result.stderr
   assert not os.path.exists(tmp_path / "w")
+
+
+def test_main_refuses_updates_per_call_that_cannot_be_used_before_writing_anything(tmp_path):
+  result = _main("--config=configs/walker.py:tiny", "--config.behavior.updates_per_call=7",
+                 "--config.behavior.start=data_free", f"--workdir={tmp_path / 'w'}")
+  assert result.returncode != 0
+  assert "config.behavior.updates_per_call=7: expected a divisor of" in result.stderr
+  result = _main("--config=configs/walker.py:tiny", "--config.behavior.updates_per_call=10",
+                 f"--workdir={tmp_path / 'w'}")  # tiny learns from offline starts
+  assert result.returncode != 0 and "needs behavior.start='data_free'" in result.stderr
+  assert not os.path.exists(tmp_path / "w")

@@ -189,6 +189,10 @@ def base_config() -> ml_collections.ConfigDict:
   # eval_state_mean False); True filters with the mode instead.
   b.eval_state_mean = False
   b.num_steps = 50_000
+  # Data-free starts only: updates run per call to the device (one lax.scan, metrics
+  # averaged on the device), so that it never waits for the host; must divide log_every
+  # and save_every. 1: one call per update (the only choice for offline starts).
+  b.updates_per_call = 1
   b.log_every = 1000
   b.save_every = 5000
   b.keep = 2

@@ -251,6 +251,21 @@ def behavior_train_step(state: BehaviorState, batch: dict[str, jax.Array], rng: 
   return state, metrics
 
 
+def behavior_train_steps(state: BehaviorState, base_key: jax.Array, mfwm_params: Params, *,
+                         num_updates: int, **static: Any) -> tuple[BehaviorState, Metrics]:
+  """`num_updates` data-free updates in one `lax.scan`, so that the device never waits for
+  the host: `(state, key(seed), MFWM params) -> (state, metrics averaged over the updates)`.
+
+  Update `n` uses `fold_in(base_key, n)`, i.e. `step_rng(seed, n)` as `train_loop` gives a
+  single step, so any number of updates per call follows the same keys.
+  """
+  def body(s, _):
+    return behavior_train_step(s, {}, jax.random.fold_in(base_key, s.step), mfwm_params,
+                               **static)
+  state, metrics = jax.lax.scan(body, state, None, length=num_updates)
+  return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+
 def state_shardings(state: BehaviorState, mesh: Mesh) -> Any:
   """Everything replicated except the prompt target, split by column over `data`."""
   rep = parallel.replicated(mesh)
@@ -274,3 +289,20 @@ def jit_behavior_step(mesh: Mesh, state: BehaviorState, **static: Any
   shardings = state_shardings(state, mesh)
   return jax.jit(fn, in_shardings=(shardings, data, rep, rep),
                  out_shardings=(shardings, rep), donate_argnums=(0,))
+
+
+def jit_behavior_steps(mesh: Mesh, state: BehaviorState, num_updates: int, **static: Any
+                       ) -> Callable[..., tuple[BehaviorState, Metrics]]:
+  """`behavior_train_steps` jitted for the mesh (data-free starts only: they need no host
+  data): `(state, key(seed), MFWM params) -> (state, mean metrics)`, state donated."""
+  config = static["config"]
+  if config.behavior.start != "data_free":
+    raise ValueError(f"behavior.updates_per_call={num_updates} needs behavior.start="
+                     f"'data_free' (offline starts read a host batch every update); got "
+                     f"{config.behavior.start!r}")
+  parallel.check_divisible(num_starts(config), mesh,
+                           "the number of starts (behavior.batch_size x batch_length)")
+  fn = functools.partial(behavior_train_steps, num_updates=num_updates, mesh=mesh, **static)
+  rep, shardings = parallel.replicated(mesh), state_shardings(state, mesh)
+  return jax.jit(fn, in_shardings=(shardings, rep, rep), out_shardings=(shardings, rep),
+                 donate_argnums=(0,))

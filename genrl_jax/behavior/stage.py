@@ -278,13 +278,19 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str,
         num_workers=config.data.num_workers)
   else:
     batches = lambda start, stop: ({} for _ in range(start, stop))
+  chunk_fn = None
+  if b.updates_per_call > 1:
+    chunk = learner.jit_behavior_steps(mesh, state, b.updates_per_call, mfwm=mfwm,
+                                       behavior=behavior, optimizer=optimizer, config=config)
+    chunk_fn = lambda s, base_key: chunk(s, base_key, mfwm_params)
   try:
     state = loop.train_loop(
         stage=f"behavior/{name}", state=state,
         step_fn=lambda s, batch, rng: step(s, batch, rng, mfwm_params),
         batches=batches, mesh=mesh, seed=seed + 1, num_steps=b.num_steps,
         log_every=b.log_every, checkpointer=ckpt,
-        writer=MetricWriter(workdir, f"behavior_{name}"), progress=progress)
+        writer=MetricWriter(workdir, f"behavior_{name}"), progress=progress,
+        chunk_fn=chunk_fn, updates_per_call=b.updates_per_call)
   finally:
     ckpt.close()
   return BehaviorRun(state, directory, prompt.describe(), fingerprint)

@@ -85,7 +85,8 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
                checkpointer: Checkpointer | None, writer: MetricWriter | None,
                make_batch: Callable[[int], dict[str, np.ndarray]] | None = None,
                batches: Callable[[int, int], Iterator[dict[str, np.ndarray]]] | None = None,
-               progress: bool = True) -> TrainState:
+               progress: bool = True, chunk_fn: Callable[..., Any] | None = None,
+               updates_per_call: int = 1) -> TrainState:
   """Runs `step_fn` from `state.step` to `num_steps`.
 
   The batch of update `n` is `make_batch(n)` (computed ahead in a thread), or the `n`-th
@@ -96,31 +97,51 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
   TensorBoard file) and plots its stage's learning curves (`report/plots.py`). In a
   multi-process job every process runs the loop on its own part of each batch, and at the
   end the processes check that they hold the same parameters.
+
+  `chunk_fn(state, jax.random.key(seed)) -> (state, metrics)`, for steps that read no host
+  batch (their batches are `{}`), runs `updates_per_call` updates in one call (keys folded
+  on the device from `state.step`, the same as one call per update); it is used for every
+  whole chunk, `step_fn` for the rest. Logged metrics are then the chunk's means.
+  `updates_per_call` must divide `log_every` and the checkpoint interval.
   """
   if (make_batch is None) == (batches is None):
     raise ValueError("give exactly one of make_batch and batches")
+  chunk = updates_per_call if chunk_fn is not None else 1
+  if chunk < 1 or log_every % chunk or (checkpointer is not None and
+                                        checkpointer.save_every % chunk):
+    interval = checkpointer.save_every if checkpointer is not None else None
+    raise ValueError(f"updates_per_call={updates_per_call} must be >= 1 and divide the "
+                     f"log interval ({log_every}) and the checkpoint interval ({interval})")
   if batches is None:
     batches = lambda a, b: prefetch(make_batch, a, b)
   start = int(state.step)
   show = progress and jax.process_index() == 0
   bar = tqdm.tqdm(total=num_steps, initial=start, desc=stage, disable=not show,
                   dynamic_ncols=True)
+  host_batches = batches(start, num_steps)
   try:
-    for step, host_batch in zip(range(start, num_steps), batches(start, num_steps)):
-      state, metrics = step_fn(state, parallel.shard_batch(host_batch, mesh),
-                               step_rng(seed, step))
-      done = step + 1
+    step = start
+    while step < num_steps:
+      if chunk > 1 and step % chunk == 0 and step + chunk <= num_steps:
+        state, metrics = chunk_fn(state, jax.random.key(seed))
+        done = step + chunk
+      else:
+        host_batch = next(host_batches)
+        state, metrics = step_fn(state, parallel.shard_batch(host_batch, mesh),
+                                 step_rng(seed, step))
+        done = step + 1
       logging_now = done % log_every == 0 or done == num_steps
       saving_now = checkpointer is not None and (
           done == num_steps or checkpointer.should_save(done))
-      if logging_now or saving_now or done % SYNC_EVERY == 0:
+      if logging_now or saving_now or done % SYNC_EVERY < done - step:
         check_finite(state, stage)
       if logging_now and writer is not None:
         scalars = writer.write(done, metrics)
         bar.set_postfix({k: f"{scalars[k]:.4g}" for k in list(scalars)[:3]})
       if saving_now:
         checkpointer.save(done, state, force=done == num_steps)
-      bar.update(1)
+      bar.update(done - step)
+      step = done
   finally:
     bar.close()
     if writer is not None:
