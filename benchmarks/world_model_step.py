@@ -90,14 +90,16 @@ def bench(size, model, iters, dtype, conv_impl):
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
   median = statistics.median(times[1:])  # the first call also transfers and warms caches
-  ref_total, ref_connector = REFERENCE_SECONDS[size]
-  ref = ref_total if with_connector else ref_total - ref_connector
+  ref_text = ""
+  if size in REFERENCE_SECONDS:
+    ref_total, ref_connector = REFERENCE_SECONDS[size]
+    ref = ref_total if with_connector else ref_total - ref_connector
+    ref_text = f"; reference {ref:.2f} s/update -> speed-up x{ref / median:.2f}"
   print(f"{size:5s} {model:4s} batch {config.batch_size}x{config.batch_length} "
         f"{jax.device_count()}x{jax.devices()[0].device_kind} {config.compute_dtype} "
         f"conv_impl={conv_impl}, {allocator()}: "
         f"{1 / median:.3f} updates/s ({median:.3f} s/update, median of {iters}), "
-        f"compile {compile_s:.1f} s, {peak_memory_mb()}; reference {ref:.2f} s/update "
-        f"-> speed-up x{ref / median:.2f}", flush=True)
+        f"compile {compile_s:.1f} s, {peak_memory_mb()}{ref_text}", flush=True)
 
 
 def main():

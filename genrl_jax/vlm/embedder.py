@@ -107,7 +107,7 @@ class RandomProjectionEmbedder:
       padded = f"  {text} "  # every string, even "", has at least one trigram
       for j in range(len(padded) - 2):
         counts[i, self._bucket(padded[j:j + 3])] += 1.0
-    return _unit_rows(counts @ self._text_proj)
+    return _unit_rows(_rows_times(counts, self._text_proj))
 
   def embed_video(self, frames: np.ndarray) -> np.ndarray:
     """uint8 `(N, F, H, W, 3)` clips (F = 8 normally) -> float32 `(N, E)`, unit-norm rows."""
@@ -122,7 +122,13 @@ class RandomProjectionEmbedder:
     pooled = pooled / frames.shape[1] - 0.5
     feats = np.concatenate([pooled.reshape(len(frames), -1),
                             np.ones((len(frames), 1), np.float32)], axis=1)
-    return _unit_rows(feats.astype(np.float32) @ self._video_proj)
+    return _unit_rows(_rows_times(feats.astype(np.float32), self._video_proj))
+
+
+def _rows_times(rows: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+  """`rows @ matrix` one row at a time: BLAS picks its kernel by the row count (on some
+  CPUs the last bit then differs), and a prompt must embed the same alone or in a batch."""
+  return np.stack([row @ matrix for row in rows]) if len(rows) else rows @ matrix
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
