@@ -101,8 +101,9 @@ def base_config() -> ml_collections.ConfigDict:
   wm.mlp_units = 1024
   wm.mlp_layers = 4
   wm.single_obs_posterior = True
-  # How strided convs run: "auto" = XLA's own on accelerators, stride-1 rewrites on CPU
-  # (3x faster there); "native" | "stride1" | "taps" force one (genrl_jax/convs.py).
+  # How strided convs run: "auto" = XLA's own on accelerators, one im2col GEMM each on
+  # CPU (3x faster there); "native" | "im2col" | "taps" | "stride1" force one
+  # (genrl_jax/convs.py).
   wm.conv_impl = "auto"
   wm.kl = ml_collections.ConfigDict(dict(free=1.0, forward=False, balance=0.85, free_avg=False))
   wm.loss_scales = ml_collections.ConfigDict(dict(kl=0.6, observation=1.0, reward=1.0))
