@@ -12,13 +12,19 @@ live in `genrl_jax/agents/`.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tqdm
 
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import episodes as episodes_lib
+
+
+def collect_tasks(config: Any) -> list[str]:
+  """The environments the data stage collects from (`config` the whole config):
+  `data.collect_tasks`, else `data.collect_task`, else `config.task`."""
+  return list(config.data.collect_tasks) or [config.data.collect_task or config.task]
 
 
 def run_episode(env, policy: Callable[[dict], np.ndarray]) -> episodes_lib.Episode:

@@ -161,25 +161,19 @@ def run_data(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   return root
 
 
-def collect_tasks(config: ml_collections.ConfigDict) -> list[str]:
-  """The environments the data stage collects from: `data.collect_tasks`, else
-  `data.collect_task`, else `config.task`."""
-  return list(config.data.collect_tasks) or [config.data.collect_task or config.task]
-
-
 def run_collect(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> str:
   """Collects `config.data.collect_episodes` episodes with `config.data.collector` into
   the run's dataset (resumes an interrupted collection). Returns the dataset folder.
 
   'random': uniform random actions, `collect_episodes` episodes in each environment of
-  `collect_tasks(config)` (episode `i` of the `k`-th of `K` tasks has the id `i * K + k`,
-  so the tasks' episodes interleave and a larger `collect_episodes` keeps the ids already
+  `collect.collect_tasks(config)` (episode `i` of the `k`-th of `K` tasks has the id
+  `i * K + k`, so the tasks' episodes interleave and a larger `collect_episodes` keeps the ids already
   there; each shard's metadata names its task). 'dreamer' | 'plan2explore': an agent that
   learns while it collects in one environment (`genrl_jax.agents.online`; its state in
   `<workdir>/collector/`).
   """
   root = dataset_dir(config, workdir)
-  tasks = collect_tasks(config)
+  tasks = collect.collect_tasks(config)
   collector = config.data.collector
   _check_collector(collector)
   if collector != "random":

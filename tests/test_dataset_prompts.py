@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import synthetic
-from genrl_jax import configs
+from genrl_jax import collect, configs
 from genrl_jax.behavior import dataset_prompts
 from genrl_jax.behavior import stage as behavior_stage
 from genrl_jax.data import dataset as dataset_lib
@@ -165,7 +165,7 @@ def test_collect_tasks_interleave_ids_and_name_their_task_in_shards(tmp_path):
   c.data.num_envs = 1
   c.data.update(dict(action_repeat=2, fast_render=True))
   c.eval.time_limit = 0.0
-  assert pipeline.collect_tasks(c) == ["walker_stand", "walker_walk"]
+  assert collect.collect_tasks(c) == ["walker_stand", "walker_walk"]
   root = pipeline.run_collect(c, str(tmp_path), progress=False)
   dataset = dataset_lib.open_dataset(root)
   assert sorted(dataset.episode_ids.tolist()) == [0, 1, 2, 3]

@@ -59,7 +59,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from genrl_jax import configs
+from genrl_jax import collect, configs
 from genrl_jax import world_model as wm_lib
 from genrl_jax.agents import task_agent
 from genrl_jax.behavior import policy as policy_lib
@@ -184,8 +184,7 @@ def collect_with_agent(config: ml_collections.ConfigDict, workdir: str,
   settings = task_agent.agent_settings(config, collector)  # refuses unknown collectors
   root = root or os.path.join(workdir, "dataset")
   check_single_process(config, root)
-  from genrl_jax import pipeline  # pylint: disable=g-import-not-at-top (pipeline imports us)
-  task = pipeline.collect_tasks(config)[0]
+  task = collect.collect_tasks(config)[0]
   target = config.data.collect_episodes
   done = dataset_lib.existing_episode_ids(root)
   if len(done) >= target:
