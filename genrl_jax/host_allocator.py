@@ -12,16 +12,15 @@ buffer grew to 2.5 GB in 10 iterations, where tcmalloc stays at 0.6 GB.)
 `reexec_with_tcmalloc()` restarts the current command with `LD_PRELOAD` naming tcmalloc
 when it is installed (Debian: `libtcmalloc-minimal4`, which `scripts/setup.sh` installs)
 and not yet loaded. The entry points (`experiments/main.py`, the benchmarks) call it first
-thing; `scripts/test.sh` preloads it for the test suite. In a notebook, start Jupyter with
-`LD_PRELOAD=$(python -m genrl_jax.host_allocator)`. `GENRL_JAX_MALLOC=system` keeps the
+thing; `scripts/test.sh` sets the same environment for the test suite. In a notebook, start
+Jupyter after `eval "$(python -m genrl_jax.host_allocator)"`. `GENRL_JAX_MALLOC=system` keeps the
 C library's allocator.
 """
 
 from __future__ import annotations
 
-import ctypes.util
-import glob
 import os
+import shlex
 import sys
 
 ENV = "GENRL_JAX_MALLOC"
@@ -36,10 +35,6 @@ def find_tcmalloc() -> str | None:
       path = os.path.join(directory, name)
       if os.path.exists(path):
         return path
-  found = ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
-  if found:
-    paths = [p for d in _LIB_DIRS for p in glob.glob(os.path.join(d, found))]
-    return paths[0] if paths else None
   return None
 
 
@@ -80,5 +75,18 @@ def reexec_with_tcmalloc() -> None:
     os.execve(sys.executable, sys.orig_argv, environ)
 
 
-if __name__ == "__main__":  # prints the library to preload (for notebooks, shells)
-  print(find_tcmalloc() or "")
+def shell_exports() -> str:
+  """`export NAME=value` lines for what `preload_environment()` changes (empty if nothing),
+  for shells: `eval "$(python -m genrl_jax.host_allocator)"`."""
+  environ = preload_environment()
+  if environ is None:
+    return ""
+  return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in environ.items()
+                   if os.environ.get(k) != v)
+
+
+if __name__ == "__main__":
+  try:
+    print(shell_exports())
+  except ValueError as e:
+    sys.exit(f"error: {e}")

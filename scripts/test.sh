@@ -5,11 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 # Under tcmalloc, as the main job runs (genrl_jax/host_allocator.py): XLA on CPU then
 # reuses freed memory instead of page-faulting it in again every step.
-tcmalloc=$(.venv/bin/python -m genrl_jax.host_allocator)
-if [ -n "$tcmalloc" ] && [ "${GENRL_JAX_MALLOC:-tcmalloc}" = tcmalloc ]; then
-  export LD_PRELOAD="$tcmalloc${LD_PRELOAD:+ $LD_PRELOAD}" TCMALLOC_RELEASE_RATE=0
-  export TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776
-fi
+exports=$(.venv/bin/python -m genrl_jax.host_allocator) || exit 1
+eval "$exports"
 # Test files are spread over up to 4 worker processes (one per core), each file whole in
 # one worker, so module fixtures are built once.
 .venv/bin/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile "$@" tests

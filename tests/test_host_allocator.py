@@ -71,3 +71,23 @@ def test_unknown_mode_is_refused(monkeypatch):
   monkeypatch.setenv(host_allocator.ENV, "jemalloc")
   with pytest.raises(ValueError, match="GENRL_JAX_MALLOC='jemalloc'"):
     host_allocator.preload_environment({})
+
+
+def test_shell_exports_set_what_the_restart_would():
+  # What scripts/test.sh evals: the preload environment's changes, nothing once loaded.
+  result = _run("from genrl_jax import host_allocator; print(host_allocator.shell_exports())")
+  expected = host_allocator.preload_environment(
+      {k: v for k, v in os.environ.items()
+       if k not in (host_allocator.ENV, "LD_PRELOAD", "TCMALLOC_RELEASE_RATE")})
+  if expected is None:
+    assert result.stdout.strip() == ""
+  else:
+    assert f"export LD_PRELOAD={TCMALLOC}" in result.stdout
+    assert "export TCMALLOC_RELEASE_RATE=0" in result.stdout
+  loaded = _run("from genrl_jax import host_allocator; print(host_allocator.shell_exports())",
+                LD_PRELOAD=TCMALLOC or "/x/libtcmalloc.so.4")
+  assert loaded.stdout.strip() == ""
+  bad = subprocess.run([sys.executable, "-m", "genrl_jax.host_allocator"], cwd=ROOT,
+                       env={**os.environ, host_allocator.ENV: "jemalloc"},
+                       capture_output=True, text=True, timeout=60)
+  assert bad.returncode == 1 and bad.stderr.strip().startswith("error: GENRL_JAX_MALLOC=")
