@@ -1,21 +1,23 @@
-r"""The longer CPU run of the whole method, with its normalised scores (not a test).
+r"""The CPU budget of the whole method over several domains, with its learning report.
 
-  python experiments/cpu_pipeline.py --domain=stickman --workdir=workdirs/cpu_stickman
+  python experiments/cpu_pipeline.py --domains=stickman,walker --workdir=workdirs/cpu
 
-Runs `experiments/main.py --config=configs/<domain>.py:cpu` (tiny model sizes; 10 random
-episodes per task; 2000 MFWM and 1000 behaviour updates per task; 10 evaluation episodes;
-the locally built random-weight CLIP, so each task is prompted with the clip of its own
-episodes that has the highest task reward), times each stage, and prints the results
-table: mean return and normalised score ((return - random) / (expert - random) with the
-paper's bounds) per task, next to the reward of the prompt clip. Extra arguments are
-passed to main.py (e.g. `--config.mfwm.num_steps=500`). Like main.py it resumes: a second
-call with the same workdir skips what is done.
+For each domain, runs `experiments/main.py --config=configs/<domain>.py:cpu` in
+`<workdir>/<domain>` stage by stage (tiny model sizes with the `cpu` budget of
+`configs/base.py`), times the stages, and then prints one table over all domains: per
+task, the behaviour's mean return +- std next to the random policy's (measured in the same
+run), whether it beats it by 2 std, the normalised score, the decoded prompt target's
+per-pixel MSE against its clip next to the mean frame's, and the MFWM's open-loop MSE on
+held-out episodes next to the mean frame's. After the offline behaviours it learns each
+task again from data-free starts (behaviour `<task>_data_free`, same MFWM; skip with
+`--no_data_free`). Extra arguments go to every main.py call (e.g.
+`--config.mfwm.num_steps=500`). Like main.py it resumes: a second call with the same
+workdir skips what is done.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,45 +26,93 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 STAGES = ("data", "mfwm", "behavior", "eval")
+DOMAINS = ("walker", "cheetah", "quadruped", "stickman", "kitchen")
+
+
+def _main_py(domain: str, workdir: str, variant: str, stage: str, args: list[str]) -> None:
+  command = [sys.executable, os.path.join(ROOT, "experiments", "main.py"),
+             f"--config=configs/{domain}.py:{variant}", f"--workdir={workdir}",
+             f"--mode={stage}", *args]
+  print(f"== {domain} {stage}: {' '.join(command[1:])}", flush=True)
+  code = subprocess.call(command)
+  if code:
+    sys.exit(f"{domain}: stage {stage} failed (exit code {code}); rerun this command to "
+             "resume")
+
+
+def run_domain(domain: str, workdir: str, variant: str, extra: list[str],
+               data_free: bool) -> dict[str, float]:
+  """Runs the stages of one domain (offline behaviour starts), then with `data_free` a
+  second behaviour per task from data-free starts (named `<task>_data_free`, in the same
+  MFWM); returns the wall-clock seconds of each stage."""
+  seconds = {}
+  for stage in STAGES:
+    start = time.perf_counter()
+    _main_py(domain, workdir, variant, stage, extra)
+    seconds[stage] = time.perf_counter() - start
+  if data_free:
+    from genrl_jax import configs  # pylint: disable=g-import-not-at-top
+    start = time.perf_counter()
+    for task in configs.load_config(f"configs/{domain}.py:{variant}").tasks:
+      args = [f"--config.task={task}", "--config.tasks=()",
+              f"--config.behavior.name={task}_data_free", "--config.behavior.start=data_free"]
+      for stage in ("behavior", "eval"):
+        _main_py(domain, workdir, variant, stage, args + extra)
+    seconds["data-free"] = time.perf_counter() - start
+  return seconds
+
+
+def _number(value, digits: int = 1) -> str:
+  return "" if value is None else f"{value:.{digits}f}"
+
+
+def report_table(rows: list[dict]) -> str:
+  """The learning report of results rows (`report.results.read_results`) as text."""
+  header = (f"{'behaviour':<30} {'start':<9} {'return':>15} {'random policy':>15} {'beats':>5} {'norm.':>6} "
+            f"{'prompt/mean-frame MSE':>22} {'open-loop/mean-frame MSE':>25}")
+  lines = [header, "-" * len(header)]
+  for r in rows:
+    pair = lambda a, b: (f"{_number(r.get(a), 4)} / {_number(r.get(b), 4)}"
+                         if r.get(a) is not None else "-")
+    lines.append(
+        f"{r.get('behavior') or r['task']:<30} {r.get('start', ''):<9} {r['mean_return']:>8.1f} +-{r['std_return']:>5.1f} "
+        f"{_number(r.get('random_mean_return')):>8} +-{_number(r.get('random_std_return')):>5} "
+        f"{'yes' if r.get('beats_random') else 'no':>5} "
+        f"{_number(r.get('normalized_score'), 3):>6} "
+        f"{pair('prompt_target_mse', 'prompt_mean_frame_mse'):>22} "
+        f"{pair('open_loop_mse', 'open_loop_mean_frame_mse'):>25}")
+  return "\n".join(lines)
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--domain", default="stickman",
-                      choices=("walker", "cheetah", "quadruped", "stickman", "kitchen"))
-  parser.add_argument("--workdir", default=None, help="default: workdirs/cpu_<domain>")
+  parser.add_argument("--domains", default="stickman",
+                      help=f"comma-separated, of {', '.join(DOMAINS)} (default: stickman)")
+  parser.add_argument("--workdir", default=os.path.join("workdirs", "cpu"),
+                      help="each domain runs in <workdir>/<domain> (default: workdirs/cpu)")
   parser.add_argument("--variant", default="cpu", help="config variant (default: cpu)")
+  parser.add_argument("--no_data_free", dest="data_free", action="store_false",
+                      help="skip the data-free behaviours")
   args, extra = parser.parse_known_args()
-  workdir = args.workdir or os.path.join("workdirs", f"cpu_{args.domain}")
-  config = f"--config=configs/{args.domain}.py:{args.variant}"
-  seconds = {}
-  for stage in STAGES:
-    start = time.perf_counter()
-    command = [sys.executable, os.path.join(ROOT, "experiments", "main.py"), config,
-               f"--workdir={workdir}", f"--mode={stage}", *extra]
-    print(f"== {stage}: {' '.join(command[1:])}", flush=True)
-    code = subprocess.call(command)
-    seconds[stage] = time.perf_counter() - start
-    if code:
-      sys.exit(f"stage {stage} failed (exit code {code}); rerun this command to resume")
-
+  domains = [d.strip() for d in args.domains.split(",") if d.strip()]
+  unknown = [d for d in domains if d not in DOMAINS]
+  if unknown or not domains:
+    sys.exit(f"--domains={args.domains!r}: expected a comma-separated list of {DOMAINS}")
   from genrl_jax.report import results  # pylint: disable=g-import-not-at-top
-  rows = results.read_results(workdir)
-  print(f"\nworkdir {workdir}; stage wall-clock: " +
-        ", ".join(f"{s} {seconds[s] / 60:.1f} min" for s in STAGES))
-  print(f"{'task':<22} {'prompt kind':<22} {'clip reward':>11} {'return':>15} "
-        f"{'normalised':>10}  vlm")
-  for row in rows:
-    clip = os.path.join(workdir, "prompts", f"{row['task']}.json")
-    clip_reward = ""
-    if os.path.exists(clip):
-      with open(clip) as f:
-        clip_reward = f"{json.load(f)['reward_sum']:.2f}"
-    score = row.get("normalized_score")
-    print(f"{row['task']:<22} {row.get('prompt_kind', ''):<22} {clip_reward:>11} "
-          f"{row['mean_return']:>8.1f} +-{row['std_return']:>5.1f} "
-          f"{'' if score is None else f'{score:.3f}':>10}  {row.get('vlm', '')}")
-  print(f"(full table: {os.path.join(workdir, 'results.md')})")
+  rows, timing = [], []
+  for domain in domains:
+    workdir = os.path.join(args.workdir, domain)
+    seconds = run_domain(domain, workdir, args.variant, extra, args.data_free)
+    timing.append(f"{domain}: " + ", ".join(f"{s} {t / 60:.1f}" for s, t in seconds.items()) +
+                  f" (total {sum(seconds.values()) / 60:.1f} min)")
+    rows += results.read_results(workdir)
+  print("\nstage wall-clock (min): " + "; ".join(timing))
+  print(report_table(rows))
+  beats = [r for r in rows if r.get("beats_random")]
+  print(f"{len(beats)} of {len(rows)} behaviours beat the random policy by 2 std "
+        f"({sum((r.get('normalized_score') or 0) >= 0.3 for r in beats)} of them with a "
+        "normalised score >= 0.3); full tables: " +
+        ", ".join(os.path.join(args.workdir, d, "results.md") for d in domains))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.k
                   # importing a reference MFWM).
                   "data.path", "data.num_envs", "tasks",
                   # Reader and shard settings change no result; datasets may mix collectors.
-                  "data.num_threads", "data.prefetch", "data.num_workers",
+                  "data.num_threads", "data.prefetch", "data.num_workers", "data.cache_mib",
                   "data.episodes_per_shard", "data.collector")
 # Behaviours are per task and prompt, each checkpointed apart: their settings may change
 # between runs that share a workdir (and its MFWM).
@@ -234,9 +234,10 @@ def open_run_dataset(config: ml_collections.ConfigDict, workdir: str,
                      with_embeddings: bool) -> dataset_lib.EpisodeDataset:
   """The run's dataset, with the chosen embeddings when `with_embeddings`."""
   root = dataset_dir(config, workdir)
-  dataset = dataset_lib.open_dataset(root)
+  dataset = dataset_lib.open_dataset(root, cache_mib=config.data.cache_mib)
   embedding = choose_embedding(config, dataset) if with_embeddings else None
-  return dataset_lib.open_dataset(root, embedding) if embedding else dataset
+  return dataset_lib.open_dataset(root, embedding, cache_mib=config.data.cache_mib
+                                  ) if embedding else dataset
 
 
 def batch_iterator(config: ml_collections.ConfigDict, sampler: input_pipeline.SequenceSampler,
@@ -302,9 +303,10 @@ def run_mfwm(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   mesh = parallel.make_mesh()
   parallel.check_divisible(config.batch_size, mesh, "config.batch_size")
   keys = wm_lib.BATCH_KEYS + (("vlm_embedding",) if with_connector else ())
+  train, _ = input_pipeline.heldout_split(dataset, config.mfwm.heldout_episodes)
   sampler = input_pipeline.SequenceSampler(dataset, config.batch_size // jax.process_count(),
                                            config.batch_length, seed=config.seed * 1000,
-                                           keys=keys)
+                                           keys=keys, episodes=train)
   _, state, step_fn = build_mfwm(config, action_dim, mesh, with_connector)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "mfwm"),
                                   save_every=config.mfwm.save_every, keep=config.mfwm.keep,
@@ -334,9 +336,10 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str, progress: bool
   """Learns the behaviour of `config.task` from its prompt (see `behavior.stage`; a
   dataset clip prompt is cut first, `behavior.stage.resolve_prompt`)."""
   dataset = None
-  wants_clip = behavior_stage.prompt_source(config) == "dataset_video"
   have_data = os.path.exists(os.path.join(dataset_dir(config, workdir), dataset_lib.SPEC_FILE))
-  if config.behavior.start == "offline" or (wants_clip and have_data):
+  # Offline starts and dataset clips need the episodes; otherwise they only give the mean
+  # frame that prompt targets are scored against.
+  if config.behavior.start == "offline" or have_data:
     dataset = open_run_dataset(config, workdir, with_embeddings=False)
   config = behavior_stage.resolve_prompt(config, workdir, dataset)
   cache_dir = prompt_cache.default_cache_dir(workdir)

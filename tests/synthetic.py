@@ -72,6 +72,7 @@ def micro_config(data_path: str = "", **overrides) -> ml_collections.ConfigDict:
     # One task (config.task), collected from its own environment, embedded by the random
     # projection the synthetic embeddings stand in for.
     c.tasks, c.data.collect_tasks = (), ()
+    c.mfwm.heldout_episodes = 0  # the synthetic datasets have a few episodes only
     c.vlm.name = "random_projection"
     for key, value in overrides.items():
       target = c

@@ -405,6 +405,36 @@ def test_prompt_target_is_the_connector_rollout_time_major(setup, skip_first):
                                rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_prompt_target_without_denoise_skips_the_aligner(setup):
+  """`denoise=False` (video prompts with behavior.prompt.denoise_video False) rolls the
+  connector out on the embedding itself; with the aligner the target differs."""
+  key, rc, n = jax.random.key(5), setup.config.behavior.reward, setup.num
+  embedding = _embedding(setup.config)
+  raw = learner.prompt_target(setup.mfwm, setup.mfwm_params, embedding, n, 17, key, rc,
+                              denoise=False)
+  aligned = learner.prompt_target(setup.mfwm, setup.mfwm_params, embedding, n, 17, key, rc)
+  embed = jnp.broadcast_to(embedding, (n, 18, embedding.shape[0]))
+  direct = connector_lib.imagine(setup.mfwm.connector, setup.mfwm_params, embed, key,
+                                 sample=False, denoise=False)
+  np.testing.assert_allclose(raw["logit"], jnp.swapaxes(direct["logit"][:, 1:], 0, 1),
+                             rtol=1e-5, atol=1e-6)
+  assert not np.allclose(raw["logit"], aligned["logit"], atol=1e-3)
+
+
+def test_prompt_denoise_is_off_only_for_videos_when_configured(setup):
+  from genrl_jax.behavior import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.behavior import stage  # pylint: disable=g-import-not-at-top
+  config = setup.config.copy_and_resolve_references()
+  text = prompts_lib.parse_prompt(text="lying down")
+  video = prompts_lib.Prompt("video", "clip.gif")
+  with config.unlocked():
+    config.behavior.prompt.denoise_video = True  # the reference's default
+  assert stage.prompt_denoise(config, text) and stage.prompt_denoise(config, video)
+  with config.unlocked():
+    config.behavior.prompt.denoise_video = False
+  assert stage.prompt_denoise(config, text) and not stage.prompt_denoise(config, video)
+
+
 def test_prompt_target_accepts_a_1_by_e_embedding(setup):
   key, rc = jax.random.key(1), setup.config.behavior.reward
   e = _embedding(setup.config)

@@ -26,7 +26,12 @@ def test_every_domain_config_loads_in_every_variant(domain, variant):
     assert (wm.deter, wm.cnn_depth, wm.mlp_units, config.batch_size, config.batch_length) == (
         512, 32, 512, 16, 32)
   if variant in (":tiny", ":cpu"):
-    assert config.mfwm.num_steps <= 2000 and config.data.collect_episodes <= 10
+    # CPU budgets: minutes (tiny), about half an hour per domain (cpu).
+    steps, episodes = (2000, 10) if variant == ":tiny" else (5000, 25)
+    assert config.mfwm.num_steps <= steps and config.data.collect_episodes <= episodes
+    # The learning report's held-out episodes: the last collection round, one per task.
+    assert config.mfwm.heldout_episodes == len(config.tasks)
+    assert not config.behavior.prompt.denoise_video  # random-CLIP video prompts
     assert (wm.deter, wm.cnn_depth) == (128, 8)
     # Two tasks, each collected from, each prompted with a clip of its own episodes by the
     # locally built random-weight CLIP.

@@ -335,3 +335,41 @@ def test_npz_import_command_line_and_dataset_info(tmp_path, capsys):
   assert "no VLM embeddings" in capsys.readouterr().out
   assert cli.main(["dataset-info", str(tmp_path / "missing")]) == 2
   assert "not a genrl_jax dataset" in capsys.readouterr().err
+
+
+def test_episode_cache_gives_the_decoded_windows_and_stays_within_its_budget(tmp_path):
+  plain = _tagged_dataset(tmp_path, [12, 20, 16])
+  episode_bytes = sum(v.nbytes for v in plain.read_episode(1).values())
+  cached = dataset_lib.open_dataset(str(tmp_path), cache_mib=1.5 * episode_bytes / (1 << 20))
+  for index, start, length in ((0, 3, 6), (1, 0, 20), (1, 7, 5), (2, 10, 6), (0, 0, 12)):
+    a, b = plain.read_window(index, start, length), cached.read_window(index, start, length)
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  # 1.5 times the 20-step episode holds the 16- and 12-step ones, read last (LRU order).
+  assert cached._cached_bytes <= cached.cache_bytes  # pylint: disable=protected-access
+  assert list(cached._cache) == [2, 0]  # pylint: disable=protected-access
+  window = cached.read_window(0, 0, 4)
+  window["reward"][:] = -1  # a copy: the cached episode is not changed
+  assert cached.read_window(0, 0, 4)["reward"][0] == 0.0
+  sampler = lambda d: input_pipeline.SequenceSampler(d, 4, 6, seed=1, process_index=0,
+                                                     process_count=1)
+  import pickle  # pylint: disable=g-import-not-at-top
+  restored = pickle.loads(pickle.dumps(cached))  # worker processes get an empty cache
+  assert not restored._cache  # pylint: disable=protected-access
+  for d in (cached, restored):
+    np.testing.assert_array_equal(sampler(plain).sample(3)["reward"], sampler(d).sample(3)["reward"])
+
+
+def test_heldout_split_keeps_the_largest_ids_out_of_the_sampler(tmp_path):
+  dataset = _tagged_dataset(tmp_path, [12, 12, 12, 12])
+  train, heldout = input_pipeline.heldout_split(dataset, 2)
+  order = np.argsort(dataset.episode_ids)
+  assert sorted(heldout) == sorted(order[-2:]) and sorted(train) == sorted(order[:2])
+  sampler = input_pipeline.SequenceSampler(dataset, 32, 4, seed=0, process_index=0,
+                                           process_count=1, episodes=train)
+  seen = {int(r) for r in np.floor(sampler.sample(0)["reward"][:, 0])}  # reward = position + t
+  assert seen == set(train.tolist())
+  assert input_pipeline.heldout_split(dataset, 0)[1].size == 0
+  with pytest.raises(DatasetError, match="config.mfwm.heldout_episodes"):
+    input_pipeline.heldout_split(dataset, 4)

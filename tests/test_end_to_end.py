@@ -20,7 +20,12 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "experiments", "main.py")
-TASKS = ("stickman_stand", "stickman_lying_down")
+sys.path.insert(0, ROOT)
+from genrl_jax import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+TASKS = tuple(configs.load_config("configs/stickman.py:tiny").tasks)
+REPORT_COLUMNS = ("random_mean_return", "random_std_return", "prompt_target_mse",
+                  "prompt_mean_frame_mse", "open_loop_mse", "open_loop_mean_frame_mse")
 # Tiny sizes with 4x16 batches: a few hundred updates in all take a few minutes on 2 cores.
 BUDGET = ("--config.data.collect_episodes=2", "--config.batch_size=4",
           "--config.batch_length=16", "--config.behavior.batch_size=4",
@@ -66,8 +71,14 @@ def test_end_to_end_tiny_pipeline_results_table_has_every_task(run):
     assert row["episodes"] == "2" and row["behavior"] == row["task"]
     assert np.isfinite(float(row["mean_return"]))
     assert np.isfinite(float(row["normalized_score"]))
+    # The learning report: present and finite (its values are not asserted).
+    for column in REPORT_COLUMNS:
+      assert np.isfinite(float(row[column])), column
+    assert row["beats_random"] in ("True", "False")
+    assert row["random_source"] == "measured (10 episodes)" and row["open_loop_split"] == "heldout"
   md = open(os.path.join(workdir, "results.md")).read()
   assert all(f"| {t} |" in md for t in TASKS)
+  assert "behaviours beat the random policy by 2 std" in md
   assert "RANDOM weights" in result.stderr  # the stand-in VLM says so plainly
 
 
@@ -112,12 +123,19 @@ def test_end_to_end_tiny_pipeline_metrics_plots_and_tensorboard(run):
   from genrl_jax.report import metrics  # pylint: disable=g-import-not-at-top
   workdir, _, _ = run
   mfwm = metrics.read_metrics(workdir, "mfwm")
-  assert [r["step"] for r in mfwm] == [40, 80, 120]
+  assert [r["step"] for r in mfwm] == [40, 80, 120, 120]  # training, then the open-loop report
   assert all(np.isfinite(r["loss"]) for r in mfwm if "loss" in r)
+  assert all(np.isfinite(mfwm[-1][k]) for k in ("open_loop_mse", "mean_frame_mse"))
   for task in TASKS:
-    assert [r["step"] for r in metrics.read_metrics(workdir, f"behavior_{task}")] == [20, 40]
+    rows = metrics.read_metrics(workdir, f"behavior_{task}")
+    # The prompt target's errors, training, then the evaluation's report.
+    assert [r["step"] for r in rows] == [0, 20, 40, 40]
+    assert all(np.isfinite(rows[0][k]) for k in ("prompt_target_mse", "prompt_mean_frame_mse"))
+    assert all(np.isfinite(rows[-1][k]) for k in ("eval_mean_return", "eval_random_mean_return",
+                                                  "eval_beats_random"))
   plots = os.listdir(os.path.join(workdir, "plots"))
   assert "mfwm.png" in plots and all(f"behavior_{t}.png" in plots for t in TASKS)
+  assert "results.png" in plots
   image = iio.imread(os.path.join(workdir, "plots", "mfwm.png"))
   assert image.ndim == 3 and min(image.shape[:2]) > 100
   events = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(workdir, "tensorboard"))
@@ -130,7 +148,7 @@ def test_end_to_end_rerun_skips_finished_stages_and_refuses_other_config(run):
   read = lambda p: open(os.path.join(workdir, p), "rb").read()
   results_csv = read("results.csv")
   before = {p: os.path.getmtime(os.path.join(workdir, p))
-            for p in ("prompts/stickman_stand.gif", "behavior/stickman_stand/eval.json")}
+            for p in (f"prompts/{TASKS[0]}.gif", f"behavior/{TASKS[0]}/eval.json")}
   again = _main(workdir, "--mode=eval", cache=cache)
   assert again.returncode == 0, again.stderr[-3000:]
   assert "already evaluated" in again.stderr

@@ -76,3 +76,58 @@ def test_evaluate_refuses_no_episodes():
   with parallel_lib.SerialEnvs(TASK, 1, seed=0, **KW) as envs:
     with pytest.raises(ValueError, match="num_episodes=0"):
       evaluate_lib.evaluate(envs, evaluate_lib.RandomPolicy(envs.action_dim), 0)
+
+
+def test_blind_envs_give_black_frames_and_the_rendered_returns():
+  seen, blind = (make_env(TASK, seed=2, fast_render=True, render=r, time_limit=0.5)
+                 for r in (True, False))
+  actions = np.random.default_rng(1).uniform(-1, 1, (6, seen.action_dim)).astype(np.float32)
+  for env in (seen, blind):
+    env.reset()
+  steps = [(seen.step(a), blind.step(a)) for a in actions]
+  assert [float(a["reward"]) for a, _ in steps] == [float(b["reward"]) for _, b in steps]
+  assert all(not b["observation"].any() for _, b in steps)
+  assert any(a["observation"].any() for a, _ in steps)
+
+
+def _eval_config(episodes: int):
+  import synthetic  # pylint: disable=g-import-not-at-top
+  config = synthetic.micro_config()
+  with config.unlocked():
+    config.task = TASK
+    config.eval.random_episodes = episodes
+    config.eval.time_limit = 0.5
+  return config
+
+
+def test_random_baseline_is_measured_once_per_setting_and_reported(tmp_path, monkeypatch):
+  from genrl_jax.evaluation import stage as eval_stage  # pylint: disable=g-import-not-at-top
+  config = _eval_config(3)
+  first = eval_stage.random_baseline(config, str(tmp_path), progress=False)
+  assert first["episodes"] == 3 and len(first["returns"]) == 3
+  assert first["mean_return"] == pytest.approx(np.mean(first["returns"]))
+  assert first["std_return"] == pytest.approx(np.std(first["returns"]))
+  assert first["source"] == "measured (3 episodes)"
+  assert (tmp_path / "random_policy" / f"{TASK}.json").exists()
+
+  def no_episodes(*args, **kwargs):
+    raise AssertionError("the saved baseline should have been read")
+
+  monkeypatch.setattr(evaluate_lib, "evaluate", no_episodes)
+  assert eval_stage.random_baseline(config, str(tmp_path), progress=False) == first
+  with pytest.raises(AssertionError, match="saved baseline"):  # other settings: measured
+    eval_stage.random_baseline(_eval_config(2), str(tmp_path), progress=False)
+  with pytest.raises(ValueError, match="config.eval.random_episodes=0"):
+    eval_stage.random_baseline(_eval_config(0), str(tmp_path), progress=False)
+
+  random = dict(first, mean_return=100.0, std_return=10.0)
+  report = lambda ret: eval_stage.learning_report(
+      {"mean_return": ret}, random, {"prompt_target_mse": 0.1}, {"open_loop_mse": 0.2,
+                                                                 "mean_frame_mse": 0.3,
+                                                                 "split": "train"})
+  assert report(120.5)["beats_random"] and not report(120.0)["beats_random"]
+  assert report(0.0) | {"beats_random": None} == {
+      "random_mean_return": 100.0, "random_std_return": 10.0, "random_episodes": 3,
+      "random_source": "measured (3 episodes)", "beats_random": None,
+      "prompt_target_mse": 0.1, "prompt_mean_frame_mse": None, "open_loop_mse": 0.2,
+      "open_loop_mean_frame_mse": 0.3, "open_loop_split": "train"}

@@ -74,6 +74,9 @@ def test_mfwm_stage_trains_connector_and_aligner_on_embedded_episodes(tmp_path):
                             progress=False)
   assert set(state.params) == {"world_model", "connector", "aligner"}
   rows = [json.loads(l) for l in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+  # Training lines, then the open-loop report of the last step.
+  *rows, report = rows
+  assert report["step"] == rows[-1]["step"] and np.isfinite(report["open_loop_mse"])
   for key in ("connector_kl", "aligner_cosine_distance", "connector_model_grad_norm",
               "model_grad_norm", "observation_loss"):
     assert all(np.isfinite(r[key]) for r in rows), key

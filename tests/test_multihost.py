@@ -229,7 +229,8 @@ def test_multihost_pipeline_embeds_trains_and_logs_on_process_zero(pipeline_run)
     # Logs, metric lines and progress bars come from process 0 alone.
     p1_lines = [line for line in out.splitlines() if line.startswith("[p1]")]
     assert not [line for line in p1_lines if f"[{stage}] step" in line or "it/s" in line]
-  assert [r["step"] for r in read_metrics(workdir, "mfwm")] == [1, 2, 3]
+  # Training lines, then the open-loop report (process 0 alone).
+  assert [r["step"] for r in read_metrics(workdir, "mfwm")] == [1, 2, 3, 3]
   assert [r["step"] for r in read_metrics(workdir, "behavior_walker_walk")] == [1, 2]
   assert os.path.getsize(os.path.join(workdir, "behavior", "walker_walk",
                                       "prompt_target.gif")) > 0

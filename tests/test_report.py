@@ -9,6 +9,7 @@ import synthetic
 from genrl_jax import rssm
 from genrl_jax import world_model as wm_lib
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import input_pipeline
 from genrl_jax.report import metrics as metrics_lib
 from genrl_jax.report import open_loop
 from genrl_jax.report import plots
@@ -177,3 +178,82 @@ def test_mfwm_open_loop_report_writes_the_gif_and_the_tensorboard_video(tmp_path
   events = tensorboard.read_events(str(tmp_path / "w" / "tensorboard" / "mfwm"))
   [(step, image)] = events["images"]["open_loop"]
   assert (step, image["height"], image["width"]) == (7, 128, 192)
+
+
+def test_open_loop_errors_by_hand():
+  truth = np.zeros((1, 4, 2, 2, 3), np.uint8)
+  model = np.full((1, 4, 2, 2, 3), 51, np.uint8)  # 0.2 everywhere
+  model[:, 2:] = 102  # imagined frames: 0.4
+  video = np.concatenate([truth, model, model], axis=3)
+  mean = np.full((2, 2, 3), 0.1, np.float32)
+  errors = open_loop.open_loop_errors(video, 2, mean)
+  assert errors["recon_mse"] == pytest.approx(0.04)
+  assert errors["open_loop_mse"] == pytest.approx(0.16)
+  assert errors["mean_frame_mse"] == pytest.approx(0.01)
+  assert errors["open_loop_ratio"] == pytest.approx(16.0)
+
+
+def test_prompt_target_errors_compare_frame_by_frame_against_the_clip_and_mean_frame():
+  clip = np.zeros((2, 2, 2, 3), np.uint8)
+  clip[1] = 255
+  decoded = np.zeros((4, 2, 2, 3), np.uint8)  # longer than the clip: its first 2 frames
+  errors = open_loop.prompt_target_errors(decoded, clip, np.full((2, 2, 3), 0.5, np.float32))
+  assert errors == pytest.approx({"prompt_target_mse": 0.5, "prompt_mean_frame_mse": 0.25,
+                                  "prompt_target_ratio": 2.0})
+  assert open_loop.prompt_target_errors(decoded, clip, None) == {"prompt_target_mse": 0.5}
+  with pytest.raises(ValueError, match="differ in size"):
+    open_loop.prompt_target_errors(decoded[:, :1], clip, None)
+
+
+def test_mfwm_open_loop_report_scores_heldout_episodes_against_the_mean_frame(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  episodes = synthetic.write_episodes(str(tmp_path / "eps"), num=3, length=12)
+  config = synthetic.micro_config(episodes)
+  with config.unlocked():
+    config.batch_length = 8
+    config.mfwm.heldout_episodes = 1
+  dataset = dataset_lib.open_dataset(episodes)
+  model = wm_lib.make_world_model(config, dataset.spec.action_dim)
+  params = jax.jit(lambda key: wm_lib.init_world_model(model, key))(jax.random.key(0))
+  workdir = str(tmp_path / "w")
+  open_loop.write_mfwm_open_loop(config, dataset, params, workdir, 7, num_sequences=2,
+                                 num_scored=4)
+  saved = open_loop.read_open_loop_errors(workdir)
+  assert saved["split"] == "heldout" and saved["step"] == 7 and saved["sequences"] == 4
+  for key in ("open_loop_mse", "recon_mse", "mean_frame_mse", "open_loop_ratio"):
+    assert np.isfinite(saved[key]) and saved[key] >= 0
+  # The mean frame is that of the two training episodes' windows, not the held-out one's.
+  train, heldout = input_pipeline.heldout_split(dataset, 1)
+  mean = open_loop.training_mean_frame(config, dataset)
+  frames = np.concatenate([dataset.read_episode(int(i))["observation"] for i in train])
+  assert np.abs(mean - frames.mean(0) / 255).max() < 0.2
+  [line] = [r for r in metrics_lib.read_metrics(workdir, "mfwm")]
+  assert line["step"] == 7 and line["open_loop_mse"] == pytest.approx(saved["open_loop_mse"])
+  assert "open_loop_mse" in tensorboard.read_events(
+      str(tmp_path / "w" / "tensorboard" / "mfwm"))["scalars"]
+  assert json.loads((tmp_path / "w" / "mfwm" / "open_loop.json").read_text()) == saved
+
+
+def test_results_table_and_figure_carry_the_learning_report(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  report = dict(random_mean_return=100.0, random_std_return=10.0, random_source="measured (10 "
+                "episodes)", prompt_target_mse=0.002, prompt_mean_frame_mse=0.01,
+                open_loop_mse=0.004, open_loop_mean_frame_mse=0.012, open_loop_split="heldout")
+  for name, ret, beats in (("a", 130.0, True), ("b", 110.0, False)):
+    (tmp_path / "behavior" / name).mkdir(parents=True)
+    (tmp_path / "behavior" / name / "eval.json").write_text(json.dumps(dict(
+        report, task="walker_walk", behavior=name, mean_return=ret, std_return=5.0,
+        beats_random=beats, episodes=3)))
+  rows = results.write_results(str(tmp_path))
+  md = (tmp_path / "results.md").read_text()
+  assert "1 of 2 behaviours beat the random policy by 2 std" in md
+  assert "| 100.0 | 10.0 | measured (10 episodes) | yes | 0.00200 | 0.010 | 0.00400 | 0.012 | " \
+         "heldout |" in md
+  header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+  assert {"random_mean_return", "beats_random", "open_loop_mse", "prompt_target_mse"} <= set(header)
+  path = str(tmp_path / "plots" / "results.png")
+  plots.plot_results(rows, path)
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  assert iio.imread(path).ndim == 3
+  with pytest.raises(ValueError, match="no evaluated behaviours"):
+    plots.plot_results([], path)

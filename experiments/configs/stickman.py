@@ -24,4 +24,4 @@ from configs import base
 
 def get_config(arg=None):
   return base.domain_config("stickman_walk", arg,
-                            tiny_tasks=("stickman_stand", "stickman_lying_down"))
+                            tiny_tasks=("stickman_legs_up", "stickman_lying_down"))

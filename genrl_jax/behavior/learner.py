@@ -94,14 +94,14 @@ def check_prompt_embedding(embedding: Any, embed_dim: int) -> jax.Array:
 
 
 def prompt_target(mfwm: mfwm_lib.MFWM, params: Params, embedding: jax.Array, num: int,
-                  length: int, key: jax.Array, config: ml_collections.ConfigDict
-                  ) -> dict[str, jax.Array]:
+                  length: int, key: jax.Array, config: ml_collections.ConfigDict,
+                  denoise: bool = True) -> dict[str, jax.Array]:
   """The prompt's target latents, time-major `{stoch, logit}` `(length, num, S, K)`, and
   (unless the score is `neg_kl`) their projection `proj (length, num, D)`, computed here
   once instead of at every update.
 
   The embedding `(E,)` is repeated over `length (+1)` steps and every column, mapped by the
-  aligner and rolled out by the connector from its learned initial state (spec 4.6): with
+  aligner (unless `denoise` is False, see `behavior.stage.prompt_denoise`) and rolled out by the connector from its learned initial state (spec 4.6): with
   the mode when `config.target_sample` is False (the initial stoch is still drawn per
   column), and the first step dropped when `config.skip_first_target`. `config` is
   `config.behavior.reward`.
@@ -112,7 +112,7 @@ def prompt_target(mfwm: mfwm_lib.MFWM, params: Params, embedding: jax.Array, num
   steps = length + 1 if config.skip_first_target else length
   embed = jnp.broadcast_to(embedding, (num, steps, embedding.shape[0]))
   states = connector_lib.imagine(mfwm.connector, params, embed, key,
-                                 sample=config.target_sample, denoise=True,
+                                 sample=config.target_sample, denoise=denoise,
                                  aligner=mfwm.aligner)
   if config.skip_first_target:
     states = jax.tree.map(lambda x: x[:, 1:], states)

@@ -27,6 +27,7 @@ from genrl_jax.behavior import prompts as prompts_lib
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import input_pipeline
 from genrl_jax.envs.prompts import task_prompt
+from genrl_jax.report import open_loop
 from genrl_jax.report import tensorboard
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import checkpoints, distributed, loop, parallel
@@ -34,6 +35,7 @@ from genrl_jax.vlm import embedder as embedder_lib
 from genrl_jax.vlm.embedder import Embedder
 
 PROMPT_KEY_SALT = 0x7A46
+PROMPT_TARGET_FILE = "prompt_target.gif"
 INIT_KEY_SALT = 0xB3A7
 
 
@@ -155,6 +157,17 @@ def config_prompt(config: ml_collections.ConfigDict) -> prompts_lib.Prompt:
   return prompts_lib.parse_prompt(**given)
 
 
+def prompt_denoise(config: ml_collections.ConfigDict, prompt: prompts_lib.Prompt) -> bool:
+  """Whether the prompt's embedding goes through the aligner before the connector: always
+  for text and precomputed embeddings, for videos unless `behavior.prompt.denoise_video`
+  is False. The reference maps video prompts through the aligner too; with a VLM whose
+  clip embeddings lie close together (the random-weight CLIP: mean pairwise cosine 0.9),
+  the aligner, trained to undo LaFiTe noise, pulls them to their common mean and the
+  target loses the pose (the tiny stickman's legs_up prompt decodes at 1.47 x the
+  mean-frame MSE with it, 0.84 x without)."""
+  return prompt.kind != "video" or bool(config.behavior.prompt.get("denoise_video", True))
+
+
 def load_mfwm(directory: str) -> dict:
   """The params of the latest MFWM checkpoint in `directory`, with a connector."""
   if not os.path.isdir(directory):
@@ -176,7 +189,8 @@ def action_dim_of(params: dict, model_config: ml_collections.ConfigDict) -> int:
   return rows - wm.stoch * wm.discrete
 
 
-def _check_resume(directory: str, fingerprint: str, embedding: np.ndarray) -> None:
+def _check_resume(directory: str, fingerprint: str, embedding: np.ndarray,
+                  denoise: bool) -> None:
   saved = checkpoints.read_checkpoint_config(directory)
   meta = saved.get("behavior_run", {})
   if meta.get("mfwm_fingerprint") != fingerprint:
@@ -189,16 +203,38 @@ def _check_resume(directory: str, fingerprint: str, embedding: np.ndarray) -> No
     raise checkpoints.CheckpointError(
         f"behaviour checkpoint {directory} was trained for another prompt "
         f"({meta.get('prompt')!r}); use another config.behavior.name")
+  if bool(meta.get("prompt_denoise", True)) != denoise:
+    raise checkpoints.CheckpointError(
+        f"behaviour checkpoint {directory} was trained with its prompt "
+        f"{'' if meta.get('prompt_denoise', True) else 'not '}passed through the aligner "
+        f"(config.behavior.prompt.denoise_video); use another config.behavior.name")
 
 
-def _write_prompt_video(mfwm, params, embedding, key, path: str, workdir: str, stage: str,
+def _write_prompt_video(video: np.ndarray, path: str, workdir: str, stage: str,
                         step: int) -> None:
   """The decoded prompt `(T, 64, 64, 3)` as the GIF `path` and in TensorBoard (run
   `stage`, tag `prompt_target`, at `step`)."""
-  video = np.asarray(mfwm_lib.decode_prompt_video(mfwm, params, embedding, key))[0]
   gif = tensorboard.write_gif(path, video, duration_ms=100)
   with tensorboard.TensorBoardWriter(workdir, stage) as writer:
     writer.gif("prompt_target", step, gif, video.shape[1], video.shape[2])
+
+
+def prompt_target_report(config: ml_collections.ConfigDict, prompt: prompts_lib.Prompt,
+                         video: np.ndarray, dataset: dataset_lib.EpisodeDataset | None
+                         ) -> dict[str, float]:
+  """The decoded prompt target `video (T, H, W, 3)` against the prompt's clip (the frames
+  the VLM saw) and the training episodes' mean frame (`report.open_loop`); empty for text
+  and embedding prompts, and for clips of another frame size."""
+  if prompt.kind != "video":
+    return {}
+  clip = prompts_lib.select_prompt_frames(prompts_lib.read_video(prompt.value),
+                                          config.connector.n_frames)
+  if clip.shape[1:] != video.shape[1:]:
+    logging.info("behavior: prompt clip frames %s differ from the model's %s; no prompt "
+                 "target error", clip.shape[1:], video.shape[1:])
+    return {}
+  mean = open_loop.training_mean_frame(config, dataset) if dataset is not None else None
+  return open_loop.prompt_target_errors(video, clip, mean)
 
 
 def run_behavior(config: ml_collections.ConfigDict, workdir: str,
@@ -232,9 +268,10 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str,
   seed = behavior_seed(config)
   seed_key = jax.random.key(seed)
   mfwm_params = parallel.replicate(host_params, mesh)
+  denoise = prompt_denoise(config, prompt)
   target = learner.prompt_target(mfwm, mfwm_params, embedding, learner.num_starts(config),
                                  b.horizon + 1, jax.random.fold_in(seed_key, PROMPT_KEY_SALT),
-                                 b.reward)
+                                 b.reward, denoise=denoise)
   params = learner.init_params(behavior, learner.feature_dim(mfwm.world_model),
                                jax.random.fold_in(seed_key, INIT_KEY_SALT))
   state = learner.create_state(behavior, optimizer, params, target)
@@ -242,21 +279,29 @@ def run_behavior(config: ml_collections.ConfigDict, workdir: str,
 
   name = behavior_name(config)
   directory = os.path.join(workdir, "behavior", name)
+  video = np.asarray(mfwm_lib.decode_prompt_video(mfwm, mfwm_params, embedding,
+                                                  jax.random.fold_in(seed_key, 1),
+                                                  denoise=denoise))[0]
+  target_errors = prompt_target_report(config, prompt, video, dataset)
   meta = {"mfwm_fingerprint": fingerprint, "prompt": prompt.describe(),
           "prompt_kind": prompt_kind(prompt),
-          "prompt_embedding": embedding.tolist(), "mfwm_checkpoint": mfwm_dir,
-          "embedder": getattr(embedder, "identifier", None) or identifier or ""}
+          "prompt_embedding": embedding.tolist(), "prompt_denoise": denoise,
+          "mfwm_checkpoint": mfwm_dir,
+          "embedder": getattr(embedder, "identifier", None) or identifier or "",
+          **target_errors}
   ckpt = checkpoints.Checkpointer(directory, save_every=b.save_every, keep=b.keep,
                                   config={**configs.config_to_dict(config), "behavior_run": meta})
   if ckpt.latest_step() is not None:
-    _check_resume(directory, fingerprint, embedding)
+    _check_resume(directory, fingerprint, embedding, denoise)
     state = ckpt.restore(state)
     logging.info("behavior %s: resumed from step %d", name, int(state.step))
   elif jax.process_index() == 0:
     os.makedirs(directory, exist_ok=True)
-    _write_prompt_video(mfwm, mfwm_params, embedding, jax.random.fold_in(seed_key, 1),
-                        os.path.join(directory, "prompt_target.gif"), workdir,
+    _write_prompt_video(video, os.path.join(directory, PROMPT_TARGET_FILE), workdir,
                         f"behavior_{name}", int(state.step))
+    if target_errors:
+      with MetricWriter(workdir, f"behavior_{name}") as writer:
+        writer.write(int(state.step), target_errors)
   logging.info("behavior %s: prompt %s, %s starts, %d updates", name, prompt.describe(),
                b.start, b.num_steps)
 

@@ -24,6 +24,7 @@ Reading needs no TensorFlow (`as_data_source`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -31,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -367,7 +369,8 @@ class EpisodeDataset:
   """
 
   def __init__(self, root: str, spec: DatasetSpec, shards: list[Shard],
-               embedding_sets: dict[str, EmbeddingSet], embedding: str | None):
+               embedding_sets: dict[str, EmbeddingSet], embedding: str | None,
+               cache_mib: float = 0):
     self.root, self.spec, self.shards = root, spec, shards
     self.embedding_sets = embedding_sets
     self.embedding = embedding
@@ -375,10 +378,26 @@ class EpisodeDataset:
     self.lengths = np.array([n for s in shards for n in s.lengths], np.int64)
     self._where = [(k, j) for k, s in enumerate(shards) for j in range(len(s.episode_ids))]
     self._sources: dict[tuple[str, int], Any] = {}
+    self.cache_bytes = int(cache_mib * (1 << 20))
+    self._reset_cache()
+
+  def _reset_cache(self) -> None:
+    # Decoded whole episodes, least recently used first. Decoding an episode's records
+    # costs about as much as a CPU world-model update, and a small dataset fits in memory.
+    self._cache: collections.OrderedDict[int, Episode] = collections.OrderedDict()
+    self._cached_bytes = 0
+    self._cache_lock = threading.Lock()
 
   def __getstate__(self) -> dict:
-    # Open readers stay with their process; a worker process opens its own.
-    return dict(self.__dict__, _sources={})
+    # Open readers and the cache stay with their process; a worker process has its own.
+    state = dict(self.__dict__, _sources={})
+    for key in ("_cache", "_cached_bytes", "_cache_lock"):
+      state.pop(key)
+    return state
+
+  def __setstate__(self, state: dict) -> None:
+    self.__dict__.update(state)
+    self._reset_cache()
 
   @property
   def num_episodes(self) -> int:
@@ -425,6 +444,19 @@ class EpisodeDataset:
     length = total - start if length is None else length
     if start < 0 or length < 1 or start + length > total:
       raise IndexError(f"steps {start}..{start + length - 1} of a {total}-step episode")
+    with self._cache_lock:
+      cached = self._cache.get(index)
+      if cached is not None:
+        self._cache.move_to_end(index)
+    if cached is None and self.cache_bytes > 0:
+      cached = self._decode(index, 0, total)
+      self._remember(index, cached)
+    if cached is not None:
+      return {k: v[start:start + length].copy() for k, v in cached.items()}
+    return self._decode(index, start, length)
+
+  def _decode(self, index: int, start: int, length: int) -> Episode:
+    total = int(self.lengths[index])
     record, path = self._record("episodes", index)
     steps = record["steps"]
     if len(steps) != total:
@@ -441,6 +473,19 @@ class EpisodeDataset:
                            f"{total}")
       out[episodes_lib.EMBEDDING_KEY] = np.array(emb[start:start + length], np.float32)
     return out
+
+  def _remember(self, index: int, episode: Episode) -> None:
+    size = sum(v.nbytes for v in episode.values())
+    if size > self.cache_bytes:
+      return
+    with self._cache_lock:
+      if index in self._cache:
+        return
+      self._cache[index] = episode
+      self._cached_bytes += size
+      while self._cached_bytes > self.cache_bytes:
+        _, old = self._cache.popitem(last=False)
+        self._cached_bytes -= sum(v.nbytes for v in old.values())
 
   def read_episode(self, index: int) -> Episode:
     return self.read_window(index, 0)
@@ -471,11 +516,13 @@ def _embedding_sets(root: str, shard_names: list[str]) -> dict[str, EmbeddingSet
 
 
 def open_dataset(root: str, embedding: str | None = None,
-                 allow_empty: bool = False) -> EpisodeDataset:
+                 allow_empty: bool = False, cache_mib: float = 0) -> EpisodeDataset:
   """Opens the dataset at `root`, reading only metadata.
 
   `embedding`: the identifier of the VLM whose embeddings reads should include; it must
-  cover every episode shard. Raises `DatasetError` for a missing or empty dataset.
+  cover every episode shard. `cache_mib`: decoded episodes kept in memory (least recently
+  used dropped first; 0: none), so that windows of a cached episode cost a copy. Raises
+  `DatasetError` for a missing or empty dataset.
   """
   spec = read_spec(root)
   episodes_dir = os.path.join(root, EPISODES_DIR)
@@ -504,4 +551,4 @@ def open_dataset(root: str, embedding: str | None = None,
       raise DatasetError(f"{root}: embeddings of {embedding!r} are missing for shards "
                          f"{missing[:5]}{'...' if len(missing) > 5 else ''}; run the "
                          "embedding stage to complete them")
-  return EpisodeDataset(root, spec, shards, sets, embedding)
+  return EpisodeDataset(root, spec, shards, sets, embedding, cache_mib)

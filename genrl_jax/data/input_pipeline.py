@@ -29,14 +29,20 @@ class SequenceSampler:
 
   def __init__(self, dataset: EpisodeDataset, batch_size: int, length: int, seed: int,
                process_index: int | None = None, process_count: int | None = None,
-               keys: Sequence[str] | None = None):
-    """`batch_size` is this process's share of the global batch."""
+               keys: Sequence[str] | None = None, episodes: Sequence[int] | None = None):
+    """`batch_size` is this process's share of the global batch. `episodes`: the episode
+    positions to sample from (e.g. `heldout_split`'s training part); None: all."""
     if batch_size < 1 or length < 1:
       raise ValueError(f"batch_size={batch_size} and length={length} must be positive")
     self.process_index = jax.process_index() if process_index is None else process_index
     self.process_count = jax.process_count() if process_count is None else process_count
     self.dataset = dataset
     self.share = dataset.process_share(self.process_index, self.process_count)
+    if episodes is not None:
+      self.share = self.share[np.isin(self.share, np.asarray(episodes, np.int64))]
+      if not len(self.share):
+        raise DatasetError(f"{dataset.root}: none of the {len(episodes)} chosen episodes is in "
+                           f"process {self.process_index}'s share of {dataset.num_episodes}")
     short = self.share[dataset.lengths[self.share] < length]
     if len(short):
       names = sorted({dataset.shards[dataset._where[i][0]].path for i in short[:20]})  # pylint: disable=protected-access
@@ -81,6 +87,21 @@ class SequenceSampler:
         flags.FLAGS.mark_as_parsed()
       it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return iter(it)
+
+
+def heldout_split(dataset: EpisodeDataset, num_heldout: int) -> tuple[np.ndarray, np.ndarray]:
+  """Episode positions `(train, heldout)`: the `num_heldout` episodes with the largest ids
+  are held out (a collection's last round, one per task when the tasks interleave), so
+  that collecting more episodes later keeps the same ones held out only if it adds none;
+  0 holds out nothing (`heldout` is then empty)."""
+  if num_heldout < 0 or num_heldout >= dataset.num_episodes:
+    raise DatasetError(f"{dataset.root}: cannot hold out {num_heldout} of its "
+                       f"{dataset.num_episodes} episodes (config.mfwm.heldout_episodes must "
+                       "be in [0, episodes - 1])")
+  order = np.argsort(dataset.episode_ids, kind="stable")
+  heldout = np.sort(order[len(order) - num_heldout:]) if num_heldout else order[:0]
+  train = np.setdiff1d(np.arange(dataset.num_episodes), heldout)
+  return train, heldout
 
 
 def _stack(rows: Sequence[Episode]) -> dict[str, np.ndarray]:

@@ -188,7 +188,7 @@ class KitchenPixelEnv(Env):
     self._env_steps = 0
     self._completed = False
     self._needs_reset = False
-    return make_time_step(self.render(), is_first=True, action=self._zero_action())
+    return make_time_step(self.observe(), is_first=True, action=self._zero_action())
 
   def _env_step(self, action) -> tuple[float, bool]:
     """One gym step; returns (reward, element completed at this step)."""
@@ -218,7 +218,7 @@ class KitchenPixelEnv(Env):
     if self.eval_mode:
       reward = min(reward, 1.0)
     self._needs_reset = last
-    return make_time_step(self.render(), reward=reward, discount=1.0, is_last=last, action=action)
+    return make_time_step(self.observe(), reward=reward, discount=1.0, is_last=last, action=action)
 
   def close(self) -> None:
     self._camera = None

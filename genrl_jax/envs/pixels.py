@@ -67,6 +67,9 @@ class Env:
     self.obs_shape = (self.size, self.size, 3)
     self.action_repeat = int(action_repeat)
     self._needs_reset = True
+    # True: observations are black frames, nothing is rendered (returns only, e.g. the
+    # random-policy baseline; `make_env(render=False)`).
+    self.blind = False
 
   @property
   def obs_space(self) -> dict:
@@ -96,6 +99,10 @@ class Env:
 
   def render(self) -> np.ndarray:  # pragma: no cover - abstract
     raise NotImplementedError
+
+  def observe(self) -> np.ndarray:
+    """The frame of a time step: `render()`, or black when the env is `blind`."""
+    return np.zeros(self.obs_shape, np.uint8) if self.blind else self.render()
 
   def close(self) -> None:
     pass
@@ -155,7 +162,7 @@ class DMCPixelEnv(Env):
   def reset(self) -> dict:
     self._env.reset()
     self._needs_reset = False
-    return make_time_step(self.render(), is_first=True, action=self._zero_action())
+    return make_time_step(self.observe(), is_first=True, action=self._zero_action())
 
   def step(self, action) -> dict:
     action = check_action(action, self.action_dim)
@@ -171,7 +178,7 @@ class DMCPixelEnv(Env):
         break
     last = ts.last()
     self._needs_reset = last
-    return make_time_step(self.render(),
+    return make_time_step(self.observe(),
                           reward=reward,
                           discount=discount,
                           is_last=last,

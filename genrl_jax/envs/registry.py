@@ -40,6 +40,7 @@ def make_env(task: str,
              fast_render: bool = False,
              action_repeat: int = 2,
              size: int = 64,
+             render: bool = True,
              **kwargs):
   """Builds a pixel environment for ``task`` (e.g. 'walker_walk', 'stickman_walk',
     'quadruped_run', 'kitchen_microwave').
@@ -51,6 +52,8 @@ def make_env(task: str,
         (much cheaper; frames differ slightly from the reference look).
       action_repeat: env steps per agent step (rewards summed).
       size: frame height and width.
+      render: False: observations are black frames and nothing is rendered (rewards
+        only: a random-policy baseline is then several times faster).
       **kwargs: domain options (kitchen: ``eval_mode``; dm_control: ``time_limit``).
     """
   from genrl_jax.envs.rendering import require_gl_backend
@@ -63,18 +66,21 @@ def make_env(task: str,
   if domain == "kitchen":
     from genrl_jax.envs.kitchen import make_kitchen
 
-    return make_kitchen(name,
-                        seed,
-                        fast_render=fast_render,
-                        action_repeat=action_repeat,
-                        size=size,
-                        **kwargs)
-  from genrl_jax.envs.dmc import make_dmc
+    env = make_kitchen(name,
+                       seed,
+                       fast_render=fast_render,
+                       action_repeat=action_repeat,
+                       size=size,
+                       **kwargs)
+  else:
+    from genrl_jax.envs.dmc import make_dmc
 
-  return make_dmc(domain,
-                  name,
-                  seed,
-                  fast_render=fast_render,
-                  action_repeat=action_repeat,
-                  size=size,
-                  **kwargs)
+    env = make_dmc(domain,
+                   name,
+                   seed,
+                   fast_render=fast_render,
+                   action_repeat=action_repeat,
+                   size=size,
+                   **kwargs)
+  env.blind = not render
+  return env

@@ -7,12 +7,20 @@ policy filters observations through the MFWM's world model and acts with the act
 reference's protocol). It writes, next to the checkpoint:
 
   eval.json         task, behaviour, prompt and its kind, VLM, start mode, returns, mean/std return,
-                    normalised score (paper bounds), checkpoint step
+                    normalised score (paper bounds), checkpoint step; the learning report:
+                    the random policy's mean/std return on the same environment seeds,
+                    `beats_random` (mean return above the random mean + 2 std), the
+                    decoded prompt target's error against the prompt clip and the MFWM's
+                    open-loop error, each with its mean-frame baseline
   eval_episode.gif  the first `config.eval.record_episodes` episodes (frames as seen)
 
 and then the workdir's results table (`results.md`, `results.csv`, `report/results.py`)
-over every evaluated behaviour. A behaviour already evaluated at its latest checkpoint step
-is skipped.
+and `plots/results.png` over every evaluated behaviour. A behaviour already evaluated at
+its latest checkpoint step is skipped.
+
+The random-policy baseline plays `config.eval.random_episodes` episodes of uniform random
+actions without rendering (returns only) and is kept per task in
+`<workdir>/random_policy/<task>.json`, reused while its settings are the same.
 """
 
 from __future__ import annotations
@@ -32,13 +40,21 @@ from genrl_jax.behavior import policy as policy_lib
 from genrl_jax.behavior import stage as behavior_stage
 from genrl_jax.envs import evaluate as evaluate_lib
 from genrl_jax.envs import parallel as parallel_envs
+from genrl_jax.report import open_loop
+from genrl_jax.report import plots
 from genrl_jax.report import results as results_lib
 from genrl_jax.report import tensorboard
+from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import checkpoints
 
 EVAL_FILE = "eval.json"
 VIDEO_FILE = "eval_episode.gif"
 EVAL_SEED_SALT = 7919
+RANDOM_POLICY_SALT = 0x4A2D
+RANDOM_DIR = "random_policy"
+# eval.json entries also written to metrics.jsonl / TensorBoard (as eval_<key>).
+EVAL_METRICS = ("mean_return", "std_return", "random_mean_return", "random_std_return",
+                "beats_random")
 
 
 def _write_gif(path: str, frames: np.ndarray, workdir: str, stage: str, step: int) -> None:
@@ -56,6 +72,62 @@ def _latest_step(directory: str) -> int | None:
   return max(steps, default=None)
 
 
+def random_baseline(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
+                    ) -> dict[str, Any]:
+  """The random policy's returns on `config.task`: `config.eval.random_episodes` episodes
+  (at least 1) on the environment seeds of the behaviour's evaluation, nothing rendered.
+  Read from `<workdir>/random_policy/<task>.json` when it holds the same settings."""
+  n = int(config.eval.random_episodes)
+  if n < 1:
+    raise ValueError(f"config.eval.random_episodes={n}: expected >= 1 (the learning "
+                     "report's random-policy baseline)")
+  seed = config.seed * 1000 + EVAL_SEED_SALT
+  settings = {"task": config.task, "episodes": n, "seed": seed,
+              "action_repeat": int(config.data.action_repeat),
+              "time_limit": float(config.eval.time_limit)}
+  path = os.path.join(workdir, RANDOM_DIR, f"{config.task}.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if all(saved.get(k) == v for k, v in settings.items()):
+      return saved
+  env_kwargs = {"time_limit": config.eval.time_limit} if config.eval.time_limit > 0 else {}
+  with parallel_envs.make_envs(config.task, config.eval.num_envs, seed,
+                               parallel=config.eval.num_envs > 1,
+                               env_kwargs={**env_kwargs, "render": False},
+                               action_repeat=config.data.action_repeat) as envs:
+    policy = evaluate_lib.RandomPolicy(envs.action_dim, seed + RANDOM_POLICY_SALT)
+    result = evaluate_lib.evaluate(envs, policy, n, task=config.task, record_episodes=0,
+                                   progress=progress and jax.process_index() == 0)
+  out = dict(settings, returns=[float(r) for r in result.returns],
+             mean_return=result.mean_return, std_return=float(np.std(result.returns)),
+             source=f"measured ({n} episodes)")
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    checkpoints.write_json_atomic(path, out)
+  logging.info("eval %s: random policy %.1f +- %.1f over %d episodes", config.task,
+               out["mean_return"], out["std_return"], n)
+  return out
+
+
+def learning_report(summary: dict[str, Any], random: dict[str, Any], meta: dict[str, Any],
+                    open_loop_errors: dict[str, Any]) -> dict[str, Any]:
+  """The report columns of one behaviour: the random-policy baseline and whether the
+  behaviour beats it by 2 std, the prompt target's and the MFWM's open-loop errors with
+  their mean-frame baselines (None where not measured)."""
+  bar = random["mean_return"] + 2.0 * random["std_return"]
+  return {
+      "random_mean_return": random["mean_return"], "random_std_return": random["std_return"],
+      "random_episodes": len(random["returns"]), "random_source": random["source"],
+      "beats_random": bool(summary["mean_return"] > bar),
+      "prompt_target_mse": meta.get("prompt_target_mse"),
+      "prompt_mean_frame_mse": meta.get("prompt_mean_frame_mse"),
+      "open_loop_mse": open_loop_errors.get("open_loop_mse"),
+      "open_loop_mean_frame_mse": open_loop_errors.get("mean_frame_mse"),
+      "open_loop_split": open_loop_errors.get("split"),
+  }
+
+
 def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
                       progress: bool = True) -> dict[str, Any]:
   """Evaluates the behaviour `behavior_name(config)` of `config.task`; returns eval.json's
@@ -70,7 +142,8 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    if saved.get("checkpoint_step") == step and saved.get("episodes") == config.eval.episodes:
+    if (saved.get("checkpoint_step") == step and saved.get("episodes") == config.eval.episodes
+        and saved.get("random_episodes") == config.eval.random_episodes):
       logging.info("eval %s: already evaluated at step %d", name, step)
       return saved
   meta = checkpoints.read_checkpoint_config(directory, step).get("behavior_run", {})
@@ -99,15 +172,21 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
                  vlm=meta.get("embedder", ""),
                  start=config.behavior.start, seed=int(config.seed),
                  lengths=[int(n) for n in result.lengths])
+  summary.update(learning_report(summary, random_baseline(config, workdir, progress), meta,
+                                 open_loop.read_open_loop_errors(workdir)))
   if jax.process_index() == 0:
     if result.frames:
       _write_gif(os.path.join(directory, VIDEO_FILE), np.concatenate(result.frames),
                  workdir, f"behavior_{name}", int(step))
     checkpoints.write_json_atomic(path, summary)
+    with MetricWriter(workdir, f"behavior_{name}") as writer:
+      writer.write(int(step), {f"eval_{k}": summary[k] for k in EVAL_METRICS})
   score = summary["normalized_score"]
-  logging.info("eval %s: return %.1f +- %.1f over %d episodes%s", name,
-               summary["mean_return"], summary["std_return"], summary["episodes"],
-               "" if score is None else f", normalised score {score:.3f}")
+  logging.info("eval %s: return %.1f +- %.1f over %d episodes%s; random policy %.1f +- %.1f "
+               "(%s)", name, summary["mean_return"], summary["std_return"],
+               summary["episodes"], "" if score is None else f", normalised score {score:.3f}",
+               summary["random_mean_return"], summary["random_std_return"],
+               "beats it by 2 std" if summary["beats_random"] else "does not beat it by 2 std")
   return summary
 
 
@@ -116,5 +195,6 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   """Evaluates the behaviours of the config's tasks, then rewrites the results table."""
   out = [evaluate_behavior(c, workdir, progress) for c in behavior_stage.task_configs(config)]
   if jax.process_index() == 0:
-    results_lib.write_results(workdir)
+    rows = results_lib.write_results(workdir)
+    plots.plot_results(rows, os.path.join(workdir, "plots", "results.png"))
   return out

@@ -6,7 +6,14 @@ model's frames (reconstructions, then predictions) and the absolute error.
 
 The mfwm stage ends with `write_mfwm_open_loop`: a few dataset sequences, one under
 another, as `<workdir>/mfwm/open_loop.gif` and in TensorBoard (run `mfwm`, tag
-`open_loop`).
+`open_loop`), and the open-loop error against the mean-frame baseline (`open_loop_errors`):
+the per-pixel MSE (frames in [0, 1]) of the imagined frames and of the training episodes'
+mean frame against the same true frames, on held-out episodes
+(`config.mfwm.heldout_episodes`; the training ones when none are held out). A model that
+draws nothing but the background scores about 1 (the ratio); one that draws the agent
+where it is, well below. They go to `metrics.jsonl`/TensorBoard (stage `mfwm`) and
+`<workdir>/mfwm/open_loop.json`. The behaviour stage scores its decoded prompt targets
+against the same mean frame (`training_mean_frame`).
 """
 
 from __future__ import annotations
@@ -24,9 +31,12 @@ from genrl_jax import world_model as wm_lib
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import input_pipeline
 from genrl_jax.report import tensorboard
+from genrl_jax.train import checkpoints
 
 Params = dict
 OPEN_LOOP_FILE = "open_loop.gif"
+ERRORS_FILE = "open_loop.json"
+MEAN_FRAME_WINDOWS = 16  # windows of config.batch_length frames averaged into the mean frame
 # Seeds of the report's sequences and latent samples, apart from those of training.
 OPEN_LOOP_SEED_SALT = 0x0BE7
 
@@ -62,6 +72,56 @@ def open_loop_video(model: wm_lib.WorldModel, params: Params, batch: dict[str, j
   return jnp.concatenate([obs, predicted, error], axis=3)
 
 
+def mean_frame(frames: np.ndarray) -> np.ndarray:
+  """uint8 frames `(..., H, W, 3)` -> their mean `(H, W, 3)` float32 in [0, 1]."""
+  frames = np.asarray(frames)
+  return frames.reshape((-1,) + frames.shape[-3:]).astype(np.float64).mean(0).astype(
+      np.float32) / 255.0
+
+
+def frame_mse(frames: np.ndarray, reference: np.ndarray) -> float:
+  """Per-pixel MSE, on [0, 1], between uint8 `frames (..., H, W, 3)` and `reference`: uint8
+  frames of the same shape, or a float `(H, W, 3)` frame in [0, 1] (a mean frame)."""
+  a = np.asarray(frames, np.float32) / 255.0
+  b = np.asarray(reference)
+  b = b.astype(np.float32) / 255.0 if b.dtype == np.uint8 else b.astype(np.float32)
+  return float(np.mean((a - b) ** 2))
+
+
+def open_loop_errors(video: np.ndarray, context: int, mean: np.ndarray) -> dict[str, float]:
+  """`open_loop_video`'s `(B, T, H, 3W, 3)` (truth | model | error) and the mean frame
+  `(H, W, 3)` in [0, 1] -> `open_loop_mse` (imagined frames `t >= context`),
+  `recon_mse` (filtered frames), `mean_frame_mse` (the mean frame against the imagined
+  frames' truth) and `open_loop_ratio` = open_loop_mse / mean_frame_mse."""
+  video = np.asarray(video)
+  width = video.shape[3] // 3
+  truth, model = video[..., :width, :], video[..., width:2 * width, :]
+  out = {"open_loop_mse": frame_mse(model[:, context:], truth[:, context:]),
+         "recon_mse": frame_mse(model[:, :context], truth[:, :context]),
+         "mean_frame_mse": frame_mse(truth[:, context:], mean)}
+  out["open_loop_ratio"] = out["open_loop_mse"] / max(out["mean_frame_mse"], 1e-12)
+  return out
+
+
+def prompt_target_errors(decoded: np.ndarray, clip: np.ndarray, mean: np.ndarray | None
+                         ) -> dict[str, float]:
+  """The decoded prompt target `(T, H, W, 3)` uint8 against the prompt clip `(N, H, W, 3)`
+  (frame `t` against frame `t`, over the first min(T, N)) -> `prompt_target_mse`, and with
+  the mean frame `(H, W, 3)` in [0, 1] `prompt_mean_frame_mse` (the mean frame against the
+  clip) and `prompt_target_ratio`; the same scale as `open_loop_errors`."""
+  decoded, clip = np.asarray(decoded), np.asarray(clip)
+  if decoded.shape[1:] != clip.shape[1:]:
+    raise ValueError(f"decoded prompt frames {decoded.shape[1:]} and prompt clip frames "
+                     f"{clip.shape[1:]} differ in size")
+  n = min(len(decoded), len(clip))
+  out = {"prompt_target_mse": frame_mse(decoded[:n], clip[:n])}
+  if mean is not None:
+    out["prompt_mean_frame_mse"] = frame_mse(clip[:n], mean)
+    out["prompt_target_ratio"] = out["prompt_target_mse"] / max(out["prompt_mean_frame_mse"],
+                                                                1e-12)
+  return out
+
+
 def stack_rows(video: np.ndarray) -> np.ndarray:
   """uint8 `(B, T, H, W, 3)` -> `(T, B * H, W, 3)`: the sequences one under another."""
   video = np.asarray(video)
@@ -91,29 +151,70 @@ def host_copy(tree: Any) -> Any:
 
 def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib.EpisodeDataset,
                          world_model_params: Params, workdir: str, step: int,
-                         num_sequences: int = 4, context: int = 5) -> str:
+                         num_sequences: int = 4, context: int = 5,
+                         num_scored: int = 16) -> str:
   """The open-loop video of `num_sequences` dataset windows of `config.batch_length` steps
   (the first `context` filtered, the rest imagined) -> `<workdir>/mfwm/open_loop.gif` and
-  TensorBoard (run `mfwm`, tag `open_loop`, at `step`); returns the GIF's path.
+  TensorBoard (run `mfwm`, tag `open_loop`, at `step`); and the open-loop errors of
+  `num_scored` windows (latent modes) against the mean frame of the training episodes ->
+  `metrics.jsonl`/TensorBoard (stage `mfwm`, at `step`) and `mfwm/open_loop.json`. Windows come from the held-out episodes
+  (`config.mfwm.heldout_episodes`), else from the training ones. Returns the GIF's path.
 
   Sequences and latent samples are drawn from `config.seed` (not from the training
   streams). Call it on process 0 only.
   """
+  from genrl_jax.report import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   length = config.batch_length
   context = min(context, length - 1)
   if context < 1:
     raise ValueError(f"config.batch_length={length}: an open-loop video needs 2+ steps")
-  sampler = input_pipeline.SequenceSampler(
-      dataset, num_sequences, length, seed=config.seed * 1000 + OPEN_LOOP_SEED_SALT,
-      keys=("observation", "action", "is_first"))
-  batch = {k: jnp.asarray(v) for k, v in sampler.sample(0).items()}
+  train, heldout = input_pipeline.heldout_split(dataset, config.mfwm.heldout_episodes)
+  split = "heldout" if len(heldout) else "train"
+  keys = ("observation", "action", "is_first")
+  seed = config.seed * 1000 + OPEN_LOOP_SEED_SALT
+  scored = input_pipeline.SequenceSampler(dataset, num_scored, length, seed=seed, keys=keys,
+                                          process_index=0, process_count=1,
+                                          episodes=heldout if len(heldout) else train)
+  batch = {k: jnp.asarray(v) for k, v in scored.sample(0).items()}
+  mean = training_mean_frame(config, dataset)
   model = wm_lib.make_world_model(config, dataset.spec.action_dim)
   key = jax.random.fold_in(jax.random.key(config.seed), OPEN_LOOP_SEED_SALT)
   # One compiled program: op-by-op dispatch of the filter and imagination is slower.
-  video = jax.jit(lambda p, b, k: open_loop_video(model, p, b, k, context))(
-      host_copy(world_model_params), batch, key)
-  path = os.path.join(workdir, "mfwm", OPEN_LOOP_FILE)
-  frames, gif = write_open_loop_gif(path, np.asarray(video))
+  run = jax.jit(lambda p, b, k: open_loop_video(model, p, b, k, context))
+  params = host_copy(world_model_params)
+  errors = open_loop_errors(np.asarray(run(params, batch, None)), context, mean)
+  video = run(params, {k: v[:num_sequences] for k, v in batch.items()}, key)
+  directory = os.path.join(workdir, "mfwm")
+  path = os.path.join(directory, OPEN_LOOP_FILE)
+  gif_frames, gif = write_open_loop_gif(path, np.asarray(video))
   with tensorboard.TensorBoardWriter(workdir, "mfwm") as writer:
-    writer.gif("open_loop", step, gif, frames.shape[1], frames.shape[2])
+    writer.gif("open_loop", step, gif, gif_frames.shape[1], gif_frames.shape[2])
+  with metrics_lib.MetricWriter(workdir, "mfwm") as writer:
+    writer.write(step, errors)
+  checkpoints.write_json_atomic(os.path.join(directory, ERRORS_FILE), dict(
+      errors, step=int(step), split=split, sequences=num_scored, context=context,
+      length=length))
   return path
+
+
+def read_open_loop_errors(workdir: str) -> dict[str, Any]:
+  """`<workdir>/mfwm/open_loop.json` (empty when the MFWM stage has not written it)."""
+  import json  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "mfwm", ERRORS_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def training_mean_frame(config: ml_collections.ConfigDict,
+                        dataset: dataset_lib.EpisodeDataset) -> np.ndarray:
+  """The mean frame `(H, W, 3)` in [0, 1] of `MEAN_FRAME_WINDOWS` windows of the training
+  episodes (`config.mfwm.heldout_episodes` excluded), drawn from `config.seed`: the
+  baseline of the open-loop and prompt-target errors."""
+  train, _ = input_pipeline.heldout_split(dataset, config.mfwm.heldout_episodes)
+  sampler = input_pipeline.SequenceSampler(
+      dataset, MEAN_FRAME_WINDOWS, config.batch_length, keys=("observation",),
+      seed=config.seed * 1000 + OPEN_LOOP_SEED_SALT + 1, process_index=0, process_count=1,
+      episodes=train)
+  return mean_frame(sampler.sample(0)["observation"])

@@ -6,6 +6,12 @@ by task then behaviour name. The prompt_kind column says what the behaviour was 
 `embedding`), the prompt column what exactly (`text: "..."`, `video: file.gif`, ...) and the
 VLM column the embedder that turned it into an embedding, so rows made with a stand-in VLM
 (`random-projection`, `clip:random-weights(...)`) are marked as such.
+
+The learning report's columns: the random policy's mean/std return (`random_source` says
+how it was measured), `beats_random` (mean return > random mean + 2 std), the decoded
+prompt target's per-pixel MSE against the prompt clip next to the MSE of the training
+episodes' mean frame against the same clip, and the MFWM's open-loop MSE next to the mean
+frame's (`open_loop_split`: on held-out or training episodes).
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ import os
 from typing import Any
 
 COLUMNS = ("task", "behavior", "prompt_kind", "prompt", "vlm", "start", "episodes", "mean_return",
-           "std_return", "normalized_score", "checkpoint_step")
+           "std_return", "normalized_score", "checkpoint_step",
+           # The learning report (evaluation/stage.py, report/open_loop.py).
+           "random_mean_return", "random_std_return", "random_source", "beats_random",
+           "prompt_target_mse", "prompt_mean_frame_mse", "open_loop_mse",
+           "open_loop_mean_frame_mse", "open_loop_split")
 
 
 def read_results(workdir: str) -> list[dict[str, Any]]:
@@ -33,7 +43,11 @@ def read_results(workdir: str) -> list[dict[str, Any]]:
 def _cell(value: Any) -> str:
   if value is None:
     return ""
+  if isinstance(value, bool):
+    return "yes" if value else "no"
   if isinstance(value, float):
+    if value != 0 and abs(value) < 0.01:
+      return f"{value:.5f}"
     return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
   return str(value)
 
@@ -66,8 +80,12 @@ def _write_atomic(path: str, text: str) -> None:
 def write_results(workdir: str) -> list[dict[str, Any]]:
   """Writes `<workdir>/results.md` and `results.csv`; returns the rows."""
   rows = read_results(workdir)
+  beats = sum(bool(r.get("beats_random")) for r in rows)
   note = ("Normalised score = (return - random) / (expert - random) with the paper's "
-          "bounds; empty where the task has none.\n\n")
+          "bounds; empty where the task has none. beats_random: the mean return is above "
+          "the random policy's mean + 2 std. MSEs are per pixel on [0, 1]; a model that "
+          "draws only the background scores about its mean-frame baseline.\n\n"
+          f"{beats} of {len(rows)} behaviours beat the random policy by 2 std.\n\n")
   _write_atomic(os.path.join(workdir, "results.md"),
                 f"# Results ({len(rows)} behaviours)\n\n{note}{markdown_table(rows)}")
   _write_atomic(os.path.join(workdir, "results.csv"), csv_table(rows))
