@@ -8,7 +8,7 @@ A domain config calls `domain_config(task, arg)`; `arg` is the part after ':' in
 * `small`: deter/hidden 512, CNN multiplier 32, MLP 4x512, batch 16x32.
 * `tiny`: a CPU size that collects a few random episodes per task and trains in minutes
   (1500 MFWM and 500 behaviour updates per task; `apply_variant` says why each value).
-* `cpu`: `tiny` sizes with a longer budget (20 episodes per task, 4000 MFWM and 1000
+* `cpu`: `tiny` sizes with a longer budget (20 episodes per task, 3000 MFWM and 600
   behaviour updates): about half an hour per domain on 2 CPU cores
   (`experiments/cpu_pipeline.py` runs several domains and prints the learning report).
 """
@@ -281,8 +281,8 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     # (experiments/cpu_pipeline.py runs several domains, offline and data-free starts).
     apply_variant(c, "tiny")
     c.data.collect_episodes = 21  # 20 to train on and 1 held out, per task
-    c.mfwm.num_steps, c.mfwm.log_every, c.mfwm.save_every = 4000, 500, 1000
-    c.behavior.num_steps, c.behavior.log_every, c.behavior.save_every = 1000, 250, 500
+    c.mfwm.num_steps, c.mfwm.log_every, c.mfwm.save_every = 3000, 500, 1000
+    c.behavior.num_steps, c.behavior.log_every, c.behavior.save_every = 600, 100, 300
     return
   raise ValueError(f"unknown config variant {variant!r}; expected one of {VARIANTS}")
 

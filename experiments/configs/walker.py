@@ -10,7 +10,12 @@ behaviour per task of `config.tasks` (default: the domain's paper tasks) under
 `behavior/<task>/` with its prompt's decoded target and an evaluation episode (GIFs),
 `results.md`/`results.csv`, `metrics.jsonl`, `plots/` and `tensorboard/` in the workdir.
 `:tiny` runs walker_stand and walker_lying_down, each prompted with a clip of its own
-episodes. It trains in minutes on a 2-core CPU.
+episodes. It trains in minutes on a 2-core CPU. Measured with 11 episodes per task, 1500
+MFWM and 500 behaviour updates and the prompts through the aligner (before
+`behavior.prompt.denoise_video=False` became the tiny default): walker_stand 105.4 +-
+104.8 against the random policy's 140.0 +- 26.4, walker_lying_down 412.2 +- 253.2 against
+433.7 +- 65.0 (neither beats it); open-loop MSE 1.25 x the mean frame's, prompt targets
+1.51 x and 0.84 x.
 """
 
 from configs import base

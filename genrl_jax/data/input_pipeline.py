@@ -91,9 +91,9 @@ class SequenceSampler:
 
 def heldout_split(dataset: EpisodeDataset, num_heldout: int) -> tuple[np.ndarray, np.ndarray]:
   """Episode positions `(train, heldout)`: the `num_heldout` episodes with the largest ids
-  are held out (a collection's last round, one per task when the tasks interleave), so
-  that collecting more episodes later keeps the same ones held out only if it adds none;
-  0 holds out nothing (`heldout` is then empty)."""
+  are held out (a collection's last round, one per task when the tasks interleave;
+  collecting more later moves the held-out set to the new last round); 0 holds out
+  nothing (`heldout` is then empty)."""
   if num_heldout < 0 or num_heldout >= dataset.num_episodes:
     raise DatasetError(f"{dataset.root}: cannot hold out {num_heldout} of its "
                        f"{dataset.num_episodes} episodes (config.mfwm.heldout_episodes must "

@@ -18,6 +18,7 @@ against the same mean frame (`training_mean_frame`).
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -30,6 +31,7 @@ from genrl_jax import rssm
 from genrl_jax import world_model as wm_lib
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import input_pipeline
+from genrl_jax.report import metrics as metrics_lib
 from genrl_jax.report import tensorboard
 from genrl_jax.train import checkpoints
 
@@ -163,7 +165,6 @@ def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib
   Sequences and latent samples are drawn from `config.seed` (not from the training
   streams). Call it on process 0 only.
   """
-  from genrl_jax.report import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   length = config.batch_length
   context = min(context, length - 1)
   if context < 1:
@@ -199,7 +200,6 @@ def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib
 
 def read_open_loop_errors(workdir: str) -> dict[str, Any]:
   """`<workdir>/mfwm/open_loop.json` (empty when the MFWM stage has not written it)."""
-  import json  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "mfwm", ERRORS_FILE)
   if not os.path.exists(path):
     return {}
