@@ -58,7 +58,8 @@ def main():
 def _bench(args):
   import jax  # pylint: disable=g-import-not-at-top
   import world_model_step  # pylint: disable=g-import-not-at-top (benchmarks/ is on sys.path)
-  from genrl_jax import configs, pipeline  # pylint: disable=g-import-not-at-top
+  from genrl_jax import configs  # pylint: disable=g-import-not-at-top
+  from genrl_jax import mfwm as mfwm_lib  # pylint: disable=g-import-not-at-top
   from genrl_jax.train import parallel  # pylint: disable=g-import-not-at-top
   from genrl_jax.train.state import step_rng  # pylint: disable=g-import-not-at-top
 
@@ -82,7 +83,7 @@ def _bench(args):
   for n in counts:
     mesh = parallel.make_mesh(jax.devices()[:n])
     with_connector = args.model == "mfwm"
-    _, state, step_fn = pipeline.build_mfwm(config, world_model_step.ACTION_DIM, mesh,
+    _, state, step_fn = mfwm_lib.build(config, world_model_step.ACTION_DIM, mesh,
                                             with_connector)
     global_batch = per_device * n
     local = world_model_step.make_batch(global_batch // jax.process_count(),

@@ -32,7 +32,8 @@ from genrl_jax import host_allocator  # pylint: disable=wrong-import-position
 
 host_allocator.reexec_with_tcmalloc()  # before JAX starts (see the module)
 
-from genrl_jax import configs, pipeline  # pylint: disable=wrong-import-position
+from genrl_jax import configs  # pylint: disable=wrong-import-position
+from genrl_jax import mfwm as mfwm_lib  # pylint: disable=wrong-import-position
 from genrl_jax.train import parallel  # pylint: disable=wrong-import-position
 from genrl_jax.train.state import step_rng  # pylint: disable=wrong-import-position
 
@@ -76,7 +77,7 @@ def bench(size, model, iters, dtype, conv_impl):
     config.world_model.conv_impl = conv_impl
   mesh = parallel.make_mesh()
   with_connector = model == "mfwm"
-  _, state, step_fn = pipeline.build_mfwm(config, ACTION_DIM, mesh, with_connector)
+  _, state, step_fn = mfwm_lib.build(config, ACTION_DIM, mesh, with_connector)
   embed_dim = config.connector.embed_dim if with_connector else None
   batch = parallel.shard_batch(make_batch(config.batch_size, config.batch_length, embed_dim),
                                mesh)

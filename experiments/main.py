@@ -44,8 +44,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes "
                                "(default: workdirs/<config name>).")
-_MODE = flags.DEFINE_enum("mode", "all", ("all", "collect", "data", "mfwm", "behavior", "eval"),
-                          "Stage(s) to run.")
+# What `--mode=all` runs, in order; `collect` is the first half of `data`.
+ALL_STAGES = ("data", "mfwm", "behavior", "eval")
+_MODE = flags.DEFINE_enum("mode", "all", ("all", "collect") + ALL_STAGES, "Stage(s) to run.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ("auto", "jax", "off"),
     "auto: join a multi-process job given by the flags below or by a SLURM step of several "
@@ -96,7 +97,11 @@ def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
   _join_job()
-  from genrl_jax import pipeline  # pylint: disable=g-import-not-at-top (after flag parsing)
+  # pylint: disable=g-import-not-at-top (after flag parsing and joining the job)
+  from genrl_jax.stages import behavior, data, eval as evaluation, mfwm
+  from genrl_jax.stages import workdir as workdir_lib
+  from genrl_jax.data.episodes import DatasetError
+  from genrl_jax.train import checkpoints
   from genrl_jax.train import distributed  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
@@ -108,24 +113,22 @@ def main(argv):
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)
   try:
-    pipeline.check_config(config)
-    pipeline.prepare_workdir(config, workdir)
+    workdir_lib.check_config(config)
+    workdir_lib.prepare_workdir(config, workdir)
   except (ValueError, FileNotFoundError) as e:  # incl. WorkdirMismatchError
     logging.error("%s", e)
     raise SystemExit(f"error: {e}") from None
-  stages = pipeline.STAGES if _MODE.value == "all" else (_MODE.value,)
-  for stage in stages:
+  stages = {"collect": data.collect, "data": data.run, "mfwm": mfwm.run,
+            "behavior": behavior.run, "eval": evaluation.run}
+  for stage in ALL_STAGES if _MODE.value == "all" else (_MODE.value,):
     logging.info("stage %s (workdir %s)", stage, workdir)
-    if stage == "collect":
-      pipeline.run_collect(config, workdir)
-    elif stage == "data":
-      pipeline.run_data(config, workdir)
-    elif stage == "mfwm":
-      pipeline.run_mfwm(config, workdir)
-    elif stage == "behavior":
-      pipeline.run_behaviors(config, workdir)
-    elif stage == "eval":
-      pipeline.run_eval(config, workdir)
+    try:
+      stages[stage](config, workdir)
+    except (DatasetError, checkpoints.CheckpointError, FileNotFoundError) as e:
+      # What the user gave (a dataset, a checkpoint, a file) is not what the stage needs:
+      # one line, not a traceback. Nothing already in the workdir was changed.
+      logging.error("%s", e)
+      raise SystemExit(f"error: stage {stage}: {e}") from None
   # Processes that finish early (e.g. while process 0 still collects) would give up waiting
   # in JAX's shutdown after 5 minutes; wait here instead.
   distributed.barrier("main: stages done")

@@ -1,4 +1,5 @@
-"""Loading experiment configs given as `path/to/config.py[:arg]` (ml_collections style).
+"""Loading experiment configs given as `path/to/config.py[:arg]` (ml_collections style), and
+the per-task configs of a run's behaviours (`task_configs`, `behavior_name`, `behavior_seed`).
 
 `configs/stickman.py` is resolved against the working directory first and then against
 the repository's `experiments/` folder, so `--config=configs/stickman.py` works from the
@@ -55,3 +56,32 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
   """A JSON-compatible dict (tuples become lists)."""
   return json.loads(config.to_json())
+
+
+def behavior_name(config: ml_collections.ConfigDict) -> str:
+  return config.behavior.name or config.task
+
+
+def task_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """One config per behaviour task: `config.tasks` (empty: `config.task` alone), each with
+  `task` set. Several tasks use their own default prompts and names, so
+  `behavior.prompt.*` and `behavior.name` must then be empty."""
+  tasks = list(config.tasks) or [config.task]
+  if len(tasks) > 1:
+    p = config.behavior.prompt
+    if p.text or p.video or p.embedding or config.behavior.name:
+      raise ValueError(f"config.tasks lists {len(tasks)} tasks {tasks}; a custom prompt "
+                       "(behavior.prompt.*) or behavior.name applies to one task: name it "
+                       f"with --config.tasks=\"('{tasks[0]}',)\" (or another task)")
+  out = []
+  for task in tasks:
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.task = task
+    out.append(c)
+  return out
+
+
+def behavior_seed(config: ml_collections.ConfigDict) -> int:
+  """`behavior.seed`, or `config.seed` while it is -1 (the default). Behaviour settings may
+  change between runs in one workdir, so several seeds can learn in one MFWM."""
+  return config.behavior.seed if config.behavior.seed >= 0 else config.seed

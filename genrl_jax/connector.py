@@ -1,13 +1,11 @@
-"""Connector and aligner: from VLM embeddings to world-model latents (spec section 3).
+"""The connector: from VLM embeddings to world-model latents (spec section 3).
 
-* `Aligner`: a small residual U-Net (E -> E/2 bottleneck, 2 levels) trained to map
-  LaFiTe-corrupted embeddings back to clean ones; at prompt time it maps text embeddings
-  towards video embeddings.
 * `Connector`: a prior-only RSSM (the world model's sizes) whose "actions" are the
   embeddings (times sqrt(E)) plus an n_frames temporal part, with a learned initial state.
 
 Embedding sequences are batch-major `(B, T, E)`, unit norm. Latent states are the world
-model's `{'deter', 'stoch', 'logit'}` dicts.
+model's `{'deter', 'stoch', 'logit'}` dicts. The aligner (`genrl_jax.aligner`) learns in
+the same loss (`connector_loss`) and may map embeddings before a rollout (`imagine`).
 """
 
 from __future__ import annotations
@@ -20,58 +18,12 @@ import jax.numpy as jnp
 import ml_collections
 
 from genrl_jax import dists, rssm
-from genrl_jax.nets import MLP, VECTOR_LN_EPS
+from genrl_jax.aligner import Aligner, aligner_loss, align
+from genrl_jax.nets import MLP
 from genrl_jax.world_model import kl_loss
 
 Params = Any
 State = rssm.State
-NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize
-COSINE_EPS = 1e-8  # torch.nn.functional.cosine_similarity
-
-
-def normalize(x: jax.Array) -> jax.Array:
-  """`x / max(|x|, 1e-12)` over the last axis."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), NORMALIZE_EPS)
-
-
-def cosine_similarity(x: jax.Array, y: jax.Array) -> jax.Array:
-  nx = jnp.maximum(jnp.linalg.norm(x, axis=-1), COSINE_EPS)
-  ny = jnp.maximum(jnp.linalg.norm(y, axis=-1), COSINE_EPS)
-  return jnp.sum(x * y, axis=-1) / (nx * ny)
-
-
-class ResidualLinear(nn.Module):
-  """`h = SiLU(LN(Linear(x)))` (or just `Linear(x)` without `norm_act`), plus `x` or a
-  linear projection of `x` when the widths differ (spec 3.6)."""
-  features: int
-  norm_act: bool = True
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.Dense(self.features, dtype=self.dtype, name="layer")(x)
-    if self.norm_act:
-      h = nn.silu(nn.LayerNorm(epsilon=VECTOR_LN_EPS, dtype=self.dtype, name="norm")(h))
-    if x.shape[-1] == self.features:
-      return h + x
-    return h + nn.Dense(self.features, dtype=self.dtype, name="res_proj")(x)
-
-
-class Aligner(nn.Module):
-  """UNet denoiser `(..., E) -> (..., E)`; the output is not normalised (callers do)."""
-  embed_dim: int = 512
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    mid = self.embed_dim // 2
-    block = lambda f, name, norm_act=True: ResidualLinear(f, norm_act, self.dtype, name=name)
-    x = x.astype(self.dtype)
-    d0 = block(self.embed_dim, "down0")(x)
-    d1 = block(mid, "down1")(d0)
-    m = block(mid, "mid1")(block(mid, "mid0")(d1))
-    u0 = block(self.embed_dim, "up0", norm_act=False)(jnp.concatenate([m, d1], -1))
-    return block(self.embed_dim, "up1")(jnp.concatenate([u0, d0], -1)).astype(jnp.float32)
 
 
 class Connector(nn.Module):
@@ -155,11 +107,6 @@ def chunk_embeddings(embed: jax.Array, n_frames: int) -> jax.Array:
   return jnp.repeat(last, n_frames, axis=1)[:, :length]
 
 
-def lafite_noise(embed: jax.Array, eps: jax.Array, strength: float) -> jax.Array:
-  """LaFiTe corruption `normalize((1 - a) v + a normalize(eps))`, eps ~ N(0, I)."""
-  return normalize((1.0 - strength) * embed + strength * normalize(eps))
-
-
 def check_embeddings(embed: jax.Array, embed_dim: int, n_frames: int,
                      key: str = "vlm_embedding") -> None:
   """Shape checks (trace time): `(B, T, embed_dim)` with T a multiple of n_frames."""
@@ -194,9 +141,7 @@ def connector_loss(connector: Connector, aligner: Aligner, params: Params, embed
   eps = recorded.get("lafite_noise")
   if eps is None:
     eps = jax.random.normal(k_noise, clean.shape) if k_noise is not None else jnp.zeros_like(clean)
-  noisy = lafite_noise(clean, eps, config.lafite_noise)
-  denoised = normalize(aligner.apply({"params": params["aligner"]}, noisy))
-  aligner_loss = 1.0 - jnp.mean(cosine_similarity(denoised, clean))
+  align_loss = aligner_loss(aligner, params["aligner"], clean, eps, config.lafite_noise)
 
   # Connector: teacher-forced by the posterior stoch, driven by the clean embeddings.
   apply = lambda method, *a: connector.apply({"params": params["connector"]}, *a, method=method)
@@ -214,7 +159,7 @@ def connector_loss(connector: Connector, aligner: Aligner, params: Params, embed
   kl = config.kl
   loss_kl, kl_value = kl_loss(post["logit"], prior_logit, kl.forward, kl.balance, kl.free,
                               kl.free_avg)
-  metrics = {"aligner_cosine_distance": aligner_loss, "connector_kl": jnp.mean(kl_value)}
+  metrics = {"aligner_cosine_distance": align_loss, "connector_kl": jnp.mean(kl_value)}
 
   if length > n:  # Metric only: how well the learned initial state matches chunk starts.
     starts = jnp.arange(n, length, n)
@@ -223,7 +168,7 @@ def connector_loss(connector: Connector, aligner: Aligner, params: Params, embed
     prior = apply(Connector.img_step, init_kl, a)
     value = dists.categorical_kl(prior["logit"], post["logit"][:, starts])
     metrics["connector_initial_kl"] = jax.lax.stop_gradient(jnp.mean(value))
-  loss = aligner_loss + config.loss_scale * loss_kl
+  loss = align_loss + config.loss_scale * loss_kl
   metrics["connector_model_loss"] = loss
   return loss, metrics
 
@@ -243,7 +188,7 @@ def imagine(connector: Connector, params: Params, embed: jax.Array, key: jax.Arr
   if denoise:
     if aligner is None:
       raise ValueError("imagine(denoise=True) needs the aligner module")
-    embed = normalize(aligner.apply({"params": params["aligner"]}, embed))
+    embed = align(aligner, params["aligner"], embed)
   apply = lambda method, *a: connector.apply({"params": params["connector"]}, *a, method=method)
   actions = embedding_actions(connector, embed)
   k_init, k_steps = (None, None) if key is None else jax.random.split(key)

@@ -4,24 +4,33 @@
 `{'world_model': ..., 'connector': ..., 'aligner': ...}` (without a connector, just
 `{'world_model': ...}`). The optimizer treats the world model and the connector+aligner as
 two groups, each clipped to its own global norm, as the reference's two optimizer calls.
+`train_step` is one MFWM update; `build` gives a fresh replicated state and its jitted step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from jax.sharding import Mesh
 
+from genrl_jax import aligner as aligner_lib
 from genrl_jax import connector as connector_lib
 from genrl_jax import rssm
 from genrl_jax import world_model as wm_lib
+from genrl_jax.train import checkpoints, parallel, steps
 from genrl_jax.train import optimizer as optimizer_lib
+from genrl_jax.train.state import TrainState
 
 Params = Any
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+INIT_KEY_SALT = 0x5EED
 WORLD_MODEL_GROUP, CONNECTOR_GROUP = "world_model", "connector"
 
 
@@ -29,7 +38,7 @@ WORLD_MODEL_GROUP, CONNECTOR_GROUP = "world_model", "connector"
 class MFWM:
   world_model: wm_lib.WorldModel
   connector: connector_lib.Connector | None = None
-  aligner: connector_lib.Aligner | None = None
+  aligner: aligner_lib.Aligner | None = None
 
   @property
   def has_connector(self) -> bool:
@@ -48,7 +57,7 @@ def make_mfwm(config: ml_collections.ConfigDict, action_dim: int, with_connector
       hidden=world_model.hidden, stoch=world_model.stoch, discrete=world_model.discrete,
       rescale_embeds=c.rescale_embeds, temporal_embeds=c.temporal_embeds,
       dtype=world_model.dtype)
-  return MFWM(world_model, connector, connector_lib.Aligner(c.embed_dim, world_model.dtype))
+  return MFWM(world_model, connector, aligner_lib.Aligner(c.embed_dim, world_model.dtype))
 
 
 def init_params(mfwm: MFWM, key: jax.Array) -> Params:
@@ -111,3 +120,83 @@ def decode_prompt_video(mfwm: MFWM, params: Params, embedding: jax.Array, key: j
   image = mfwm.world_model.apply({"params": params["world_model"]}, rssm.flat_stoch(states),
                                  method=wm_lib.WorldModel.decode)
   return jnp.clip((image + 0.5) * 255.0, 0, 255).round().astype(jnp.uint8)
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, mfwm: MFWM,
+               optimizer: optax.GradientTransformation, config: ml_collections.ConfigDict
+               ) -> tuple[TrainState, Metrics]:
+  """One MFWM update on a global batch `(B, T, ...)`.
+
+  The world model learns end to end (spec 2.7); the connector and aligner learn on the
+  detached posterior (spec 3.4), when the MFWM has them (then the batch also holds
+  `vlm_embedding (B, T, E)`). Both losses are summed: they act on disjoint parameters.
+  The batch layout is checked when the step is traced (shapes are static), at no run-time
+  cost.
+  """
+  wm_lib.check_batch(batch, mfwm.world_model.action_dim)
+  batch = dict(batch, is_first=batch["is_first"].astype(jnp.float32),
+               reward=batch["reward"].astype(jnp.float32),
+               action=batch["action"].astype(jnp.float32))
+  if mfwm.has_connector and "vlm_embedding" not in batch:
+    raise ValueError("batch has no 'vlm_embedding' (B, T, E): the connector and aligner "
+                     "learn from per-step VLM embeddings")
+  k_wm, k_conn = jax.random.split(rng)
+
+  def loss_fn(params):
+    loss, (metrics, post) = wm_lib.world_model_loss(mfwm.world_model, params["world_model"],
+                                                     batch, k_wm, config.world_model)
+    if mfwm.has_connector:
+      conn_loss, conn_metrics = connector_lib.connector_loss(
+          mfwm.connector, mfwm.aligner, params, batch["vlm_embedding"], post, k_conn,
+          config.connector)
+      loss = loss + conn_loss
+      metrics = {**metrics, **conn_metrics}
+    return loss, metrics
+
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state, _ = steps.apply_gradients(state, grads, optimizer, loss)
+  return state, {**metrics, **group_grad_norms(grads)}
+
+
+def build(config: ml_collections.ConfigDict, action_dim: int, mesh: Mesh,
+          with_connector: bool = True) -> tuple[MFWM, TrainState, steps.StepFn]:
+  """The MFWM modules, a fresh state replicated over `mesh` (params from `config.seed`,
+  the world model from `config.mfwm.init_world_model_from` when set) and the jitted
+  `train_step`."""
+  mfwm = make_mfwm(config, action_dim, with_connector)
+  opt = make_optimizer(config)
+  params = init_params(mfwm, jax.random.fold_in(jax.random.key(config.seed), INIT_KEY_SALT))
+  if config.mfwm.init_world_model_from:
+    params["world_model"] = restore_world_model(config.mfwm.init_world_model_from,
+                                                params["world_model"])
+  state = parallel.replicate(TrainState.create(params, opt), mesh)
+  step_fn = steps.jit_train_step(train_step, mesh, mfwm=mfwm, optimizer=opt, config=config)
+  return mfwm, state, step_fn
+
+
+def restore_world_model(directory: str, fresh: Params) -> Params:
+  """The world-model params of the MFWM checkpoint in `directory`; they must have the
+  shapes and dtypes of `fresh` (this config's)."""
+  restored = checkpoints.restore_subtree(directory, ("params", "world_model"))
+  want = jax.tree.map(lambda x: (x.shape, str(x.dtype)), fresh)
+  have = jax.tree.map(lambda x: (x.shape, str(x.dtype)), restored)
+  if want != have:
+    raise checkpoints.CheckpointError(
+        f"config.mfwm.init_world_model_from={directory!r}: its world model does not match the "
+        "sizes of this config (world_model.* keys)")
+  return restored
+
+
+def load(directory: str) -> Params:
+  """The params of the latest MFWM checkpoint in `directory`; it must have a connector
+  (behaviours learn from prompts through it)."""
+  if not os.path.isdir(directory):
+    raise checkpoints.CheckpointError(f"no MFWM checkpoint directory {directory}; run the "
+                                      "mfwm stage first")
+  params = checkpoints.restore_subtree(directory, ("params",))
+  if "connector" not in params:
+    raise checkpoints.CheckpointError(
+        f"the MFWM in {directory} has no connector (it was trained on episodes without "
+        "'vlm_embedding'); behaviour learning from prompts needs one: embed the dataset "
+        "(config.vlm.name) and train the MFWM again")
+  return params

@@ -112,6 +112,15 @@ def init_world_model(model: WorldModel, key: jax.Array) -> Params:
   return model.init(key, obs, jnp.zeros((1, model.action_dim)))["params"]
 
 
+def action_dim_of(params: Params, config: ml_collections.ConfigDict) -> int:
+  """The action size of a world model's params (sizes from `config.world_model`): its
+  prior's first layer reads `[stoch (S*K), action (A)]`, so A = rows - S*K. Checkpoints,
+  imported ones included, store params only."""
+  wm = config.world_model
+  rows = params["rssm"]["img_in"]["dense"]["kernel"].shape[0]
+  return rows - wm.stoch * wm.discrete
+
+
 def kl_loss(post_logit: jax.Array, prior_logit: jax.Array, forward: bool, balance: float,
             free: float, free_avg: bool = False) -> tuple[jax.Array, jax.Array]:
   """KL balancing with free bits (spec 2.4). Logits `(..., S, K)`.

@@ -106,7 +106,7 @@ def main():
   with config.unlocked():
     config.world_model.conv_impl = "native"  # compiles faster; not what these tests check
   mesh = parallel.make_mesh()
-  # `pipeline.build_mfwm`'s modules, state and step (the same step program as the MFWM
+  # `mfwm_lib.build`'s modules, state and step (the same step program as the MFWM
   # stage with this config), except that the state is created by one jitted program over
   # the mesh: created op by op, it costs process 1 hundreds of small compilations on every
   # start, as only process 0 may write JAX's compilation cache.
@@ -114,7 +114,7 @@ def main():
     model = mfwm_lib.make_mfwm(config, 6, with_connector=True)
     optimizer = mfwm_lib.make_optimizer(config)
     init = lambda key: mfwm_lib.init_params(model, key)
-    step_fn = steps.jit_train_step(steps.mfwm_train_step, mesh, mfwm=model,
+    step_fn = steps.jit_train_step(mfwm_lib.train_step, mesh, mfwm=model,
                                    optimizer=optimizer, config=config)
   else:
     optimizer = optax.sgd(0.1)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import synthetic
+from genrl_jax import aligner as aligner_lib
 from genrl_jax import connector as connector_lib
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import rssm
@@ -117,7 +118,7 @@ def _build(config, with_connector=True, target=None):
 
 def _embedding(config, seed=5):
   e = jax.random.normal(jax.random.key(seed), (config.connector.embed_dim,))
-  return connector_lib.normalize(e)
+  return aligner_lib.normalize(e)
 
 
 def _onehot_target(model, length, num, code):
@@ -422,17 +423,17 @@ def test_prompt_target_without_denoise_skips_the_aligner(setup):
 
 
 def test_prompt_denoise_is_off_only_for_videos_when_configured(setup):
-  from genrl_jax.behavior import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
-  from genrl_jax.behavior import stage  # pylint: disable=g-import-not-at-top
+  from genrl_jax.prompts import prompt as prompts_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.prompts import behavior_prompt  # pylint: disable=g-import-not-at-top
   config = setup.config.copy_and_resolve_references()
   text = prompts_lib.parse_prompt(text="lying down")
   video = prompts_lib.Prompt("video", "clip.gif")
   with config.unlocked():
     config.behavior.prompt.denoise_video = True  # the reference's default
-  assert stage.prompt_denoise(config, text) and stage.prompt_denoise(config, video)
+  assert behavior_prompt.prompt_denoise(config, text) and behavior_prompt.prompt_denoise(config, video)
   with config.unlocked():
     config.behavior.prompt.denoise_video = False
-  assert stage.prompt_denoise(config, text) and not stage.prompt_denoise(config, video)
+  assert behavior_prompt.prompt_denoise(config, text) and not behavior_prompt.prompt_denoise(config, video)
 
 
 def test_prompt_target_accepts_a_1_by_e_embedding(setup):

@@ -13,10 +13,17 @@ import numpy as np
 import pytest
 
 import synthetic
-from genrl_jax import pipeline
+from genrl_jax.stages import mfwm as mfwm_stage
+from genrl_jax.stages import behavior as behavior_stage
+from genrl_jax.stages import eval as eval_stage
+from genrl_jax.prompts import behavior_prompt
+from genrl_jax import configs
+from genrl_jax import mfwm as mfwm_lib
+from genrl_jax.behavior import learner
+from genrl_jax.envs import evaluate as evaluate_lib
+from genrl_jax.envs import parallel as parallel_lib
 from genrl_jax import world_model as wm_lib
 from genrl_jax.behavior import policy as policy_lib
-from genrl_jax.behavior import stage as stage_lib
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.report.metrics import read_metrics
 from genrl_jax.train import checkpoints
@@ -49,7 +56,7 @@ def trained(tmp_path_factory):
   episodes = synthetic.write_episodes(str(tmp_path_factory.mktemp("episodes")),
                                       embed_dim=EMBED)
   workdir = str(tmp_path_factory.mktemp("work"))
-  pipeline.run_mfwm(_config(episodes), workdir, progress=False)
+  mfwm_stage.run(_config(episodes), workdir, progress=False)
   return episodes, workdir
 
 
@@ -57,7 +64,7 @@ def trained(tmp_path_factory):
 def first_run(trained):
   """The default behaviour (walker_walk's text prompt), 3 updates."""
   episodes, workdir = trained
-  return pipeline.run_behavior(_config(episodes), workdir, progress=False)
+  return behavior_stage.run_task(_config(episodes), workdir, progress=False)
 
 
 def test_behavior_stage_trains_checkpoints_and_writes_the_prompt_video(trained, first_run):
@@ -75,10 +82,10 @@ def test_behavior_stage_trains_checkpoints_and_writes_the_prompt_video(trained, 
 
 def test_behavior_stage_resumes_bit_identically(trained, first_run):
   episodes, workdir = trained
-  pipeline.run_behavior(_config(episodes, **{"behavior.name": "split",
+  behavior_stage.run_task(_config(episodes, **{"behavior.name": "split",
                                              "behavior.num_steps": 2}), workdir,
                         progress=False)
-  resumed = pipeline.run_behavior(_config(episodes, **{"behavior.name": "split"}), workdir,
+  resumed = behavior_stage.run_task(_config(episodes, **{"behavior.name": "split"}), workdir,
                                   progress=False)
   equal = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)),
                        first_run.state.params, resumed.state.params)
@@ -87,7 +94,7 @@ def test_behavior_stage_resumes_bit_identically(trained, first_run):
 
 def test_behavior_stage_data_free_runs_without_episodes(trained):
   episodes, workdir = trained
-  run = pipeline.run_behavior(_config(episodes, **{"behavior.name": "free",
+  run = behavior_stage.run_task(_config(episodes, **{"behavior.name": "free",
                                                    "behavior.start": "data_free",
                                                    "behavior.num_steps": 1}),
                               workdir, progress=False)
@@ -100,10 +107,10 @@ def test_behavior_stage_data_free_with_several_updates_per_call(trained):
   episodes, workdir = trained
   overrides = {"behavior.start": "data_free", "behavior.num_steps": 5,
                "behavior.log_every": 2, "behavior.save_every": 2}
-  chunked = pipeline.run_behavior(_config(episodes, **{
+  chunked = behavior_stage.run_task(_config(episodes, **{
       "behavior.name": "free_chunks", "behavior.updates_per_call": 2, **overrides}),
                                   workdir, progress=False)
-  single = pipeline.run_behavior(_config(episodes, **{"behavior.name": "free_single",
+  single = behavior_stage.run_task(_config(episodes, **{"behavior.name": "free_single",
                                                       **overrides}), workdir, progress=False)
   assert int(chunked.state.step) == 5
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
@@ -118,7 +125,7 @@ def test_behavior_checkpoint_of_another_prompt_is_refused(trained, first_run):
   episodes, workdir = trained
   other = _config(episodes, **{"behavior.prompt.text": "lying down"})
   with pytest.raises(checkpoints.CheckpointError, match="another prompt"):
-    pipeline.run_behavior(other, workdir, progress=False)
+    behavior_stage.run_task(other, workdir, progress=False)
 
 
 def test_behavior_checkpoint_of_another_mfwm_is_refused(trained, first_run, tmp_path):
@@ -136,7 +143,7 @@ def test_behavior_checkpoint_of_another_mfwm_is_refused(trained, first_run, tmp_
       json.dump(saved, f)
   before = sorted(os.listdir(copy / "behavior" / "walker_walk"))
   with pytest.raises(checkpoints.CheckpointError, match="different MFWM"):
-    pipeline.run_behavior(_config(episodes), str(copy), progress=False)
+    behavior_stage.run_task(_config(episodes), str(copy), progress=False)
   assert sorted(os.listdir(copy / "behavior" / "walker_walk")) == before
 
 
@@ -149,14 +156,14 @@ def test_behavior_stage_refuses_an_mfwm_without_connector(tmp_path):
   ckpt.save(1, {"params": params})
   ckpt.close()
   with pytest.raises(checkpoints.CheckpointError, match="no connector"):
-    stage_lib.run_behavior(config, str(tmp_path / "w"), None, None, progress=False)
+    behavior_stage.train_behavior(config, str(tmp_path / "w"), None, None, progress=False)
 
 
 def test_behavior_stage_text_prompt_without_embedder_is_refused(trained):
   episodes, workdir = trained
   config = _config(episodes, **{"behavior.name": "none"})
   with pytest.raises(ValueError, match="needs a VLM embedder"):
-    stage_lib.run_behavior(config, workdir, None, dataset_lib.open_dataset(episodes),
+    behavior_stage.train_behavior(config, workdir, None, dataset_lib.open_dataset(episodes),
                            progress=False)
 
 
@@ -165,16 +172,14 @@ def test_behavior_stage_two_prompts_given_is_refused(trained):
   config = _config(episodes, **{"behavior.prompt.text": "walk",
                                 "behavior.prompt.video": "x.gif"})
   with pytest.raises(ValueError, match="give one of"):
-    stage_lib.config_prompt(config)
+    behavior_prompt.config_prompt(config)
 
 
 def test_act_filters_and_returns_mean_actions_in_eval(trained, first_run):
   episodes, workdir = trained
   run = first_run
   config = _config(episodes)
-  params = stage_lib.load_mfwm(os.path.join(workdir, "mfwm"))
-  from genrl_jax import mfwm as mfwm_lib  # pylint: disable=g-import-not-at-top
-  from genrl_jax.behavior import learner  # pylint: disable=g-import-not-at-top
+  params = mfwm_lib.load(os.path.join(workdir, "mfwm"))
   mfwm = mfwm_lib.make_mfwm(config, 6)
   behavior = learner.make_behavior(config, 6)
   act = policy_lib.make_act_fn(mfwm.world_model, behavior.actor)
@@ -195,15 +200,11 @@ def test_act_filters_and_returns_mean_actions_in_eval(trained, first_run):
 
 
 def test_behavior_policy_evaluates_in_the_environment_deterministically(trained, first_run):
-  from genrl_jax.envs import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-  from genrl_jax.envs import parallel as parallel_lib  # pylint: disable=g-import-not-at-top
-  from genrl_jax import mfwm as mfwm_lib  # pylint: disable=g-import-not-at-top
-  from genrl_jax.behavior import learner  # pylint: disable=g-import-not-at-top
   episodes, workdir = trained
   config = _config(episodes)
   mfwm = mfwm_lib.make_mfwm(config, 6)
   actor = learner.make_behavior(config, 6).actor
-  params = {"world_model": stage_lib.load_mfwm(os.path.join(workdir, "mfwm"))["world_model"],
+  params = {"world_model": mfwm_lib.load(os.path.join(workdir, "mfwm"))["world_model"],
             "actor": jax.device_get(first_run.state.params["actor"])}
   results = []
   for _ in range(2):
@@ -219,7 +220,7 @@ def test_behavior_policy_evaluates_in_the_environment_deterministically(trained,
 def test_eval_stage_plays_each_behaviour_and_writes_the_results_table(trained, first_run):
   episodes, workdir = trained
   config = _config(episodes, **{"eval.episodes": 2, "eval.time_limit": 0.5})
-  (summary,) = pipeline.run_eval(config, workdir, progress=False)
+  (summary,) = eval_stage.run(config, workdir, progress=False)
   assert summary["task"] == "walker_walk" and summary["episodes"] == 2
   assert summary["lengths"] == [10, 10]  # 0.5 s of simulated time at action repeat 2
   assert summary["checkpoint_step"] == 3 and summary["prompt"] == first_run.prompt
@@ -236,15 +237,32 @@ def test_eval_stage_plays_each_behaviour_and_writes_the_results_table(trained, f
   csv_lines = open(os.path.join(workdir, "results.csv")).read().splitlines()
   assert csv_lines[0].startswith("task,behavior,prompt_kind,prompt,vlm") and len(csv_lines) == 2
   # Evaluated at the latest checkpoint already: skipped, same result.
-  assert pipeline.run_eval(config, workdir, progress=False)[0] == summary
+  assert eval_stage.run(config, workdir, progress=False)[0] == summary
   with pytest.raises(checkpoints.CheckpointError, match="run the behavior stage first"):
-    pipeline.run_eval(_config(episodes, **{"task": "walker_run"}), workdir, progress=False)
+    eval_stage.run(_config(episodes, **{"task": "walker_run"}), workdir, progress=False)
+
+
+def test_eval_state_mean_filters_with_the_posterior_mode(trained, first_run, monkeypatch):
+  episodes, workdir = trained
+  made = []
+  original = policy_lib.BehaviorPolicy
+
+  def recording(*args, **kwargs):
+    made.append(kwargs.get("sample_state", True))
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(policy_lib, "BehaviorPolicy", recording)
+  for mean, episodes_n in ((True, 1), (False, 3)):  # another episode count: evaluated again
+    config = _config(episodes, **{"eval.episodes": episodes_n, "eval.time_limit": 0.5,
+                                  "behavior.eval_state_mean": mean})
+    eval_stage.run(config, workdir, progress=False)
+  assert made == [False, True]  # the mode when eval_state_mean, samples otherwise
 
 
 def test_task_configs_one_per_task_and_custom_prompts_need_one_task():
   config = _config("", **{"tasks": ("walker_walk", "walker_run")})
-  assert [c.task for c in stage_lib.task_configs(config)] == ["walker_walk", "walker_run"]
-  assert [c.task for c in stage_lib.task_configs(_config(""))] == ["walker_walk"]
+  assert [c.task for c in configs.task_configs(config)] == ["walker_walk", "walker_run"]
+  assert [c.task for c in configs.task_configs(_config(""))] == ["walker_walk"]
   with pytest.raises(ValueError, match="applies to one task"):
-    stage_lib.task_configs(_config("", **{"tasks": ("walker_walk", "walker_run"),
+    configs.task_configs(_config("", **{"tasks": ("walker_walk", "walker_run"),
                                           "behavior.prompt.text": "jump"}))

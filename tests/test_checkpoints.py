@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import synthetic
-from genrl_jax import pipeline
+from genrl_jax.stages import mfwm as mfwm_stage
+from genrl_jax.stages import workdir as workdir_lib
 from genrl_jax.train import checkpoints
 
 
@@ -22,12 +23,12 @@ def _params(state):
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(episodes, tmp_path):
-  straight = pipeline.run_mfwm(synthetic.micro_config(episodes), str(tmp_path / "a"),
+  straight = mfwm_stage.run(synthetic.micro_config(episodes), str(tmp_path / "a"),
                                progress=False)
   # Interrupted: 3 steps (the checkpoint at 3), then a new process-like run continues to 6.
   first = synthetic.micro_config(episodes, **{"mfwm.num_steps": 3})
-  pipeline.run_mfwm(first, str(tmp_path / "b"), progress=False)
-  resumed = pipeline.run_mfwm(synthetic.micro_config(episodes), str(tmp_path / "b"),
+  mfwm_stage.run(first, str(tmp_path / "b"), progress=False)
+  resumed = mfwm_stage.run(synthetic.micro_config(episodes), str(tmp_path / "b"),
                               progress=False)
   assert int(resumed.step) == int(straight.step) == 6
   jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
@@ -38,7 +39,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(episodes, tmp_path):
 def test_checkpoints_every_n_steps_keep_last_k_and_hold_the_config(episodes, tmp_path):
   config = synthetic.micro_config(episodes, **{"mfwm.num_steps": 7, "mfwm.save_every": 2,
                                                "mfwm.keep": 2})
-  pipeline.run_mfwm(config, str(tmp_path), progress=False)
+  mfwm_stage.run(config, str(tmp_path), progress=False)
   ckpt_dir = tmp_path / "mfwm"
   assert sorted(int(p) for p in os.listdir(ckpt_dir) if p.isdigit()) == [6, 7]
   saved = checkpoints.read_checkpoint_config(str(ckpt_dir))
@@ -46,7 +47,7 @@ def test_checkpoints_every_n_steps_keep_last_k_and_hold_the_config(episodes, tmp
 
 
 def test_partial_restore_loads_only_the_world_model(episodes, tmp_path):
-  state = pipeline.run_mfwm(synthetic.micro_config(episodes), str(tmp_path), progress=False)
+  state = mfwm_stage.run(synthetic.micro_config(episodes), str(tmp_path), progress=False)
   wm = checkpoints.restore_subtree(str(tmp_path / "mfwm"), ("params", "world_model"))
   assert set(wm) == {"encoder", "rssm", "decoder", "reward_head"}
   jax.tree.map(np.testing.assert_array_equal, wm, _params(state)["world_model"])
@@ -55,19 +56,19 @@ def test_partial_restore_loads_only_the_world_model(episodes, tmp_path):
 
 
 def test_checkpoint_of_other_sizes_is_refused_without_touching_it(episodes, tmp_path):
-  pipeline.run_mfwm(synthetic.micro_config(episodes), str(tmp_path), progress=False)
+  mfwm_stage.run(synthetic.micro_config(episodes), str(tmp_path), progress=False)
   ckpt_dir = tmp_path / "mfwm"
   before = sorted(os.listdir(ckpt_dir))
   bigger = synthetic.micro_config(episodes, **{"world_model.deter": 48})
   with pytest.raises(checkpoints.CheckpointError, match="cannot be restored"):
-    pipeline.run_mfwm(bigger, str(tmp_path), progress=False)
+    mfwm_stage.run(bigger, str(tmp_path), progress=False)
   assert sorted(os.listdir(ckpt_dir)) == before
 
 
 # Orbax leaves its failed read coroutines unawaited; they are reported at collection time.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_damaged_checkpoint_gives_a_clear_error(episodes, tmp_path):
-  pipeline.run_mfwm(synthetic.micro_config(episodes), str(tmp_path), progress=False)
+  mfwm_stage.run(synthetic.micro_config(episodes), str(tmp_path), progress=False)
   state_dir = tmp_path / "mfwm" / "6" / "state"
   for root, _, files in os.walk(state_dir):
     for name in files:
@@ -75,18 +76,18 @@ def test_damaged_checkpoint_gives_a_clear_error(episodes, tmp_path):
         with open(os.path.join(root, name), "wb") as f:
           f.write(b"garbage")
   with pytest.raises(checkpoints.CheckpointError, match="mfwm/6"):
-    pipeline.run_mfwm(synthetic.micro_config(episodes, **{"mfwm.num_steps": 9}), str(tmp_path),
+    mfwm_stage.run(synthetic.micro_config(episodes, **{"mfwm.num_steps": 9}), str(tmp_path),
                       progress=False)
 
 
 def test_workdir_of_a_different_config_is_refused_and_left_as_is(episodes, tmp_path):
   config = synthetic.micro_config(episodes)
-  pipeline.prepare_workdir(config, str(tmp_path))
+  workdir_lib.prepare_workdir(config, str(tmp_path))
   saved = (tmp_path / "config.json").read_text()
   other = synthetic.micro_config(episodes, **{"world_model.cnn_depth": 16})
-  with pytest.raises(pipeline.WorkdirMismatchError, match="world_model.cnn_depth: 8 -> 16"):
-    pipeline.prepare_workdir(other, str(tmp_path))
+  with pytest.raises(workdir_lib.WorkdirMismatchError, match="world_model.cnn_depth: 8 -> 16"):
+    workdir_lib.prepare_workdir(other, str(tmp_path))
   assert (tmp_path / "config.json").read_text() == saved
   longer = synthetic.micro_config(episodes, **{"mfwm.num_steps": 60})
-  pipeline.prepare_workdir(longer, str(tmp_path))  # run length may change on resume
+  workdir_lib.prepare_workdir(longer, str(tmp_path))  # run length may change on resume
   assert json.loads((tmp_path / "config.json").read_text())["mfwm"]["num_steps"] == 60

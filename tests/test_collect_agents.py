@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from genrl_jax import pipeline, rssm
+from genrl_jax import rssm
+from genrl_jax.stages import data as data_stage
 from genrl_jax.agents import online
 from genrl_jax.agents import plan2explore as p2e
 from genrl_jax.agents import task_agent
@@ -224,7 +225,7 @@ def test_dataset_collection_with_plan2explore_through_run_collect(tmp_path, monk
   monkeypatch.setattr(online, "_make_envs", functools.partial(
       lambda task, n, seed, cfg, _, make: make(task, n, seed, cfg, ENV_KWARGS),
       make=make_envs))
-  root = pipeline.run_collect(config, workdir, progress=False)
+  root = data_stage.collect(config, workdir, progress=False)
   assert root == os.path.join(workdir, "dataset")
   dataset = dataset_lib.open_dataset(root)
   # Two environments, five episodes: no more are started than are missing.
@@ -241,7 +242,7 @@ def test_dataset_collection_with_plan2explore_through_run_collect(tmp_path, monk
   with config.unlocked():
     config.data.collector = "expert"
   with pytest.raises(ValueError, match="expected 'random', 'dreamer'"):
-    pipeline.run_collect(config, workdir, progress=False)
+    data_stage.collect(config, workdir, progress=False)
 
 
 def test_dataset_agent_collection_refuses_a_multi_process_job(tmp_path, monkeypatch):
@@ -249,9 +250,9 @@ def test_dataset_agent_collection_refuses_a_multi_process_job(tmp_path, monkeypa
   root = str(tmp_path / "dataset")
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   with pytest.raises(RuntimeError, match="collects in a single process"):
-    pipeline.run_collect(config, str(tmp_path), progress=False)
+    data_stage.collect(config, str(tmp_path), progress=False)
   assert not os.path.exists(root)  # refused before anything was written
   # A complete dataset needs no collector: every process goes on.
   with config.unlocked():
     config.data.collect_episodes = 0
-  assert pipeline.run_collect(config, str(tmp_path), progress=False) == root
+  assert data_stage.collect(config, str(tmp_path), progress=False) == root

@@ -81,8 +81,34 @@ def test_main_refuses_unknown_config_keys_and_modes(tmp_path):
 def test_main_reports_a_missing_dataset_path(tmp_path):
   result = _main("--config=configs/walker.py:tiny", "--config.data.path=/no/such/dir",
                  f"--workdir={tmp_path / 'w'}")
-  assert result.returncode != 0
-  assert "config.data.path='/no/such/dir' is not a directory" in result.stderr
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert "error: config.data.path='/no/such/dir' is not a directory" in result.stderr
+  assert not os.path.exists(tmp_path / "w")  # refused before anything is written
+  not_a_dataset = tmp_path / "not_a_dataset"
+  not_a_dataset.mkdir()
+  result = _main("--config=configs/walker.py:tiny", f"--config.data.path={not_a_dataset}",
+                 f"--workdir={tmp_path / 'w'}")
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert f"error: {not_a_dataset}" in result.stderr
+  assert not os.path.exists(tmp_path / "w") and not os.listdir(not_a_dataset)
+
+
+def test_main_refuses_batch_sizes_the_devices_cannot_share_before_writing_anything(tmp_path):
+  # The test session simulates 8 CPU devices (conftest.py); the subprocess inherits them.
+  for key in ("batch_size", "behavior.batch_size"):
+    result = _main("--config=configs/walker.py:tiny", f"--config.{key}=12",
+                   f"--workdir={tmp_path / 'w'}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"error: config.{key}=12: expected a positive multiple of the 8" in result.stderr
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_a_custom_prompt_in_a_multi_task_config_names_the_syntax_to_pick_one_task(tmp_path):
+  result = _main("--config=configs/stickman.py:tiny", "--config.behavior.prompt.text=flip",
+                 f"--workdir={tmp_path / 'w'}")
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert "--config.tasks=\"('stickman_legs_up',)\"" in result.stderr
+  assert not os.path.exists(tmp_path / "w")
 
 
 def test_main_refuses_unknown_tasks_before_writing_anything(tmp_path):

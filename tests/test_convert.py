@@ -135,6 +135,7 @@ def test_other_prefix():
 
 # --- connector + aligner, and the whole `wm.*` (MFWM) ---------------------------------
 
+from genrl_jax import aligner as aligner_lib  # noqa: E402
 from genrl_jax import connector as connector_lib  # noqa: E402
 
 
@@ -181,7 +182,7 @@ def test_connector_tree_matches_the_modules():
   assert sizes == dict(embed_dim=32, n_frames=8, deter=64, hidden=64, stoch=8, discrete=8)
   params = convert.torch_connector_to_flax(state_dict)
   connector = connector_lib.Connector(**sizes)
-  aligner = connector_lib.Aligner(embed_dim=32)
+  aligner = aligner_lib.Aligner(embed_dim=32)
   expected = {
       "connector": jax.eval_shape(lambda k: connector.init(k, jax.numpy.zeros((1, 40))),
                                   jax.random.PRNGKey(0))["params"],

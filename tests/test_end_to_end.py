@@ -84,13 +84,14 @@ def test_end_to_end_tiny_pipeline_results_table_has_every_task(run):
 
 def test_end_to_end_tiny_pipeline_checkpoints_restore(run):
   from genrl_jax import configs  # pylint: disable=g-import-not-at-top
-  from genrl_jax.behavior import stage as behavior_stage  # pylint: disable=g-import-not-at-top
+  from genrl_jax import mfwm as mfwm_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax import world_model as wm_lib  # pylint: disable=g-import-not-at-top
   from genrl_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
   workdir, _, _ = run
   config = configs.load_config("configs/stickman.py:tiny")
-  params = behavior_stage.load_mfwm(os.path.join(workdir, "mfwm"))
+  params = mfwm_lib.load(os.path.join(workdir, "mfwm"))
   assert set(params) == {"world_model", "connector", "aligner"}
-  assert behavior_stage.action_dim_of(params, config) == 10
+  assert wm_lib.action_dim_of(params["world_model"], config) == 10
   leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(params)]
   assert leaves and all(np.isfinite(x).all() for x in leaves)
   for task in TASKS:

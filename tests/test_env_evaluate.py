@@ -101,7 +101,7 @@ def _eval_config(episodes: int):
 
 
 def test_random_baseline_is_measured_once_per_setting_and_reported(tmp_path, monkeypatch):
-  from genrl_jax.evaluation import stage as eval_stage  # pylint: disable=g-import-not-at-top
+  from genrl_jax.stages import eval as eval_stage  # pylint: disable=g-import-not-at-top
   config = _eval_config(3)
   first = eval_stage.random_baseline(config, str(tmp_path), progress=False)
   assert first["episodes"] == 3 and len(first["returns"]) == 3

@@ -9,7 +9,7 @@ import pytest
 
 from genrl_jax import cli
 from genrl_jax.envs import list_tasks, tasks
-from genrl_jax.envs.prompts import TASK_PROMPTS, TASK_VIDEO_PROMPTS
+from genrl_jax.prompts.task_prompts import TASK_PROMPTS, TASK_VIDEO_PROMPTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JACO = {f"jaco_reach_{v}_{h}" for v in ("top", "bottom") for h in ("left", "right")}

@@ -24,12 +24,12 @@ pf.require_fixtures()
 
 from genrl_jax import cli  # noqa: E402  (after the module-level skip)
 from genrl_jax import configs  # noqa: E402
-from genrl_jax import pipeline  # noqa: E402
+from genrl_jax.stages import behavior as behavior_stage  # noqa: E402
+from genrl_jax.stages import workdir as workdir_lib  # noqa: E402
 from genrl_jax import rssm as rssm_lib  # noqa: E402
 from genrl_jax import world_model as wm_lib  # noqa: E402
 from genrl_jax import mfwm as mfwm_lib  # noqa: E402
 from genrl_jax.behavior import learner  # noqa: E402
-from genrl_jax.behavior import stage  # noqa: E402
 from genrl_jax.reference import convert  # noqa: E402
 from genrl_jax.reference import import_reference as ir  # noqa: E402
 from genrl_jax.reference import snapshot  # noqa: E402
@@ -320,7 +320,7 @@ def _config_from_command(out_dir: str) -> ml_collections.ConfigDict:
 
 
 def test_import_reference_writes_what_the_pipeline_reads(imported):
-  params = stage.load_mfwm(os.path.join(imported, "mfwm"))
+  params = mfwm_lib.load(os.path.join(imported, "mfwm"))
   want = convert.torch_mfwm_to_flax(_reference_state_dict())
   assert jax.tree.structure(params) == jax.tree.structure(want)
   for got, ref in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
@@ -338,7 +338,10 @@ def test_import_reference_writes_what_the_pipeline_reads(imported):
   for got, ref in zip(jax.tree.leaves(behavior), jax.tree.leaves(want)):
     np.testing.assert_array_equal(got, ref)
   # `main.py` with the printed command passes the workdir check of the behaviour stage.
-  pipeline.prepare_workdir(_config_from_command(imported), imported)
+  workdir_lib.prepare_workdir(_config_from_command(imported), imported)
+  # The note on offline starts names the folder the behaviour stage reads.
+  assert any("--config.data.path" in n and "<workdir>/dataset" in n for n in info["notes"])
+  assert workdir_lib.dataset_dir(config, imported) == os.path.join(imported, "dataset")
 
 
 def test_import_reference_mfwm_stage_resumes_from_it(imported, monkeypatch):
@@ -348,8 +351,8 @@ def test_import_reference_mfwm_stage_resumes_from_it(imported, monkeypatch):
   init = mfwm_lib.init_params
   zeros = lambda mfwm, key: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
                                          jax.eval_shape(lambda k: init(mfwm, k), key))
-  monkeypatch.setattr(pipeline.mfwm_lib, "init_params", zeros)
-  _, fresh, _ = pipeline.build_mfwm(config, 6, parallel.make_mesh())
+  monkeypatch.setattr(mfwm_lib, "init_params", zeros)
+  _, fresh, _ = mfwm_lib.build(config, 6, parallel.make_mesh())
   ckpt = checkpoints.Checkpointer(os.path.join(imported, "mfwm"), save_every=10, keep=3,
                                   config={})
   state, resumed = ckpt.restore_or_keep(fresh)
@@ -361,7 +364,7 @@ def test_import_reference_mfwm_stage_resumes_from_it(imported, monkeypatch):
 
 
 def test_import_reference_params_reproduce_the_fixtures(imported):
-  params = stage.load_mfwm(os.path.join(imported, "mfwm"))
+  params = mfwm_lib.load(os.path.join(imported, "mfwm"))
   config = _config(imported)
   mfwm = mfwm_lib.make_mfwm(config, 6)
   wm, p = mfwm.world_model, {"params": params["world_model"]}
@@ -406,7 +409,7 @@ def test_import_reference_checks_a_given_config(tmp_path, imported):
     ir.import_reference(str(SNAPSHOT), str(out), "configs/stickman.py")
   assert not out.exists()
   ir.import_reference(str(SNAPSHOT), str(out), _config(imported))  # matching sizes
-  assert stage.load_mfwm(str(out / "mfwm"))["aligner"]
+  assert mfwm_lib.load(str(out / "mfwm"))["aligner"]
 
 
 def _save_npz(path, state_dict) -> str:
@@ -469,8 +472,8 @@ def test_import_reference_then_behavior_stage_learns_from_a_precomputed_prompt(i
   b.actor.units = b.critic.units = 32
   b.actor.layers = b.critic.layers = 1
   b.num_steps, b.log_every, b.save_every = 1, 1, 1
-  run = stage.run_behavior(config, imported, None, progress=False)
+  run = behavior_stage.train_behavior(config, imported, None, progress=False)
   assert int(run.state.step) == 1
   assert run.mfwm_fingerprint == checkpoints.params_fingerprint(
-      stage.load_mfwm(os.path.join(imported, "mfwm")))
+      mfwm_lib.load(os.path.join(imported, "mfwm")))
   assert os.path.isdir(os.path.join(imported, "behavior", "stickman_walk", "1"))

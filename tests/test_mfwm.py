@@ -10,9 +10,10 @@ import optax
 import pytest
 
 import synthetic
+from genrl_jax import aligner as aligner_lib
 from genrl_jax import connector as connector_lib
 from genrl_jax import mfwm as mfwm_lib
-from genrl_jax import pipeline
+from genrl_jax.stages import mfwm as mfwm_stage
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.train import checkpoints
 from genrl_jax.train import optimizer as optimizer_lib
@@ -43,7 +44,7 @@ def test_connector_kl_falls_by_half_when_embeddings_are_a_function_of_the_frames
   embed, post = _toy_task()
   connector = connector_lib.Connector(embed_dim=16, n_frames=8, deter=32, hidden=32, stoch=4,
                                       discrete=4)
-  aligner = connector_lib.Aligner(16)
+  aligner = aligner_lib.Aligner(16)
   params = {"connector": connector.init(jax.random.key(0), jnp.zeros((1, 24)))["params"],
             "aligner": aligner.init(jax.random.key(1), jnp.zeros((1, 16)))["params"]}
   opt = optimizer_lib.make_optimizer(ml_collections.ConfigDict(
@@ -70,7 +71,7 @@ def test_connector_kl_falls_by_half_when_embeddings_are_a_function_of_the_frames
 
 def test_mfwm_stage_trains_connector_and_aligner_on_embedded_episodes(tmp_path):
   episodes = synthetic.write_episodes(str(tmp_path / "eps"), embed_dim=16)
-  state = pipeline.run_mfwm(synthetic.micro_config(episodes), str(tmp_path / "w"),
+  state = mfwm_stage.run(synthetic.micro_config(episodes), str(tmp_path / "w"),
                             progress=False)
   assert set(state.params) == {"world_model", "connector", "aligner"}
   rows = [json.loads(l) for l in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
@@ -87,19 +88,19 @@ def test_mfwm_stage_trains_connector_and_aligner_on_embedded_episodes(tmp_path):
 
 def test_world_model_only_checkpoint_initialises_the_mfwm(tmp_path):
   plain = synthetic.write_episodes(str(tmp_path / "plain"))
-  wm_state = pipeline.run_mfwm(synthetic.micro_config(plain), str(tmp_path / "wm"),
+  wm_state = mfwm_stage.run(synthetic.micro_config(plain), str(tmp_path / "wm"),
                                progress=False)
   assert set(wm_state.params) == {"world_model"}
   embedded = synthetic.write_episodes(str(tmp_path / "emb"), embed_dim=16)
   config = synthetic.micro_config(embedded, **{
       "mfwm.num_steps": 0, "mfwm.init_world_model_from": str(tmp_path / "wm" / "mfwm")})
-  state = pipeline.run_mfwm(config, str(tmp_path / "mfwm"), progress=False)
+  state = mfwm_stage.run(config, str(tmp_path / "mfwm"), progress=False)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params["world_model"]),
                jax.device_get(wm_state.params["world_model"]))
   bigger = synthetic.micro_config(embedded, **{
       "world_model.deter": 48, "mfwm.init_world_model_from": str(tmp_path / "wm" / "mfwm")})
   with pytest.raises(checkpoints.CheckpointError, match="does not match the sizes"):
-    pipeline.run_mfwm(bigger, str(tmp_path / "other"), progress=False)
+    mfwm_stage.run(bigger, str(tmp_path / "other"), progress=False)
 
 
 def test_decode_prompt_video_returns_uint8_frames():
@@ -117,7 +118,7 @@ def test_imagine_shapes_sampling_and_chunk_resets():
   connector = connector_lib.Connector(embed_dim=16, n_frames=4, deter=8, hidden=8, stoch=2,
                                       discrete=3)
   params = {"connector": connector.init(jax.random.key(0), jnp.zeros((1, 20)))["params"]}
-  embed = connector_lib.normalize(jax.random.normal(jax.random.key(1), (3, 8, 16)))
+  embed = aligner_lib.normalize(jax.random.normal(jax.random.key(1), (3, 8, 16)))
   mode = connector_lib.imagine(connector, params, embed, jax.random.key(2), sample=False)
   again = connector_lib.imagine(connector, params, embed, jax.random.key(2), sample=False)
   assert mode["stoch"].shape == (3, 8, 2, 3) and mode["deter"].shape == (3, 8, 8)
@@ -144,10 +145,10 @@ def test_bad_embeddings_give_clear_errors(tmp_path):
   episodes = synthetic.write_episodes(str(tmp_path / "eps"), embed_dim=16)
   wrong_dim = synthetic.micro_config(episodes, **{"connector.embed_dim": 32})
   with pytest.raises(dataset_lib.DatasetError, match="dimension 16; config.connector.embed_dim is 32"):
-    pipeline.run_mfwm(wrong_dim, str(tmp_path / "a"), progress=False)
+    mfwm_stage.run(wrong_dim, str(tmp_path / "a"), progress=False)
   odd_length = synthetic.micro_config(episodes, **{"batch_length": 12})
   with pytest.raises(ValueError, match="batch_length=12 is not a multiple"):
-    pipeline.run_mfwm(odd_length, str(tmp_path / "b"), progress=False)
+    mfwm_stage.run(odd_length, str(tmp_path / "b"), progress=False)
   bad = dataset_lib.open_dataset(episodes, synthetic.SYNTHETIC_VLM).read_episode(0)
   bad["vlm_embedding"][10:] = np.nan
   nan_dir = str(tmp_path / "nan")
@@ -156,4 +157,4 @@ def test_bad_embeddings_give_clear_errors(tmp_path):
     for _ in range(3):
       writer.add(bad)
   with pytest.raises(dataset_lib.DatasetError, match="NaN or infinite"):
-    pipeline.run_mfwm(synthetic.micro_config(nan_dir), str(tmp_path / "c"), progress=False)
+    mfwm_stage.run(synthetic.micro_config(nan_dir), str(tmp_path / "c"), progress=False)

@@ -24,6 +24,7 @@ import parity_fixtures as pf
 
 pf.require_fixtures()
 
+from genrl_jax import aligner as aligner_lib  # noqa: E402
 from genrl_jax import connector as conn_lib  # noqa: E402  (after the module-level skip)
 from genrl_jax.reference import convert  # noqa: E402
 from genrl_jax.train import optimizer as opt_lib  # noqa: E402
@@ -34,11 +35,11 @@ GRAD_PREFIX = "connector_step/"
 
 
 @functools.lru_cache(maxsize=None)
-def _modules() -> tuple[conn_lib.Connector, conn_lib.Aligner]:
+def _modules() -> tuple[conn_lib.Connector, aligner_lib.Aligner]:
   """The fixtures' connector and aligner, sizes read off the agent's state dict."""
   sizes = convert.infer_connector_sizes(pf.load_fixture("agent_state_dict").params, discrete=8)
   connector = conn_lib.Connector(**sizes)
-  return connector, conn_lib.Aligner(embed_dim=connector.embed_dim)
+  return connector, aligner_lib.Aligner(embed_dim=connector.embed_dim)
 
 
 def _config() -> ml_collections.ConfigDict:
@@ -89,7 +90,7 @@ def test_parity_aligner():
   assert list(params) == ["aligner"] and len(jax.tree.leaves(params)) == 26
   y = _modules()[1].apply({"params": params["aligner"]}, fx.inputs["x"])
   np.testing.assert_allclose(y, fx.outputs["y"], **pf.TOL_SINGLE)
-  np.testing.assert_allclose(conn_lib.normalize(y), fx.outputs["y_normalized"], **pf.TOL_SINGLE)
+  np.testing.assert_allclose(aligner_lib.normalize(y), fx.outputs["y_normalized"], **pf.TOL_SINGLE)
 
 
 # --- connector: single steps ----------------------------------------------------------

@@ -8,7 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from genrl_jax.behavior import prompts as pr
+from genrl_jax.prompts import prompt as pr
 from genrl_jax.vlm import embedder as vlm_embedder
 
 E = 32

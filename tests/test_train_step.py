@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import synthetic
-from genrl_jax import pipeline
+from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
 from genrl_jax.train import loop, parallel
 from genrl_jax.train.state import step_rng
@@ -22,7 +22,7 @@ def _batch(config, seed=0, embed=False):
 
 def _run(config, devices, num_steps, with_connector):
   mesh = parallel.make_mesh(devices)
-  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh, with_connector)
+  _, state, step_fn = mfwm_lib.build(config, 6, mesh, with_connector)
   history = []
   for step in range(num_steps):
     batch = _batch(config, step, embed=with_connector)
@@ -51,7 +51,7 @@ def test_train_step_on_1_device_equals_8_devices(with_connector):
 def test_world_model_step_output_is_replicated_and_state_donated():
   config = synthetic.micro_config()
   mesh = parallel.make_mesh()
-  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh, with_connector=False)
+  _, state, step_fn = mfwm_lib.build(config, 6, mesh, with_connector=False)
   old_leaf = jax.tree.leaves(state.params)[0]
   state, _ = step_fn(state, parallel.shard_batch(_batch(config), mesh), step_rng(0, 0))
   leaf = jax.tree.leaves(state.params)[0]
@@ -63,7 +63,7 @@ def test_world_model_step_output_is_replicated_and_state_donated():
 def test_world_model_loss_goes_down_on_a_fixed_batch():
   config = synthetic.micro_config(**{"world_model.optimizer.lr": 1e-3})
   mesh = parallel.make_mesh(jax.devices()[:1])
-  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh, with_connector=False)
+  _, state, step_fn = mfwm_lib.build(config, 6, mesh, with_connector=False)
   batch = parallel.shard_batch(_batch(config), mesh)
   losses = []
   for step in range(30):
@@ -75,7 +75,7 @@ def test_world_model_loss_goes_down_on_a_fixed_batch():
 def test_non_finite_loss_stops_training_with_the_step_named():
   config = synthetic.micro_config()
   mesh = parallel.make_mesh(jax.devices()[:1])
-  _, state, step_fn = pipeline.build_mfwm(config, 6, mesh, with_connector=False)
+  _, state, step_fn = mfwm_lib.build(config, 6, mesh, with_connector=False)
 
   def make_batch(step):
     batch = _batch(config, step)
@@ -111,7 +111,7 @@ def test_batch_size_not_divisible_by_device_count_is_refused():
 def test_compute_dtype_bfloat16_keeps_float32_params_and_distributions():
   config = synthetic.micro_config(compute_dtype="bfloat16")
   mesh = parallel.make_mesh(jax.devices()[:1])
-  mfwm, state, step_fn = pipeline.build_mfwm(config, 6, mesh)
+  mfwm, state, step_fn = mfwm_lib.build(config, 6, mesh)
   assert mfwm.world_model.dtype == jnp.bfloat16 and mfwm.connector.dtype == jnp.bfloat16
   batch = parallel.shard_batch(_batch(config, embed=True), mesh)
   state, metrics = step_fn(state, batch, step_rng(0, 0))

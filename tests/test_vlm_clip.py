@@ -17,10 +17,10 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 transformers = pytest.importorskip("transformers")
 
 from genrl_jax import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
-from genrl_jax.behavior import prompts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from genrl_jax.prompts import prompt as prompts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top,wrong-import-position
 from genrl_jax.vlm import embedder as embedder_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from genrl_jax.vlm import prompt_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
+from genrl_jax.prompts import cache as prompt_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tiny_clip  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 E = 16  # the tiny model's projection_dim

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import synthetic
-from genrl_jax import pipeline
+from genrl_jax.stages import data as data_stage
+from genrl_jax.stages import workdir as workdir_lib
+from genrl_jax.prompts import behavior_prompt
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import embed as embed_lib
 from genrl_jax.vlm import clip
@@ -88,20 +90,19 @@ def test_embed_stage_in_the_data_stage_and_cached_prompts_need_no_vlm(tmp_path, 
   root = synthetic.write_episodes(str(tmp_path / "d"), num=2, length=16)
   config = synthetic.micro_config(root, **{"vlm.name": "clip", "vlm.model": tiny_clip_dir,
                                            "vlm.batch_size": 8})
-  pipeline.run_data(config, str(tmp_path / "w"), progress=False)
+  data_stage.run(config, str(tmp_path / "w"), progress=False)
   identifier = clip.clip_identifier(tiny_clip_dir)
-  dataset = pipeline.open_run_dataset(config, str(tmp_path / "w"), with_embeddings=True)
+  dataset = workdir_lib.open_run_dataset(config, str(tmp_path / "w"), with_embeddings=True)
   assert dataset.embedding == identifier and dataset.embed_dim == 16
   # The behaviour stage's prompt: embedded once (VLM loaded), then read from the cache.
   cache = str(tmp_path / "w" / "prompt_cache")
-  embedder = pipeline.prompt_embedder(config, cache)
+  embedder = behavior_prompt.prompt_embedder(config, cache)
   assert embedder is not None and embedder.identifier == identifier
-  from genrl_jax.behavior import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
-  from genrl_jax.behavior import stage as stage_lib  # pylint: disable=g-import-not-at-top
-  prompt = stage_lib.config_prompt(config)
+  from genrl_jax.prompts import prompt as prompts_lib  # pylint: disable=g-import-not-at-top
+  prompt = behavior_prompt.config_prompt(config)
   first = prompts_lib.embed_prompt(prompt, embedder, 16, cache_dir=cache)
   monkeypatch.setattr(embedder_lib, "make_embedder",
                       lambda c: pytest.fail("the VLM was loaded despite a cached prompt"))
-  assert pipeline.prompt_embedder(config, cache) is None
+  assert behavior_prompt.prompt_embedder(config, cache) is None
   again = prompts_lib.embed_prompt(prompt, None, 16, cache_dir=cache, identifier=identifier)
   np.testing.assert_array_equal(first, again)

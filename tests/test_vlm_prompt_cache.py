@@ -9,9 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from genrl_jax.behavior import prompts
+from genrl_jax.prompts import prompt as prompts
 from genrl_jax.vlm import embedder as embedder_lib
-from genrl_jax.vlm import prompt_cache
+from genrl_jax.prompts import cache as prompt_cache
 
 E = 32
 

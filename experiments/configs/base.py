@@ -163,7 +163,7 @@ def base_config() -> ml_collections.ConfigDict:
   b.prompt = ml_collections.ConfigDict(dict(text="", video="", embedding=""))
   # Where the default prompt (all of the above empty) comes from: "text" (the task's text
   # prompt), "dataset_video" (the clip of the task's own collected episodes with the
-  # highest task reward, genrl_jax/behavior/dataset_prompts.py) or "auto": dataset_video
+  # highest task reward, genrl_jax/behavior/dataset_clips.py) or "auto": dataset_video
   # when the VLM is a stand-in without semantics, else text.
   b.prompt.source = "auto"
   # Video prompts' embeddings go through the aligner, as text ones (the reference); False:

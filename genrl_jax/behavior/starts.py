@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from genrl_jax import aligner as aligner_lib
 from genrl_jax import connector as connector_lib
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import rssm
@@ -56,7 +57,7 @@ def video_latents(mfwm: mfwm_lib.MFWM, params: Params, num: int, key: jax.Array)
                      f"rollout length {length} (2 * connector.n_frames); change "
                      "behavior.batch_size or behavior.batch_length")
   k_embed, k_roll = jax.random.split(key)
-  embed = connector_lib.normalize(
+  embed = aligner_lib.normalize(
       jax.random.normal(k_embed, (num // length, length, mfwm.connector.embed_dim)))
   states = connector_lib.imagine(mfwm.connector, params, embed, k_roll, sample=True,
                                  denoise=True, aligner=mfwm.aligner)

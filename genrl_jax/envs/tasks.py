@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import os
 
-from genrl_jax.envs.prompts import TASK_PROMPTS, TASK_VIDEO_PROMPTS
+from genrl_jax.prompts.task_prompts import TASK_PROMPTS, TASK_VIDEO_PROMPTS
 from genrl_jax.envs.registry import list_tasks, split_task, unknown_task_error
 
 # Episode returns of a random and an expert policy, used to normalise scores

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
+from genrl_jax import aligner as aligner_lib
 from genrl_jax import connector as connector_lib
 from genrl_jax import world_model
 from genrl_jax.behavior import actor_critic
@@ -472,7 +473,7 @@ def connector_param_shapes(sizes: Mapping[str, Any]) -> Params:
   """`{'connector', 'aligner'}` param shapes (`jax.ShapeDtypeStruct`s) for these sizes."""
   kwargs = _module_kwargs(sizes)
   connector = connector_lib.Connector(**kwargs)
-  aligner = connector_lib.Aligner(embed_dim=connector.embed_dim)
+  aligner = aligner_lib.Aligner(embed_dim=connector.embed_dim)
 
   def init(key):
     k1, k2 = jax.random.split(key)

@@ -4,7 +4,7 @@
 nothing from the file executed), converts its MFWM (`wm.*`: world model, connector, aligner)
 and behaviours with the converter table (`convert.py`), and writes into `out`:
 
-  out/config.json               the run config, as `pipeline.prepare_workdir` writes it
+  out/config.json               the run config, as `stages.workdir.prepare_workdir` writes it
   out/mfwm/<step>/              Orbax checkpoint of the MFWM, as the mfwm stage writes it:
                                 items `state` (TrainState: step = the snapshot's
                                 `_global_step`, params, a fresh optimizer state) and `config`
@@ -292,8 +292,9 @@ def import_reference(snapshot_path: str, out_dir: str,
           "notes": [f"prompts must be embedded with the VLM the snapshot was trained with "
                     f"({vlm or 'unknown'}); precomputed embeddings can be given with "
                     "--config.behavior.prompt.embedding=<file.npy>",
-                    "offline behaviour starts read <workdir>/episodes (or a symlink to a "
-                    "dataset there); --config.behavior.start=data_free needs no data"]}
+                    "offline behaviour starts read the dataset of --config.data.path "
+                    "(else <workdir>/dataset); --config.behavior.start=data_free needs no "
+                    "data"]}
 
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 import os
 
+import jax
 import numpy as np
+from absl import logging
 
 from genrl_jax.report import metrics as metrics_lib
 from genrl_jax.report import tensorboard
@@ -122,3 +124,14 @@ def plot_learning_curves(workdir: str, stage: str | None = None) -> list[str]:
     plot_stage([r for r in rows if r.get("stage", "") == name], path, name)
     paths.append(path)
   return paths
+
+
+def write_learning_curves(workdir: str, stage: str) -> None:
+  """`plot_learning_curves(workdir, stage)` on process 0; a failure is logged, never
+  raised: a plot is not worth a training run."""
+  if jax.process_index() != 0:
+    return
+  try:
+    plot_learning_curves(workdir, stage)
+  except Exception:  # pylint: disable=broad-except
+    logging.warning("[%s] could not plot the learning curves", stage, exc_info=True)

@@ -12,7 +12,6 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh
 
-from genrl_jax.report import plots
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import distributed, parallel
 from genrl_jax.train.checkpoints import Checkpointer
@@ -69,24 +68,14 @@ def check_finite(state: TrainState, stage: str) -> None:
         "learning rate, check the data for NaNs, or use float32 compute.")
 
 
-def write_plot(writer: MetricWriter) -> None:
-  """The learning curves of the writer's stage, `<workdir>/plots/<stage>.png` (process 0).
-  A failure is logged, never raised: a plot is not worth a training run."""
-  if jax.process_index() != 0:
-    return
-  try:
-    plots.plot_learning_curves(writer.workdir, writer.stage)
-  except Exception:  # pylint: disable=broad-except
-    logging.warning("[%s] could not plot the learning curves", writer.stage, exc_info=True)
-
-
 def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
                mesh: Mesh, seed: int, num_steps: int, log_every: int,
                checkpointer: Checkpointer | None, writer: MetricWriter | None,
                make_batch: Callable[[int], dict[str, np.ndarray]] | None = None,
                batches: Callable[[int, int], Iterator[dict[str, np.ndarray]]] | None = None,
                progress: bool = True, chunk_fn: Callable[..., Any] | None = None,
-               updates_per_call: int = 1) -> TrainState:
+               updates_per_call: int = 1,
+               on_exit: Callable[[], None] | None = None) -> TrainState:
   """Runs `step_fn` from `state.step` to `num_steps`.
 
   The batch of update `n` is `make_batch(n)` (computed ahead in a thread), or the `n`-th
@@ -94,7 +83,8 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
   its own); its key is `step_rng(seed, n)`, so a run that resumes from a checkpoint at step
   `n` continues exactly as an uninterrupted one. Saves through `checkpointer` at its
   interval and at the end. At the end, also after an error, closes `writer` (its
-  TensorBoard file) and plots its stage's learning curves (`report/plots.py`). In a
+  TensorBoard file) and calls `on_exit()` (the stages plot their learning curves there,
+  so that a stop on a NaN shows how it came about). In a
   multi-process job every process runs the loop on its own part of each batch, and at the
   end the processes check that they hold the same parameters.
 
@@ -146,8 +136,8 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
     bar.close()
     if writer is not None:
       writer.close()
-      # Also after a failure (e.g. a NaN stop): the curves show how it came about.
-      write_plot(writer)
+    if on_exit is not None:
+      on_exit()
   if jax.process_count() > 1:
     digest = distributed.check_replicas_agree(state.params, f"[{stage}] the parameters")
     logging.info("[%s] parameters identical on all %d processes at step %d (sha256 %s)",

@@ -1,4 +1,6 @@
-"""Pure train steps `(state, batch, rng) -> (state, metrics)` and their jitted, sharded form."""
+"""Generic pieces of pure train steps `(state, batch, rng) -> (state, metrics)`: one
+optimizer update with non-finite tracking, and the jitted, sharded form of a step. The
+model-specific steps live with their models (`genrl_jax.mfwm.train_step`)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from genrl_jax import connector as connector_lib
-from genrl_jax import mfwm as mfwm_lib
-from genrl_jax import world_model as wm_lib
 from genrl_jax.train import parallel
 from genrl_jax.train.state import TrainState
 
@@ -37,42 +35,6 @@ def apply_gradients(state: TrainState, grads: Any, optimizer: optax.GradientTran
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             nonfinite_step=nonfinite_step)
   return new_state, grad_norm
-
-
-def mfwm_train_step(state: TrainState, batch: Batch, rng: jax.Array, *, mfwm: mfwm_lib.MFWM,
-                    optimizer: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
-  """One MFWM update on a global batch `(B, T, ...)`.
-
-  The world model learns end to end (spec 2.7); the connector and aligner learn on the
-  detached posterior (spec 3.4), when the MFWM has them (then the batch also holds
-  `vlm_embedding (B, T, E)`). Both losses are summed: they act on disjoint parameters.
-  The batch layout is checked when the step is traced (shapes are static), at no run-time
-  cost.
-  """
-  wm_lib.check_batch(batch, mfwm.world_model.action_dim)
-  batch = dict(batch, is_first=batch["is_first"].astype(jnp.float32),
-               reward=batch["reward"].astype(jnp.float32),
-               action=batch["action"].astype(jnp.float32))
-  if mfwm.has_connector and "vlm_embedding" not in batch:
-    raise ValueError("batch has no 'vlm_embedding' (B, T, E): the connector and aligner "
-                     "learn from per-step VLM embeddings")
-  k_wm, k_conn = jax.random.split(rng)
-
-  def loss_fn(params):
-    loss, (metrics, post) = wm_lib.world_model_loss(mfwm.world_model, params["world_model"],
-                                                     batch, k_wm, config.world_model)
-    if mfwm.has_connector:
-      conn_loss, conn_metrics = connector_lib.connector_loss(
-          mfwm.connector, mfwm.aligner, params, batch["vlm_embedding"], post, k_conn,
-          config.connector)
-      loss = loss + conn_loss
-      metrics = {**metrics, **conn_metrics}
-    return loss, metrics
-
-  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state, _ = apply_gradients(state, grads, optimizer, loss)
-  return state, {**metrics, **mfwm_lib.group_grad_norms(grads)}
 
 
 def jit_train_step(step_fn: StepFn, mesh: Mesh, **static: Any) -> StepFn:

@@ -5,7 +5,7 @@ embeddings in one space out. `make_embedder(config)` builds the one a config nam
 (`config.vlm.name`):
 
   ''                   none: datasets must carry embeddings, prompts must be precomputed
-                       (or cached, see `genrl_jax.vlm.prompt_cache`).
+                       (or cached, see `genrl_jax.prompts.cache`).
   'random_projection'  `RandomProjectionEmbedder`, no semantics, no download (smoke runs).
   'clip'               `genrl_jax.vlm.clip.ClipEmbedder`: CLIP from `config.vlm.model` (hub
                        id or local directory; `config.vlm.from_pt`, `config.vlm.batch_size`),

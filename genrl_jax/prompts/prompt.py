@@ -17,7 +17,7 @@ import os
 import imageio.v3 as iio
 import numpy as np
 
-from genrl_jax.vlm import prompt_cache
+from genrl_jax.prompts import cache as prompt_cache
 from genrl_jax.vlm.embedder import Embedder
 
 PROMPT_KINDS = ("text", "video", "embedding")
@@ -180,7 +180,7 @@ def _finalise(e: np.ndarray, source: str, embed_dim: int) -> np.ndarray:
 
 
 def prompt_cache_key(prompt: Prompt, embed_dim: int, flip: bool = False) -> dict:
-  """The prompt cache key of a text or video prompt (see `genrl_jax.vlm.prompt_cache`).
+  """The prompt cache key of a text or video prompt (see `genrl_jax.prompts.cache`).
 
   Text: the stripped text. Video: the sha256 of the file's bytes and the frame selection
   (clip length, stride divisor, flip), so the same video under another name hits the cache.
@@ -226,7 +226,7 @@ def embed_prompt(prompt: Prompt, embedder: Embedder | None, embed_dim: int,
       found in the cache.
     embed_dim: the connector's embedding size.
     flip: mirror a video prompt's frames (the reference's optional flip).
-    cache_dir: a prompt cache directory (`genrl_jax.vlm.prompt_cache`, usually
+    cache_dir: a prompt cache directory (`genrl_jax.prompts.cache`, usually
       `<workdir>/prompt_cache`): text and video embeddings are read from it, or computed
       with `embedder` and stored there. None: no cache, always compute.
     identifier: the VLM identifier of the cache entries; default `embedder.identifier`.

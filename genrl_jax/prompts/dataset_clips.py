@@ -4,7 +4,7 @@ With a stand-in VLM (random weights, no semantics) a text prompt names nothing, 
 of the domain's own frames still does: the connector was trained on the same VLM's
 embeddings of such clips. For a task, `best_clip` scans the dataset's episodes that were
 collected in that task's environment (each shard's metadata names its task; see
-`genrl_jax.pipeline.run_collect`) and returns the `n_frames` consecutive frames with the
+`genrl_jax.stages.data.collect`) and returns the `n_frames` consecutive frames with the
 highest summed task reward, e.g. the agent still standing for `stickman_stand`, or on the
 ground for `stickman_lying_down`. The learned behaviour can then be judged against the
 environment's reward although the VLM understands nothing.

@@ -1,8 +1,9 @@
 """The eval stage: each learned behaviour played in the real environment (spec 7.4).
 
 For a behaviour checkpoint `<workdir>/behavior/<name>/` (learned for `config.task`), the
-policy filters observations through the MFWM's world model and acts with the actor's mean
-(`behavior.policy.BehaviorPolicy`), for `config.eval.episodes` episodes on
+policy filters observations through the MFWM's world model (sampling the posterior, as the
+reference, or with its mode when `config.behavior.eval_state_mean`) and acts with the
+actor's mean (`behavior.policy.BehaviorPolicy`), for `config.eval.episodes` episodes on
 `config.eval.num_envs` environments seeded from `config.seed` (one environment = the
 reference's protocol). It writes, next to the checkpoint:
 
@@ -34,10 +35,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from genrl_jax import configs
+from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
 from genrl_jax.behavior import learner
 from genrl_jax.behavior import policy as policy_lib
-from genrl_jax.behavior import stage as behavior_stage
 from genrl_jax.envs import evaluate as evaluate_lib
 from genrl_jax.envs import parallel as parallel_envs
 from genrl_jax.report import open_loop
@@ -132,7 +134,7 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
                       progress: bool = True) -> dict[str, Any]:
   """Evaluates the behaviour `behavior_name(config)` of `config.task`; returns eval.json's
   content (also written). Skips (returning the saved one) when already done."""
-  name = behavior_stage.behavior_name(config)
+  name = configs.behavior_name(config)
   directory = os.path.join(workdir, "behavior", name)
   step = _latest_step(directory)
   if step is None:
@@ -147,15 +149,16 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
       logging.info("eval %s: already evaluated at step %d", name, step)
       return saved
   meta = checkpoints.read_checkpoint_config(directory, step).get("behavior_run", {})
-  mfwm_params = behavior_stage.load_mfwm(os.path.join(workdir, "mfwm"))
-  action_dim = behavior_stage.action_dim_of(mfwm_params, config)
+  mfwm_params = mfwm_lib.load(os.path.join(workdir, "mfwm"))
+  action_dim = wm_lib.action_dim_of(mfwm_params["world_model"], config)
   actor_params = checkpoints.restore_subtree(directory, ("params", "actor"), step)
   model = wm_lib.make_world_model(config, action_dim)
   behavior = learner.make_behavior(config, action_dim)
   seed = config.seed * 1000 + EVAL_SEED_SALT
   policy = policy_lib.BehaviorPolicy(
       model, behavior.actor, {"world_model": mfwm_params["world_model"],
-                              "actor": actor_params}, seed=seed)
+                              "actor": actor_params}, seed=seed,
+      sample_state=not config.behavior.eval_state_mean)
   env_kwargs = {"time_limit": config.eval.time_limit} if config.eval.time_limit > 0 else {}
   with parallel_envs.make_envs(config.task, config.eval.num_envs, seed,
                                parallel=config.eval.num_envs > 1, env_kwargs=env_kwargs,
@@ -190,10 +193,11 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
   return summary
 
 
-def run_eval(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
-             ) -> list[dict[str, Any]]:
-  """Evaluates the behaviours of the config's tasks, then rewrites the results table."""
-  out = [evaluate_behavior(c, workdir, progress) for c in behavior_stage.task_configs(config)]
+def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
+        ) -> list[dict[str, Any]]:
+  """The eval stage: evaluates the behaviours of the config's tasks, then rewrites the
+  results table and its figure."""
+  out = [evaluate_behavior(c, workdir, progress) for c in configs.task_configs(config)]
   if jax.process_index() == 0:
     rows = results_lib.write_results(workdir)
     plots.plot_results(rows, os.path.join(workdir, "plots", "results.png"))

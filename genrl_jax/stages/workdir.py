@@ -1,0 +1,194 @@
+"""What a run holds, checked before any stage writes: the config (`check_config`), the
+workdir (`prepare_workdir`: created, or its saved `config.json` compatible), and the run's
+dataset (`dataset_dir`, `open_run_dataset` with the chosen VLM embeddings,
+`dataset_batches` with the reader settings of `config.data`).
+
+Everything a stage writes lives in the workdir; a stage never deletes anything there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Iterator
+
+import jax
+import ml_collections
+
+from genrl_jax import configs
+from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import input_pipeline
+from genrl_jax.prompts import behavior_prompt
+from genrl_jax.train import checkpoints
+from genrl_jax.vlm import embedder as embedder_lib
+
+# Keys that may differ between a workdir's saved config and a resumed run's config.
+RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.keep",
+                  "data.collect_episodes", "mfwm.init_world_model_from", "task",
+                  # A dataset for offline behaviour starts may be given later (e.g. after
+                  # importing a reference MFWM).
+                  "data.path", "data.num_envs", "tasks",
+                  # Reader and shard settings change no result; datasets may mix collectors.
+                  "data.num_threads", "data.prefetch", "data.num_workers", "data.cache_mib",
+                  "data.episodes_per_shard", "data.collector")
+# Behaviours are per task and prompt, each checkpointed apart: their settings may change
+# between runs that share a workdir (and its MFWM).
+RESUMABLE_PREFIXES = ("behavior.", "eval.", "agent.")
+
+
+class WorkdirMismatchError(ValueError):
+  """The workdir holds a run made with a different config."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+  return out
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Refuses, before anything is written, what would fail in a later stage: unknown or
+  environment-less tasks, an unknown VLM, collector or prompt source, several tasks with
+  one custom prompt, a `data.path` that is not a dataset, batch sizes that the devices
+  cannot share."""
+  from genrl_jax.envs import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  named = [("config.task", config.task)]
+  named += [(f"config.tasks[{i}]", t) for i, t in enumerate(config.tasks)]
+  named += [(f"config.data.collect_tasks[{i}]", t)
+            for i, t in enumerate(config.data.collect_tasks)]
+  if config.data.collect_task:
+    named.append(("config.data.collect_task", config.data.collect_task))
+  for key, task in named:
+    try:
+      info = tasks_lib.task_info(task)
+    except ValueError as e:
+      raise ValueError(f"{key}: {e}") from None
+    if not info.registered:
+      raise ValueError(f"{key}={task!r} is a task of the reference without an environment "
+                       "here (no make_env); see `genrl_jax list-tasks`")
+  embedder_lib.embedder_identifier(config)  # checks config.vlm.name
+  configs.task_configs(config)  # one custom prompt for several tasks
+  behavior_prompt.prompt_source(config)
+  check_updates_per_call(config.behavior)
+  check_collector(config.data.collector)
+  check_batch_sizes(config)
+  check_data_path(config)
+
+
+def check_data_path(config: ml_collections.ConfigDict) -> None:
+  """`config.data.path`, when given, must be a dataset folder."""
+  if config.data.path:
+    if not os.path.isdir(config.data.path):
+      raise FileNotFoundError(f"config.data.path={config.data.path!r} is not a directory")
+    dataset_lib.read_spec(config.data.path)  # refuses a folder that is not a dataset
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict) -> None:
+  """`batch_size` and `behavior.batch_size`: positive, and split evenly over the devices
+  (each process reads `batch_size / processes` sequences)."""
+  devices = jax.device_count()
+  for key, value in (("config.batch_size", config.batch_size),
+                     ("config.behavior.batch_size", config.behavior.batch_size)):
+    if value < 1 or value % devices:
+      raise ValueError(f"{key}={value}: expected a positive multiple of the {devices} "
+                       "device(s) of this job")
+
+
+def check_updates_per_call(b: ml_collections.ConfigDict) -> None:
+  n = b.updates_per_call
+  if n < 1 or b.log_every % n or b.save_every % n:
+    raise ValueError(f"config.behavior.updates_per_call={n}: expected a divisor of "
+                     f"behavior.log_every ({b.log_every}) and behavior.save_every "
+                     f"({b.save_every})")
+  if n > 1 and b.start != "data_free":
+    raise ValueError(f"config.behavior.updates_per_call={n} needs behavior.start="
+                     f"'data_free'; offline starts read a host batch every update")
+
+
+def check_collector(collector: str) -> None:
+  if collector not in ("random", "dreamer", "plan2explore"):
+    raise ValueError(f"config.data.collector={collector!r}: expected 'random', 'dreamer' "
+                     "(expert data) or 'plan2explore' (exploration data)")
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Creates the workdir, or checks that the run it holds used a compatible config."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  current = configs.config_to_dict(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    old, new = _flatten(saved), _flatten(current)
+    differ = sorted(k for k in set(old) | set(new)
+                    if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS
+                    and not k.startswith(RESUMABLE_PREFIXES))
+    if differ:
+      details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
+      raise WorkdirMismatchError(
+          f"workdir {workdir} holds a run of a different config ({details}). Use a new "
+          "--workdir, or the config saved in that workdir's config.json; nothing was changed.")
+  if jax.process_index() == 0:
+    checkpoints.write_json_atomic(path, current)
+
+
+def dataset_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The dataset of a run: `config.data.path`, else `<workdir>/dataset`."""
+  return config.data.path or os.path.join(workdir, "dataset")
+
+
+def choose_embedding(config: ml_collections.ConfigDict,
+                     dataset: dataset_lib.EpisodeDataset) -> str | None:
+  """The VLM whose embeddings train the connector, or None when the dataset has none.
+
+  `config.data.embedding` if set; else the config's VLM (`config.vlm`), whose embeddings
+  prompts will be embedded with; else the dataset's only embeddings.
+  """
+  sets = dataset.embedding_sets
+  name = config.data.embedding
+  if not name and not sets:
+    return None
+  if not name and config.vlm.name:
+    name = embedder_lib.embedder_identifier(config)
+  if not name:
+    if len(sets) > 1:
+      raise dataset_lib.DatasetError(
+          f"{dataset.root} holds embeddings of several VLMs {sorted(sets)}; choose one with "
+          "config.data.embedding")
+    name = next(iter(sets))
+  if name not in sets:
+    raise dataset_lib.DatasetError(
+        f"{dataset.root} has no embeddings of {name!r} (it has {sorted(sets)}); run the "
+        "data stage with this VLM (config.vlm), or set config.data.embedding")
+  if sets[name].embed_dim != config.connector.embed_dim:
+    raise dataset_lib.DatasetError(
+        f"{dataset.root}: the embeddings of {name!r} have dimension {sets[name].embed_dim}; "
+        f"config.connector.embed_dim is {config.connector.embed_dim}")
+  return name
+
+
+def open_run_dataset(config: ml_collections.ConfigDict, workdir: str,
+                     with_embeddings: bool) -> dataset_lib.EpisodeDataset:
+  """The run's dataset, with the chosen embeddings when `with_embeddings`."""
+  root = dataset_dir(config, workdir)
+  dataset = dataset_lib.open_dataset(root, cache_mib=config.data.cache_mib)
+  embedding = choose_embedding(config, dataset) if with_embeddings else None
+  return dataset_lib.open_dataset(root, embedding, cache_mib=config.data.cache_mib
+                                  ) if embedding else dataset
+
+
+def dataset_batches(config: ml_collections.ConfigDict, sampler: input_pipeline.SequenceSampler,
+                    check: Callable[[dict], dict] | None = None
+                    ) -> Callable[[int, int], Iterator[dict]]:
+  """`(start, stop) -> iterator of batches` of `sampler` with the reader settings of
+  `config.data`, each passed through `check` when given."""
+
+  def batches(start: int, stop: int):
+    for batch in sampler.batches(start, stop, num_threads=config.data.num_threads,
+                                 prefetch=config.data.prefetch,
+                                 num_workers=config.data.num_workers):
+      yield check(batch) if check is not None else batch
+
+  return batches
