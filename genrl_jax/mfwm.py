@@ -86,9 +86,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
       WORLD_MODEL_GROUP: optimizer_lib.make_optimizer(config.world_model.optimizer),
       CONNECTOR_GROUP: optimizer_lib.make_optimizer(config.connector.optimizer, decay_times),
   }
-  labels = lambda params: {k: jax.tree.map(lambda _, k=k: _group(k), v)
-                           for k, v in params.items()}
-  return optax.multi_transform(transforms, labels)
+  return optimizer_lib.per_group(transforms, _group)
 
 
 def group_grad_norms(grads: Params) -> dict[str, jax.Array]:

@@ -51,6 +51,7 @@ from genrl_jax.behavior import learner as learner_lib
 from genrl_jax.behavior.actor_critic import Actor, Critic, imagination_losses
 from genrl_jax.behavior.imagine import imagine
 from genrl_jax.train import optimizer as optimizer_lib
+from genrl_jax.train import steps
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -135,18 +136,10 @@ def build_modules(settings: ml_collections.FrozenConfigDict, action_dim: int) ->
   return Modules(model, behavior.actor, behavior.critic, ensemble)
 
 
-def _per_group(optimizers: dict[str, optax.GradientTransformation]
-               ) -> optax.GradientTransformation:
-  """One optimizer per top-level parameter group (each clipped to its own norm), as the
-  reference's separate `Optimizer`s."""
-  return optax.multi_transform(
-      optimizers, lambda params: {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()})
-
-
 def model_optimizer(settings: ml_collections.FrozenConfigDict) -> optax.GradientTransformation:
   """The world model's optimizer; the ensemble gets its own with the same settings."""
-  return _per_group({k: optimizer_lib.make_optimizer(settings.model_optimizer)
-                     for k in MODEL_KEYS})
+  return optimizer_lib.per_group({k: optimizer_lib.make_optimizer(settings.model_optimizer)
+                                  for k in MODEL_KEYS})
 
 
 def behavior_optimizer(settings: ml_collections.FrozenConfigDict
@@ -209,13 +202,6 @@ def _split(params: Params) -> tuple[Params, Params]:
           {k: v for k, v in params.items() if k in BEHAVIOR_KEYS})
 
 
-def _apply_updates(optimizer: optax.GradientTransformation, grads: Params,
-                   opt_state: optax.OptState, params: Params
-                   ) -> tuple[Params, optax.OptState]:
-  updates, opt_state = optimizer.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state
-
-
 def reward_head_reward(model: wm_lib.WorldModel, wm_params: Params, feat: jax.Array
                        ) -> jax.Array:
   """The reward head's mean on features `(..., F)` -> `(...)`. Not detached: the actor's
@@ -270,8 +256,8 @@ def actor_critic_update(state: AgentState, starts: rssm.State, key: jax.Array,
 
   _, params = _split(state.params)
   (loss, (ema, magnitude, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  params, opt_state = _apply_updates(behavior_optimizer(settings), grads,
-                                     state.behavior_opt_state, params)
+  params, opt_state = steps.apply_updates(behavior_optimizer(settings), grads,
+                                          state.behavior_opt_state, params)
   copy = (state.step % settings.slow_target_every) == 0
   mix = settings.slow_target_fraction
   slow = jax.tree.map(lambda c, t: jnp.where(copy, mix * c + (1.0 - mix) * t, t),
@@ -279,15 +265,11 @@ def actor_critic_update(state: AgentState, starts: rssm.State, key: jax.Array,
   state = state.replace(params={**state.params, **params}, behavior_opt_state=opt_state,
                         target_critic=slow, return_ema=ema,
                         reward_magnitude=jax.lax.stop_gradient(magnitude),
-                        nonfinite_step=_first_nonfinite(state, loss, grads))
+                        nonfinite_step=steps.first_nonfinite(state.nonfinite_step, state.step,
+                                                             loss, optax.tree.norm(grads)))
   metrics = dict(metrics, imag_actor_grad_norm=optax.tree.norm(grads["actor"]),
                  imag_critic_grad_norm=optax.tree.norm(grads["critic"]))
   return state, metrics
-
-
-def _first_nonfinite(state: AgentState, loss: jax.Array, grads: Params) -> jax.Array:
-  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
-  return jnp.where((state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step)
 
 
 def make_reward_fn(state: AgentState, wm_params: Params, modules: Modules,
@@ -322,14 +304,15 @@ def train_step(state: AgentState, batch: dict[str, jax.Array], rng: jax.Array, *
   loss_fn = functools.partial(model_loss, batch=batch, key=k_model, modules=modules,
                               settings=settings)
   (loss, (metrics, post)), grads = jax.value_and_grad(loss_fn, has_aux=True)(model_params)
-  model_params, model_opt_state = _apply_updates(model_optimizer(settings), grads,
-                                                 state.model_opt_state, model_params)
+  model_params, model_opt_state = steps.apply_updates(model_optimizer(settings), grads,
+                                                      state.model_opt_state, model_params)
   metrics = {**metrics, "model_grad_norm": optax.tree.norm(grads["world_model"])}
   if "ensemble" in grads:
     metrics["ensemble_grad_norm"] = optax.tree.norm(grads["ensemble"])
   state = state.replace(params={**state.params, **model_params},
                         model_opt_state=model_opt_state,
-                        nonfinite_step=_first_nonfinite(state, loss, grads))
+                        nonfinite_step=steps.first_nonfinite(state.nonfinite_step, state.step,
+                                                             loss, optax.tree.norm(grads)))
 
   # Every posterior state of the batch starts an imagined rollout (spec 4.2); the
   # actor-critic sees the world model just updated, as the reference's in-place update.

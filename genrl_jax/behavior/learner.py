@@ -74,10 +74,8 @@ def init_params(behavior: Behavior, feat_dim: int, key: jax.Array) -> Params:
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Separate actor and critic optimizers (each clipped to its own norm), as the reference's
   two `Optimizer`s; `config` is `config.behavior`."""
-  return optax.multi_transform(
-      {"actor": optimizer_lib.make_optimizer(config.actor_optimizer),
-       "critic": optimizer_lib.make_optimizer(config.critic_optimizer)},
-      lambda params: {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()})
+  return optimizer_lib.per_group({"actor": optimizer_lib.make_optimizer(config.actor_optimizer),
+                                  "critic": optimizer_lib.make_optimizer(config.critic_optimizer)})
 
 
 def check_prompt_embedding(embedding: Any, embed_dim: int) -> jax.Array:
