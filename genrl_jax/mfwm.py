@@ -132,9 +132,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, mfwm: MFWM,
   cost.
   """
   wm_lib.check_batch(batch, mfwm.world_model.action_dim)
-  batch = dict(batch, is_first=batch["is_first"].astype(jnp.float32),
-               reward=batch["reward"].astype(jnp.float32),
-               action=batch["action"].astype(jnp.float32))
+  batch = wm_lib.float_batch(batch)
   if mfwm.has_connector and "vlm_embedding" not in batch:
     raise ValueError("batch has no 'vlm_embedding' (B, T, E): the connector and aligner "
                      "learn from per-step VLM embeddings")

@@ -48,6 +48,7 @@ from genrl_jax import dists, rssm
 from genrl_jax import world_model as wm_lib
 from genrl_jax.agents import plan2explore as p2e
 from genrl_jax.behavior import learner as learner_lib
+from genrl_jax.behavior import starts as starts_lib
 from genrl_jax.behavior.actor_critic import Actor, Critic, imagination_losses
 from genrl_jax.behavior.imagine import imagine
 from genrl_jax.train import optimizer as optimizer_lib
@@ -295,9 +296,7 @@ def train_step(state: AgentState, batch: dict[str, jax.Array], rng: jax.Array, *
   """
   modules = build_modules(settings, action_dim)
   wm_lib.check_batch(batch, action_dim)
-  batch = dict(batch, is_first=batch["is_first"].astype(jnp.float32),
-               reward=batch["reward"].astype(jnp.float32),
-               action=batch["action"].astype(jnp.float32))
+  batch = wm_lib.float_batch(batch)
   k_model, k_imag = jax.random.split(rng)
 
   model_params, _ = _split(state.params)
@@ -316,7 +315,7 @@ def train_step(state: AgentState, batch: dict[str, jax.Array], rng: jax.Array, *
 
   # Every posterior state of the batch starts an imagined rollout (spec 4.2); the
   # actor-critic sees the world model just updated, as the reference's in-place update.
-  starts = jax.tree.map(lambda x: jax.lax.stop_gradient(x.reshape((-1,) + x.shape[2:])), post)
+  starts = starts_lib.flatten_starts(post)
   wm_params = state.params["world_model"]
   reward_fn = make_reward_fn(state, wm_params, modules, settings)
   state, ac_metrics = actor_critic_update(state, starts, k_imag, wm_params, reward_fn,
