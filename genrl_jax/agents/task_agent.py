@@ -10,8 +10,9 @@ reward. One update on a replay batch `(B, T)`:
    (`behavior.imagine.imagine`); the reward of imagined state t is the reward head's mean
    on its feature; lambda returns of the slow critic, actor loss by dynamics
    backpropagation with entropy bonus 3e-4, twohot critic loss
-   (`behavior.actor_critic.imagination_losses`); separate actor and critic Adam steps;
-   the slow critic is a hard copy every `slow_target_every` updates.
+   (`behavior.actor_critic_update`, the GenRL learner's update with another reward);
+   separate actor and critic Adam steps; the slow critic is a hard copy every
+   `slow_target_every` updates.
 
 `data.collector='plan2explore'` uses the same update with the exploration ensemble
 (`plan2explore.py`) trained next to the world model in step 1 and its normalised
@@ -49,8 +50,8 @@ from genrl_jax import world_model as wm_lib
 from genrl_jax.agents import plan2explore as p2e
 from genrl_jax.behavior import learner as learner_lib
 from genrl_jax.behavior import starts as starts_lib
-from genrl_jax.behavior.actor_critic import Actor, Critic, imagination_losses
-from genrl_jax.behavior.imagine import imagine
+from genrl_jax.behavior import actor_critic_update as ac_update
+from genrl_jax.behavior.actor_critic import Actor, Critic
 from genrl_jax.train import optimizer as optimizer_lib
 from genrl_jax.train import steps
 
@@ -239,37 +240,32 @@ def actor_critic_update(state: AgentState, starts: rssm.State, key: jax.Array,
                         settings: ml_collections.FrozenConfigDict
                         ) -> tuple[AgentState, Metrics]:
   """One actor-critic update from start states `(N, ...)` in the frozen world model
-  `wm_params`, with `reward_fn(seq) -> (reward (H + 1, N), magnitude, metrics)`.
+  `wm_params` (`behavior.actor_critic_update`, the GenRL learner's update), with
+  `reward_fn(seq) -> (reward (H + 1, N), magnitude, metrics)`.
 
   Updates actor, critic, slow critic (copied when the number of updates before this one
   is a multiple of `slow_target_every`), return EMA and reward normaliser; not `step`.
   """
 
+  def reward_and_aux(seq):
+    reward, magnitude, metrics = reward_fn(seq)
+    return reward, (magnitude, metrics)
+
   def loss_fn(params):
-    seq = imagine(modules.model.rssm_def(), wm_params["rssm"], modules.actor, params["actor"],
-                  starts, settings.horizon, key)
-    reward, magnitude, reward_metrics = reward_fn(seq)
-    actor_loss, critic_loss, ema, metrics, _ = imagination_losses(
-        modules.critic, params["critic"], state.target_critic, seq, reward, state.return_ema,
-        discount=settings.discount, lambda_=settings.lambda_,
-        actor_entropy=settings.actor_entropy)
-    return actor_loss + critic_loss, (ema, magnitude, {**metrics, **reward_metrics})
+    loss, (ema, metrics, _, (magnitude, reward_metrics)) = ac_update.imagination_loss(
+        params, state.target_critic, state.return_ema, starts, key, model=modules.model,
+        wm_params=wm_params, actor=modules.actor, critic=modules.critic,
+        reward_fn=reward_and_aux, config=settings)
+    return loss, (ema, {**metrics, **reward_metrics}, magnitude)
 
   _, params = _split(state.params)
-  (loss, (ema, magnitude, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  params, opt_state = steps.apply_updates(behavior_optimizer(settings), grads,
-                                          state.behavior_opt_state, params)
-  copy = (state.step % settings.slow_target_every) == 0
-  mix = settings.slow_target_fraction
-  slow = jax.tree.map(lambda c, t: jnp.where(copy, mix * c + (1.0 - mix) * t, t),
-                      params["critic"], state.target_critic)
-  state = state.replace(params={**state.params, **params}, behavior_opt_state=opt_state,
-                        target_critic=slow, return_ema=ema,
-                        reward_magnitude=jax.lax.stop_gradient(magnitude),
-                        nonfinite_step=steps.first_nonfinite(state.nonfinite_step, state.step,
-                                                             loss, optax.tree.norm(grads)))
-  metrics = dict(metrics, imag_actor_grad_norm=optax.tree.norm(grads["actor"]),
-                 imag_critic_grad_norm=optax.tree.norm(grads["critic"]))
+  ac = ac_update.ActorCritic(params, state.behavior_opt_state, state.target_critic,
+                             state.return_ema, state.nonfinite_step)
+  ac, metrics, magnitude = ac_update.apply_update(ac, state.step, loss_fn,
+                                                  behavior_optimizer(settings), settings)
+  state = state.replace(params={**state.params, **ac.params}, behavior_opt_state=ac.opt_state,
+                        target_critic=ac.target_critic, return_ema=ac.return_ema,
+                        reward_magnitude=magnitude, nonfinite_step=ac.nonfinite_step)
   return state, metrics
 
 
