@@ -86,9 +86,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
       WORLD_MODEL_GROUP: optimizer_lib.make_optimizer(config.world_model.optimizer),
       CONNECTOR_GROUP: optimizer_lib.make_optimizer(config.connector.optimizer, decay_times),
   }
-  labels = lambda params: {k: jax.tree.map(lambda _, k=k: _group(k), v)
-                           for k, v in params.items()}
-  return optax.multi_transform(transforms, labels)
+  return optimizer_lib.per_group(transforms, _group)
 
 
 def group_grad_norms(grads: Params) -> dict[str, jax.Array]:
@@ -134,9 +132,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, mfwm: MFWM,
   cost.
   """
   wm_lib.check_batch(batch, mfwm.world_model.action_dim)
-  batch = dict(batch, is_first=batch["is_first"].astype(jnp.float32),
-               reward=batch["reward"].astype(jnp.float32),
-               action=batch["action"].astype(jnp.float32))
+  batch = wm_lib.float_batch(batch)
   if mfwm.has_connector and "vlm_embedding" not in batch:
     raise ValueError("batch has no 'vlm_embedding' (B, T, E): the connector and aligner "
                      "learn from per-step VLM embeddings")

@@ -18,6 +18,8 @@ from genrl_jax.nets import MLP, ConvDecoder, ConvEncoder
 
 Params = Any
 BATCH_KEYS = ("observation", "action", "reward", "is_first")
+# What `float_batch` casts to float32.
+FLOAT_KEYS = ("action", "reward", "is_first")
 
 
 def preprocess_image(image: jax.Array) -> jax.Array:
@@ -161,6 +163,12 @@ def check_batch(batch: dict[str, Any], action_dim: int, image_size: int = 64) ->
   for key, shape in shapes.items():
     if tuple(batch[key].shape) != shape:
       raise ValueError(f"batch[{key!r}] has shape {tuple(batch[key].shape)}; expected {shape}")
+
+
+def float_batch(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """The batch with its `action (B, T, A)`, `reward (B, T)` and `is_first (B, T)` (those it
+  has) as float32, as the losses and the filter read them; images stay uint8."""
+  return dict(batch, **{k: batch[k].astype(jnp.float32) for k in FLOAT_KEYS if k in batch})
 
 
 def world_model_loss(model: WorldModel, params: Params, batch: dict[str, jax.Array],

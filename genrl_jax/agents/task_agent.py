@@ -10,8 +10,9 @@ reward. One update on a replay batch `(B, T)`:
    (`behavior.imagine.imagine`); the reward of imagined state t is the reward head's mean
    on its feature; lambda returns of the slow critic, actor loss by dynamics
    backpropagation with entropy bonus 3e-4, twohot critic loss
-   (`behavior.actor_critic.imagination_losses`); separate actor and critic Adam steps;
-   the slow critic is a hard copy every `slow_target_every` updates.
+   (`behavior.actor_critic_update`, the GenRL learner's update with another reward);
+   separate actor and critic Adam steps; the slow critic is a hard copy every
+   `slow_target_every` updates.
 
 `data.collector='plan2explore'` uses the same update with the exploration ensemble
 (`plan2explore.py`) trained next to the world model in step 1 and its normalised
@@ -48,9 +49,11 @@ from genrl_jax import dists, rssm
 from genrl_jax import world_model as wm_lib
 from genrl_jax.agents import plan2explore as p2e
 from genrl_jax.behavior import learner as learner_lib
-from genrl_jax.behavior.actor_critic import Actor, Critic, imagination_losses
-from genrl_jax.behavior.imagine import imagine
+from genrl_jax.behavior import starts as starts_lib
+from genrl_jax.behavior import actor_critic_update as ac_update
+from genrl_jax.behavior.actor_critic import Actor, Critic
 from genrl_jax.train import optimizer as optimizer_lib
+from genrl_jax.train import steps
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -135,18 +138,10 @@ def build_modules(settings: ml_collections.FrozenConfigDict, action_dim: int) ->
   return Modules(model, behavior.actor, behavior.critic, ensemble)
 
 
-def _per_group(optimizers: dict[str, optax.GradientTransformation]
-               ) -> optax.GradientTransformation:
-  """One optimizer per top-level parameter group (each clipped to its own norm), as the
-  reference's separate `Optimizer`s."""
-  return optax.multi_transform(
-      optimizers, lambda params: {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()})
-
-
 def model_optimizer(settings: ml_collections.FrozenConfigDict) -> optax.GradientTransformation:
   """The world model's optimizer; the ensemble gets its own with the same settings."""
-  return _per_group({k: optimizer_lib.make_optimizer(settings.model_optimizer)
-                     for k in MODEL_KEYS})
+  return optimizer_lib.per_group({k: optimizer_lib.make_optimizer(settings.model_optimizer)
+                                  for k in MODEL_KEYS})
 
 
 def behavior_optimizer(settings: ml_collections.FrozenConfigDict
@@ -209,13 +204,6 @@ def _split(params: Params) -> tuple[Params, Params]:
           {k: v for k, v in params.items() if k in BEHAVIOR_KEYS})
 
 
-def _apply_updates(optimizer: optax.GradientTransformation, grads: Params,
-                   opt_state: optax.OptState, params: Params
-                   ) -> tuple[Params, optax.OptState]:
-  updates, opt_state = optimizer.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state
-
-
 def reward_head_reward(model: wm_lib.WorldModel, wm_params: Params, feat: jax.Array
                        ) -> jax.Array:
   """The reward head's mean on features `(..., F)` -> `(...)`. Not detached: the actor's
@@ -252,42 +240,33 @@ def actor_critic_update(state: AgentState, starts: rssm.State, key: jax.Array,
                         settings: ml_collections.FrozenConfigDict
                         ) -> tuple[AgentState, Metrics]:
   """One actor-critic update from start states `(N, ...)` in the frozen world model
-  `wm_params`, with `reward_fn(seq) -> (reward (H + 1, N), magnitude, metrics)`.
+  `wm_params` (`behavior.actor_critic_update`, the GenRL learner's update), with
+  `reward_fn(seq) -> (reward (H + 1, N), magnitude, metrics)`.
 
   Updates actor, critic, slow critic (copied when the number of updates before this one
   is a multiple of `slow_target_every`), return EMA and reward normaliser; not `step`.
   """
 
+  def reward_and_aux(seq):
+    reward, magnitude, metrics = reward_fn(seq)
+    return reward, (magnitude, metrics)
+
   def loss_fn(params):
-    seq = imagine(modules.model.rssm_def(), wm_params["rssm"], modules.actor, params["actor"],
-                  starts, settings.horizon, key)
-    reward, magnitude, reward_metrics = reward_fn(seq)
-    actor_loss, critic_loss, ema, metrics, _ = imagination_losses(
-        modules.critic, params["critic"], state.target_critic, seq, reward, state.return_ema,
-        discount=settings.discount, lambda_=settings.lambda_,
-        actor_entropy=settings.actor_entropy)
-    return actor_loss + critic_loss, (ema, magnitude, {**metrics, **reward_metrics})
+    loss, (ema, metrics, _, (magnitude, reward_metrics)) = ac_update.imagination_loss(
+        params, state.target_critic, state.return_ema, starts, key, model=modules.model,
+        wm_params=wm_params, actor=modules.actor, critic=modules.critic,
+        reward_fn=reward_and_aux, config=settings)
+    return loss, (ema, {**metrics, **reward_metrics}, magnitude)
 
   _, params = _split(state.params)
-  (loss, (ema, magnitude, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  params, opt_state = _apply_updates(behavior_optimizer(settings), grads,
-                                     state.behavior_opt_state, params)
-  copy = (state.step % settings.slow_target_every) == 0
-  mix = settings.slow_target_fraction
-  slow = jax.tree.map(lambda c, t: jnp.where(copy, mix * c + (1.0 - mix) * t, t),
-                      params["critic"], state.target_critic)
-  state = state.replace(params={**state.params, **params}, behavior_opt_state=opt_state,
-                        target_critic=slow, return_ema=ema,
-                        reward_magnitude=jax.lax.stop_gradient(magnitude),
-                        nonfinite_step=_first_nonfinite(state, loss, grads))
-  metrics = dict(metrics, imag_actor_grad_norm=optax.tree.norm(grads["actor"]),
-                 imag_critic_grad_norm=optax.tree.norm(grads["critic"]))
+  ac = ac_update.ActorCritic(params, state.behavior_opt_state, state.target_critic,
+                             state.return_ema, state.nonfinite_step)
+  ac, metrics, magnitude = ac_update.apply_update(ac, state.step, loss_fn,
+                                                  behavior_optimizer(settings), settings)
+  state = state.replace(params={**state.params, **ac.params}, behavior_opt_state=ac.opt_state,
+                        target_critic=ac.target_critic, return_ema=ac.return_ema,
+                        reward_magnitude=magnitude, nonfinite_step=ac.nonfinite_step)
   return state, metrics
-
-
-def _first_nonfinite(state: AgentState, loss: jax.Array, grads: Params) -> jax.Array:
-  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
-  return jnp.where((state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step)
 
 
 def make_reward_fn(state: AgentState, wm_params: Params, modules: Modules,
@@ -313,27 +292,26 @@ def train_step(state: AgentState, batch: dict[str, jax.Array], rng: jax.Array, *
   """
   modules = build_modules(settings, action_dim)
   wm_lib.check_batch(batch, action_dim)
-  batch = dict(batch, is_first=batch["is_first"].astype(jnp.float32),
-               reward=batch["reward"].astype(jnp.float32),
-               action=batch["action"].astype(jnp.float32))
+  batch = wm_lib.float_batch(batch)
   k_model, k_imag = jax.random.split(rng)
 
   model_params, _ = _split(state.params)
   loss_fn = functools.partial(model_loss, batch=batch, key=k_model, modules=modules,
                               settings=settings)
   (loss, (metrics, post)), grads = jax.value_and_grad(loss_fn, has_aux=True)(model_params)
-  model_params, model_opt_state = _apply_updates(model_optimizer(settings), grads,
-                                                 state.model_opt_state, model_params)
+  model_params, model_opt_state = steps.apply_updates(model_optimizer(settings), grads,
+                                                      state.model_opt_state, model_params)
   metrics = {**metrics, "model_grad_norm": optax.tree.norm(grads["world_model"])}
   if "ensemble" in grads:
     metrics["ensemble_grad_norm"] = optax.tree.norm(grads["ensemble"])
   state = state.replace(params={**state.params, **model_params},
                         model_opt_state=model_opt_state,
-                        nonfinite_step=_first_nonfinite(state, loss, grads))
+                        nonfinite_step=steps.first_nonfinite(state.nonfinite_step, state.step,
+                                                             loss, optax.tree.norm(grads)))
 
   # Every posterior state of the batch starts an imagined rollout (spec 4.2); the
   # actor-critic sees the world model just updated, as the reference's in-place update.
-  starts = jax.tree.map(lambda x: jax.lax.stop_gradient(x.reshape((-1,) + x.shape[2:])), post)
+  starts = starts_lib.flatten_starts(post)
   wm_params = state.params["world_model"]
   reward_fn = make_reward_fn(state, wm_params, modules, settings)
   state, ac_metrics = actor_critic_update(state, starts, k_imag, wm_params, reward_fn,

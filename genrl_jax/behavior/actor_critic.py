@@ -123,25 +123,3 @@ def actor_critic_losses(seq: dict[str, jax.Array], reward: jax.Array, slow_value
   }
   return actor_loss, critic_loss, sg(new_ema), {k: sg(v) for k, v in metrics.items()}
 
-
-def imagination_losses(critic: Critic, critic_params, slow_critic_params,
-                       seq: dict[str, jax.Array], reward: jax.Array, return_ema: jax.Array, *,
-                       discount: float, lambda_: float, actor_entropy: float
-                       ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array],
-                                  jax.Array]:
-  """`actor_critic_losses` of a sequence from `imagine.imagine`, whatever its reward.
-
-  seq: `(H + 1, N, ...)` with `feat`, `actor_mean`, `actor_std`; reward `(H + 1, N)`.
-  The slow critic sees the non-detached features, so the actor's gradient flows through
-  its values into the imagined dynamics (spec 4.4); the critic sees `sg(feat[:-1])`.
-  Returns `(actor_loss, critic_loss, new_return_ema, metrics, slow_value (H + 1, N))`.
-  """
-  apply = lambda params, x: critic.apply({"params": params}, x)
-  slow_value = dists.twohot_mean(apply(slow_critic_params, seq["feat"]))
-  # The policy on sg(feat[:-2]) (states 0..H-2) is what drew actions 1..H-1.
-  actor_out = (seq["actor_mean"][1:-1], seq["actor_std"][1:-1])
-  critic_logits = apply(critic_params, jax.lax.stop_gradient(seq["feat"][:-1]))
-  actor_loss, critic_loss, ema, metrics = actor_critic_losses(
-      seq, reward, slow_value, actor_out, critic_logits, return_ema, discount=discount,
-      lambda_=lambda_, actor_entropy=actor_entropy)
-  return actor_loss, critic_loss, ema, metrics, slow_value

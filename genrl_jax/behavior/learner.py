@@ -23,18 +23,16 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from genrl_jax import connector as connector_lib
-from genrl_jax import dists
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import rssm
 from genrl_jax import world_model as wm_lib
+from genrl_jax.behavior import actor_critic_update as ac_update
 from genrl_jax.behavior import reward as reward_lib
 from genrl_jax.behavior import starts as starts_lib
 from genrl_jax.behavior.actor_critic import Actor, Critic, actor_critic_losses
-from genrl_jax.behavior.imagine import imagine
 from genrl_jax.train import optimizer as optimizer_lib
 from genrl_jax.train import parallel
 from genrl_jax.train.state import BehaviorState
-from genrl_jax.train.steps import apply_gradients
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -74,10 +72,8 @@ def init_params(behavior: Behavior, feat_dim: int, key: jax.Array) -> Params:
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Separate actor and critic optimizers (each clipped to its own norm), as the reference's
   two `Optimizer`s; `config` is `config.behavior`."""
-  return optax.multi_transform(
-      {"actor": optimizer_lib.make_optimizer(config.actor_optimizer),
-       "critic": optimizer_lib.make_optimizer(config.critic_optimizer)},
-      lambda params: {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()})
+  return optimizer_lib.per_group({"actor": optimizer_lib.make_optimizer(config.actor_optimizer),
+                                  "critic": optimizer_lib.make_optimizer(config.critic_optimizer)})
 
 
 def check_prompt_embedding(embedding: Any, embed_dim: int) -> jax.Array:
@@ -142,75 +138,73 @@ def _apply(module, params, *args, **kwargs):
 def behavior_loss(params: Params, state: BehaviorState, starts: rssm.State,
                   key: jax.Array | None, mfwm_params: Params, *, mfwm: mfwm_lib.MFWM,
                   behavior: Behavior, config: ml_collections.ConfigDict,
-                  replay: dict[str, jax.Array] | None = None
+                  replay: dict[str, jax.Array] | None = None,
+                  reward_fn: ac_update.RewardFn | None = None
                   ) -> tuple[jax.Array, tuple[jax.Array, Metrics, dict[str, jax.Array]]]:
-  """Actor loss + critic loss of `params = {'actor', 'critic'}` from starts `(N, ...)`.
+  """Actor loss + critic loss of `params = {'actor', 'critic'}` from starts `(N, ...)`
+  (`actor_critic_update.imagination_loss`) with the GenRL reward against the state's
+  prompt target, or `reward_fn(seq) -> (reward (H + 1, N), info dict)` when given.
 
-  The two terms touch disjoint parameters (the critic sees stopped features and targets,
-  the actor's return goes through the frozen slow critic), so one gradient of the sum
-  gives each network its own loss's gradient. `config` is `config.behavior`. `replay`
-  (tests) gives the imagination's draws: `action_eps (H, N, A)`, `stoch (H, N, S, K)`.
-  Returns `(loss, (new_return_ema, metrics, seq))`; `seq` is the imagined sequence
-  (time-major `(H + 1, N, ...)`) with its `reward` and alignment info.
+  `config` is `config.behavior`. `replay` (tests) gives the imagination's draws:
+  `action_eps (H, N, A)`, `stoch (H, N, S, K)`. Returns `(loss, (new_return_ema, metrics,
+  seq))`; `seq` is the imagined sequence (time-major `(H + 1, N, ...)`) with its `reward`,
+  `slow_value` and the reward's info (alignment).
   """
-  model = mfwm.world_model
-  wm_params = mfwm_params["world_model"]
-  target = state.prompt_target
-  n = starts["deter"].shape[0]
-  if target["stoch"].shape[:2] != (config.horizon + 1, n):
+  if reward_fn is None:
+    reward_fn = genrl_reward_fn(state.prompt_target, starts["deter"].shape[0], mfwm,
+                                mfwm_params, config)
+  loss, (ema, metrics, seq, info) = ac_update.imagination_loss(
+      params, state.target_critic, state.return_ema, starts, key, model=mfwm.world_model,
+      wm_params=mfwm_params["world_model"], actor=behavior.actor, critic=behavior.critic,
+      reward_fn=reward_fn, config=config, replay=replay,
+      losses=actor_critic_losses)  # looked up here, so that a test can swap it
+  if "best_index" in info:
+    metrics["imag_align_offset"] = jnp.mean(info["best_index"].astype(jnp.float32))
+  return loss, (ema, metrics, dict(seq, **info))
+
+
+def genrl_reward_fn(target: dict[str, jax.Array], num: int, mfwm: mfwm_lib.MFWM,
+                    mfwm_params: Params, config: ml_collections.ConfigDict
+                    ) -> ac_update.RewardFn:
+  """GenRL's reward of an imagined sequence of `num` columns against the prompt's target
+  latents (time-major `(H + 1, num, ...)`): `seq -> (reward (H + 1, num), info)`.
+  `config` is `config.behavior`."""
+  if target["stoch"].shape[:2] != (config.horizon + 1, num):
     raise ValueError(f"prompt target has {target['stoch'].shape[:2]} (steps, columns); the "
-                     f"update needs ({config.horizon + 1}, {n}): horizon + 1 steps and one "
+                     f"update needs ({config.horizon + 1}, {num}): horizon + 1 steps and one "
                      "column per start state")
-  replay = replay or {}
+  model, wm_params = mfwm.world_model, mfwm_params["world_model"]
   project = lambda x: _apply(model, wm_params, x, method=wm_lib.WorldModel.project)
   rc = config.reward
   n_frames = mfwm.connector.n_frames if mfwm.has_connector else rc.n_frames
-  sg = jax.lax.stop_gradient
 
-  seq = imagine(model.rssm_def(), wm_params["rssm"], behavior.actor, params["actor"], starts,
-                config.horizon, key, replay.get("action_eps"), replay.get("stoch"))
-  reward, info = reward_lib.genrl_reward(seq, target, project, rc.score_fn, rc.alignment,
-                                         n_frames)
-  reward = reward[..., 0]
-  # The slow critic's values on the non-detached features: the actor's gradient flows
-  # through them into the imagined dynamics (spec 4.4, fixture README).
-  slow_value = dists.twohot_mean(_apply(behavior.critic, state.target_critic, seq["feat"]))
-  # The policy on sg(feat[:-2]) (states 0..H-2) is what drew actions 1..H-1.
-  actor_out = (seq["actor_mean"][1:-1], seq["actor_std"][1:-1])
-  critic_logits = _apply(behavior.critic, params["critic"], sg(seq["feat"][:-1]))
-  actor_loss, critic_loss, ema, metrics = actor_critic_losses(
-      seq, reward, slow_value, actor_out, critic_logits, state.return_ema,
-      discount=config.discount, lambda_=config.lambda_, actor_entropy=config.actor_entropy)
-  if "best_index" in info:
-    metrics["imag_align_offset"] = jnp.mean(info["best_index"].astype(jnp.float32))
-  seq = dict(seq, reward=reward, slow_value=slow_value, **info)
-  return actor_loss + critic_loss, (ema, metrics, jax.tree.map(sg, seq))
+  def reward_fn(seq):
+    reward, info = reward_lib.genrl_reward(seq, target, project, rc.score_fn, rc.alignment,
+                                           n_frames)
+    return reward[..., 0], info
+
+  return reward_fn
 
 
 def behavior_update(state: BehaviorState, starts: rssm.State, key: jax.Array | None,
                     mfwm_params: Params, *, mfwm: mfwm_lib.MFWM, behavior: Behavior,
                     optimizer: optax.GradientTransformation,
                     config: ml_collections.ConfigDict,
-                    replay: dict[str, jax.Array] | None = None
+                    replay: dict[str, jax.Array] | None = None,
+                    reward_fn: ac_update.RewardFn | None = None
                     ) -> tuple[BehaviorState, Metrics, dict[str, jax.Array]]:
-  """One actor-critic update from start states `(N, ...)` (spec 4.3-4.4); see
-  `behavior_loss`. The slow critic becomes the updated critic when the number of updates
-  before this one is a multiple of `slow_target_every` (the first update included).
-  Returns the new state, metrics, and the imagined sequence."""
+  """One actor-critic update from start states `(N, ...)` (spec 4.3-4.4,
+  `actor_critic_update.apply_update`) of `behavior_loss` (GenRL reward unless `reward_fn`).
+  Returns the new state (`step + 1`), metrics, and the imagined sequence."""
   loss_fn = functools.partial(behavior_loss, state=state, starts=starts, key=key,
                               mfwm_params=mfwm_params, mfwm=mfwm, behavior=behavior,
-                              config=config, replay=replay)
-  (loss, (ema, metrics, seq)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  new, _ = apply_gradients(state, grads, optimizer, loss)
-  copy = (state.step % config.slow_target_every) == 0
-  mix = config.slow_target_fraction
-  slow = jax.tree.map(lambda c, t: jnp.where(copy, mix * c + (1.0 - mix) * t, t),
-                      new.params["critic"], state.target_critic)
-  new = new.replace(target_critic=slow, return_ema=ema)
-  metrics = dict(metrics, imag_actor_grad_norm=optax.tree.norm(grads["actor"]),
-                 imag_critic_grad_norm=optax.tree.norm(grads["critic"]),
-                 # The reference's imagination reward normaliser is the identity.
-                 imag_reward_normed_mean=metrics["imag_reward_mean"],
+                              config=config, replay=replay, reward_fn=reward_fn)
+  ac = ac_update.ActorCritic(state.params, state.opt_state, state.target_critic,
+                             state.return_ema, state.nonfinite_step)
+  ac, metrics, seq = ac_update.apply_update(ac, state.step, loss_fn, optimizer, config)
+  new = state.replace(step=state.step + 1, **ac._asdict())
+  # The reference's imagination reward normaliser is the identity.
+  metrics = dict(metrics, imag_reward_normed_mean=metrics["imag_reward_mean"],
                  imag_reward_normed_std=metrics["imag_reward_std"])
   return new, metrics, seq
 

@@ -32,10 +32,16 @@ def offline_starts(model: wm_lib.WorldModel, params: Params, batch: dict[str, ja
   """Sampled posterior of `batch` (`observation (B, T, 64, 64, 3)`, `action (B, T, A)`,
   `is_first (B, T)`) filtered from the zero state, flattened to `(B * T, ...)`, row
   `b * T + t`."""
+  batch = wm_lib.float_batch(batch)
   embed = model.apply({"params": params}, batch["observation"], method=wm_lib.WorldModel.encode)
-  post, _ = rssm.observe(model.rssm_def(), params["rssm"], embed,
-                         batch["action"].astype(jnp.float32),
-                         batch["is_first"].astype(jnp.float32), key)
+  post, _ = rssm.observe(model.rssm_def(), params["rssm"], embed, batch["action"],
+                         batch["is_first"], key)
+  return flatten_starts(post)
+
+
+def flatten_starts(post: rssm.State) -> rssm.State:
+  """A batch-major posterior `(B, T, ...)` -> detached start states `(B * T, ...)`, row
+  `b * T + t`: every posterior state starts an imagined rollout (spec 4.2)."""
   return jax.tree.map(lambda x: jax.lax.stop_gradient(x.reshape((-1,) + x.shape[2:])), post)
 
 

@@ -9,6 +9,8 @@ Because Adam's step does not depend on the parameters, this equals adding
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -68,3 +70,12 @@ def make_optimizer(config: ml_collections.ConfigDict, decay_times: int = 1
   if config.wd:
     parts.append(lr_free_weight_decay(config.wd, decay_times))
   return optax.chain(*parts)
+
+
+def per_group(transforms: dict[str, optax.GradientTransformation],
+              group: Callable[[str], str] = lambda name: name) -> optax.GradientTransformation:
+  """One transform per top-level parameter group, as the reference's separate `Optimizer`s
+  (each clips to its own norm). The parameters are a dict; `group(key)` names the
+  transform of the subtree `params[key]` (default: the key itself)."""
+  labels = lambda params: {k: jax.tree.map(lambda _, g=group(k): g, v) for k, v in params.items()}
+  return optax.multi_transform(transforms, labels)

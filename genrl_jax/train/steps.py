@@ -20,6 +20,21 @@ Metrics = dict[str, jax.Array]
 StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
 
 
+def apply_updates(optimizer: optax.GradientTransformation, grads: Any,
+                  opt_state: optax.OptState, params: Any) -> tuple[Any, optax.OptState]:
+  """One optimizer step: `(new params, new optimizer state)`."""
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+def first_nonfinite(nonfinite_step: jax.Array, step: jax.Array, loss: jax.Array,
+                    grad_norm: jax.Array) -> jax.Array:
+  """`step` if it is the first whose loss or gradient norm is not finite, else
+  `nonfinite_step` (-1 while all were finite)."""
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  return jnp.where((nonfinite_step < 0) & ~finite, step, nonfinite_step)
+
+
 def apply_gradients(state: TrainState, grads: Any, optimizer: optax.GradientTransformation,
                     loss: jax.Array) -> tuple[TrainState, jax.Array]:
   """One optimizer update; records the first step with a non-finite loss or gradient.
@@ -27,13 +42,10 @@ def apply_gradients(state: TrainState, grads: Any, optimizer: optax.GradientTran
   Returns the new state and the pre-clip global gradient norm over all parameters.
   """
   grad_norm = optax.tree.norm(grads)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
-                             state.nonfinite_step)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            nonfinite_step=nonfinite_step)
+  params, opt_state = apply_updates(optimizer, grads, state.opt_state, state.params)
+  new_state = state.replace(
+      step=state.step + 1, params=params, opt_state=opt_state,
+      nonfinite_step=first_nonfinite(state.nonfinite_step, state.step, loss, grad_norm))
   return new_state, grad_norm
 
 
