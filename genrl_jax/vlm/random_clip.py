@@ -13,10 +13,10 @@ Its embeddings carry NO meaning: text prompts embedded by it say nothing about t
 They do tell frames apart, so a *video* prompt cut from the dataset still names a target
 the connector can decode; this is why the `tiny` variant prompts with clips of its own
 episodes (`genrl_jax/behavior/dataset_clips.py`). Telling frames apart needs large
-kernels: with transformers' Flax CLIP initial std of 0.01 every image maps to nearly one embedding,
-and even with std 1/sqrt(fan_in) 8-frame clips of random stickman episodes (a small body
-on a large, fixed background) get a mean pairwise cosine of 0.995 (min 0.975); with std
-3/sqrt(fan_in) (KERNEL_GAIN) it is 0.90 (min 0.68).
+kernels: with transformers' Flax CLIP initial std of 0.01 every image maps to nearly one
+embedding, and even with std 1/sqrt(fan_in) 8-frame clips of random stickman episodes (a
+small body on a large, fixed background) get a mean pairwise cosine of 0.995 (min 0.975);
+with std 3/sqrt(fan_in) (KERNEL_GAIN) it is 0.90 (min 0.68).
 
 A config asks for it with `vlm.name='clip'` and an empty `vlm.model`; it is written once
 to `<cache>/random_clip/seed<seed>-dim<E>-px<size>-r<recipe>` (`cache_root`) and reused.
@@ -51,7 +51,8 @@ def write_tokenizer(directory: str) -> int:
   Returns the vocabulary size; the end-of-text token has the largest id (as in CLIP).
   """
   from transformers import CLIPTokenizer  # pylint: disable=g-import-not-at-top
-  from transformers.models.clip.tokenization_clip import bytes_to_unicode  # pylint: disable=g-import-not-at-top
+  # Here in transformers 4 and 5 alike (5 dropped it from tokenization_clip).
+  from transformers.convert_slow_tokenizer import bytes_to_unicode  # pylint: disable=g-import-not-at-top
   symbols = list(bytes_to_unicode().values())
   vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in _MERGES]
   vocab += ["<|startoftext|>", "<|endoftext|>"]
