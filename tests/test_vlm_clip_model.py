@@ -129,49 +129,27 @@ def test_missing_misshaped_or_unexpected_weights_are_named(params, tmp_path):
     clip_model.load_params(path, config)
 
 
-def test_text_is_pooled_at_the_first_eos_token(params):
-  # eos 5 is not the largest id: pooling at the argmax (the legacy rule) would differ.
-  config = _config(eos_token_id=5)
-  _, ids, mask = _inputs(config, seed=1)
-  ids[:, :5] = np.where(ids[:, :5] == 5, 6, ids[:, :5])  # the first eos is at 5
-  ids[:, 4] = 3
-  ids[:, 7] = V - 1
-  mask = np.ones_like(mask)
-  model = clip_model.CLIP(config)
+@pytest.mark.parametrize("eos,pooled_at", [(5, 5), (2, 6)])
+def test_text_is_pooled_at_the_first_eos_token_or_for_eos_2_at_the_largest_id(
+    params, eos, pooled_at):
+  # Tokens: a "2" at 1, a "5" at 5, the largest id at 6, no other 2, 5 or largest id. With
+  # eos 5, pooling at the argmax would take 6; with the legacy eos 2, the first eos is 1.
+  config = _config(eos_token_id=eos)
+  ids = np.random.default_rng(1).integers(6, V - 2, (3, 16)).astype(np.int32)
+  ids[:, 1], ids[:, 5], ids[:, 6] = 2, 5, V - 1
+  mask = np.ones_like(ids)
 
   def text(x):
-    return np.asarray(model.apply({"params": params}, x, mask,
-                                  method=clip_model.CLIP.text_features))
+    return np.asarray(clip_model.CLIP(config).apply({"params": params}, x, mask,
+                                                    method=clip_model.CLIP.text_features))
 
   base = text(ids)
   later = ids.copy()
-  later[:, 6:] = 7  # after the first eos: the causal state at the eos does not see it
+  later[:, pooled_at + 1:] = 7  # after the pooled token: the causal state does not see it
   np.testing.assert_array_equal(text(later), base)
   before = ids.copy()
-  before[:, 4] = 8
+  before[:, pooled_at - 1] = 8
   assert np.abs(text(before) - base).max() > 1e-4
-
-
-def test_legacy_eos_id_2_pools_at_the_largest_token_id(params):
-  config = _config(eos_token_id=2)
-  _, ids, mask = _inputs(config, seed=2)
-  ids[:, 1] = 2
-  ids[:, 4] = 3
-  ids[:, 6] = V - 1  # the largest id: pooled here
-  mask = np.ones_like(mask)
-  model = clip_model.CLIP(config)
-
-  def text(x):
-    return np.asarray(model.apply({"params": params}, x, mask,
-                                  method=clip_model.CLIP.text_features))
-
-  base = text(ids)
-  later = ids.copy()
-  later[:, 7:] = 9
-  np.testing.assert_array_equal(text(later), base)
-  between = ids.copy()
-  between[:, 4] = 9  # after the "2" but before the largest id
-  assert np.abs(text(between) - base).max() > 1e-4
 
 
 def _flax_clip():

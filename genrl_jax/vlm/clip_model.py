@@ -353,8 +353,8 @@ def init_params(config: ClipConfig, seed: int = 0) -> dict[str, Any]:
   """Random parameters: the values `FlaxCLIPModel(config, seed=seed).params` has.
 
   The key is split as `FlaxCLIPPreTrainedModel.init_weights` splits it; the inputs' values
-  do not matter. Not jitted, as there: compiled, the normal draws of some parameters
-  differ in the last bits.
+  do not matter. Not jitted, as there: compiled, the normal draws of 31 of the tiny
+  model's 78 parameters differ in the last bit (relative 1e-7).
   """
   params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
   variables = CLIP(config).init({"params": params_rng, "dropout": dropout_rng},
@@ -368,7 +368,6 @@ def param_shapes(config: ClipConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
   return {path: tuple(v.shape) for path, v in flatten_dict(shapes["params"]).items()}
 
 
-# Flax leaf name -> (PyTorch leaf name, Flax -> PyTorch array map, PyTorch -> Flax map).
 # Dense kernels are (in, out) in Flax and (out, in) in PyTorch; the patch conv is HWIO in
 # Flax, OIHW in PyTorch.
 def _kernel_to_torch(x: np.ndarray) -> np.ndarray:
@@ -383,6 +382,8 @@ def _same(x: np.ndarray) -> np.ndarray:
   return x
 
 
+# The converter table, read both ways: Flax leaf name -> (PyTorch leaf name, Flax ->
+# PyTorch array map, PyTorch -> Flax map).
 TORCH_LEAVES = {
     "kernel": ("weight", _kernel_to_torch, _kernel_from_torch),
     "scale": ("weight", _same, _same),
