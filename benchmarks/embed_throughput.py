@@ -5,7 +5,7 @@ r"""Throughput of the CLIP embedder's `embed_video` (clips/s) on the present dev
 
 Nothing is downloaded. The tiny model is tests/tiny_clip.py's (width 32, 2 layers, 32 px
 images, 8 px patches). `--base` builds a CLIP of the real ViT-B/32 configuration (the
-`CLIPConfig` defaults: vision width 768, 12 layers, 32 px patches, 224 px images; text width
+`ClipConfig` defaults: vision width 768, 12 layers, 32 px patches, 224 px images; text width
 512, 12 layers; projection 512) with random weights; the cost of a forward pass does not
 depend on the values. Each model is saved to a temporary directory and loaded through
 `ClipEmbedder`, as a real run would. Input: random uint8 clips of 8 frames of
@@ -34,12 +34,13 @@ import tiny_clip  # pylint: disable=wrong-import-position
 
 def write_base_clip(directory: str) -> None:
   """A random CLIP of the ViT-B/32 configuration, with the tiny tokenizer."""
-  from transformers import CLIPConfig, FlaxCLIPModel  # pylint: disable=g-import-not-at-top
+  from genrl_jax.vlm import clip_model  # pylint: disable=g-import-not-at-top
   vocab_size = tiny_clip.write_tokenizer(directory)
   # The real vocabulary size (49408) is kept; only the special ids follow the tokenizer.
-  text = dict(bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
-              pad_token_id=vocab_size - 1)
-  FlaxCLIPModel(CLIPConfig(text_config=text), seed=0).save_pretrained(directory)
+  text = clip_model.TextConfig(bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                               pad_token_id=vocab_size - 1)
+  config = clip_model.ClipConfig(text_config=text)
+  clip_model.save(directory, config, clip_model.init_params(config, seed=0))
 
 
 def main():

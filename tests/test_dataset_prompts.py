@@ -144,12 +144,12 @@ def test_random_clip_is_built_once_in_the_cache_and_named_as_random(tmp_path, mo
   assert embedder.identifier == embedder_lib.embedder_identifier(c)
   assert embedder.embed_dim == 16
   directory = tmp_path / "random_clip" / "seed0-dim16-px32-r2"
-  assert (directory / "flax_model.msgpack").is_file()
-  mtime = os.path.getmtime(directory / "flax_model.msgpack")
+  assert (directory / "model.safetensors").is_file()
+  mtime = os.path.getmtime(directory / "model.safetensors")
   clips = np.random.default_rng(0).integers(0, 255, (3, 8, 64, 64, 3), dtype=np.uint8)
   first = embedder.embed_video(clips)
   again = embedder_lib.make_embedder(c)
-  assert os.path.getmtime(directory / "flax_model.msgpack") == mtime
+  assert os.path.getmtime(directory / "model.safetensors") == mtime
   np.testing.assert_allclose(again.embed_video(clips), first, atol=1e-5)
   np.testing.assert_allclose(np.linalg.norm(first, axis=-1), 1.0, atol=1e-5)
   # Random, but it tells different frames apart (the clips can act as prompts).

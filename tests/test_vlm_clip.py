@@ -19,6 +19,7 @@ transformers = pytest.importorskip("transformers")
 from genrl_jax import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from genrl_jax.prompts import prompt as prompts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top,wrong-import-position
+from genrl_jax.vlm import clip_model  # pylint: disable=g-import-not-at-top,wrong-import-position
 from genrl_jax.vlm import embedder as embedder_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from genrl_jax.prompts import cache as prompt_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tiny_clip  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -74,11 +75,14 @@ def test_sharded_embeddings_equal_one_device_and_plain_reference(emb, emb_1dev, 
   out = emb.embed_video(clips)
   np.testing.assert_allclose(emb_1dev.embed_video(clips), out, atol=1e-6)
   # Plain reference: no jit, no mesh, no resize (frames are already S x S); the saved
-  # preprocessor statistics; a clip = normalised mean of its unit frame embeddings.
-  model = transformers.FlaxCLIPModel.from_pretrained(tiny_clip_dir)
+  # preprocessor statistics; a clip = normalised mean of its unit frame embeddings. (The
+  # model itself is compared with transformers' in tests/test_vlm_clip_model.py.)
+  config = clip_model.read_config(os.path.join(tiny_clip_dir, "config.json"))
+  params = clip_model.load_params(os.path.join(tiny_clip_dir, "model.safetensors"), config)
   pixels = (clips.reshape(-1, S, S, 3) / 255.0 - np.asarray(tiny_clip.IMAGE_MEAN)) / (
       np.asarray(tiny_clip.IMAGE_STD))
-  feats = np.asarray(model.get_image_features(pixels.transpose(0, 3, 1, 2)))
+  feats = np.asarray(clip_model.CLIP(config).apply(
+      {"params": params}, pixels.astype(np.float32), method=clip_model.CLIP.image_features))
   expected = _unit(_unit(feats).reshape(13, 8, E).mean(axis=1))
   np.testing.assert_allclose(out, expected, atol=1e-5)
 
@@ -121,21 +125,43 @@ def test_wrong_inputs_are_refused(emb, clips):
     emb.embed_text("walk")
 
 
-def test_from_pt_loads_pytorch_safetensors_without_torch(tiny_clip_dir, emb, clips, tmp_path):
-  pt_dir = str(tmp_path / "tiny-clip-pt")
-  shutil.copytree(tiny_clip_dir, pt_dir, ignore=shutil.ignore_patterns("flax_model.msgpack"))
-  tiny_clip.write_safetensors(pt_dir, transformers.FlaxCLIPModel.from_pretrained(
-      tiny_clip_dir).params)
-  pt = clip.ClipEmbedder(pt_dir, from_pt=True, batch_size=4)
-  np.testing.assert_allclose(pt.embed_video(clips[:4]), emb.embed_video(clips[:4]),
-                             atol=1e-6)
-  np.testing.assert_allclose(pt.embed_text(TEXTS), emb.embed_text(TEXTS), atol=1e-6)
-  assert pt.identifier.startswith("clip:tiny-clip-pt@") and pt.identifier != emb.identifier
-  with pytest.raises(FileNotFoundError, match=r"no Flax weights.*model.safetensors.*"
-                     r"config.vlm.from_pt=True"):
-    clip.ClipEmbedder(pt_dir)
-  with pytest.raises(FileNotFoundError, match=r"no PyTorch weights.*config.vlm.from_pt=False"):
-    clip.ClipEmbedder(tiny_clip_dir, from_pt=True)
+def test_older_flax_msgpack_weights_load_as_safetensors_do(tiny_clip_dir, emb, clips,
+                                                            tmp_path):
+  old_dir = str(tmp_path / "tiny-clip-msgpack")
+  shutil.copytree(tiny_clip_dir, old_dir)
+  config = clip_model.read_config(os.path.join(old_dir, "config.json"))
+  tiny_clip.write_msgpack(old_dir, clip_model.load_params(
+      os.path.join(old_dir, "model.safetensors"), config))
+  old = clip.ClipEmbedder(old_dir, batch_size=4)
+  np.testing.assert_array_equal(old.embed_video(clips[:4]), emb.embed_video(clips[:4]))
+  np.testing.assert_array_equal(old.embed_text(TEXTS), emb.embed_text(TEXTS))
+  assert old.identifier.startswith("clip:tiny-clip-msgpack@")
+  assert old.identifier.split("@")[1] != emb.identifier.split("@")[1]  # other weight file
+  # With both files, model.safetensors is read (and hashed).
+  shutil.copy(os.path.join(tiny_clip_dir, "model.safetensors"), old_dir)
+  both = os.path.join(str(tmp_path / "both"), "tiny-clip")
+  shutil.copytree(old_dir, both)
+  assert clip.clip_identifier(both) == emb.identifier
+
+
+def test_random_clip_embeds_as_transformers_flax_clip_did(tmp_path):
+  """The tiny variant's random CLIP (seed 0, 16-d) gives the embeddings it gave when it was
+  built and run by transformers' FlaxCLIPModel (main at 68b8552): measured figures of the
+  tiny runs stay valid, with or without transformers 4."""
+  from genrl_jax.vlm import random_clip  # pylint: disable=g-import-not-at-top
+  emb = clip.ClipEmbedder(random_clip.ensure_random_clip(0, 16, root=str(tmp_path)))
+  video = emb.embed_video(np.random.default_rng(0).integers(0, 256, (2, 8, 64, 64, 3),
+                                                            dtype=np.uint8))
+  np.testing.assert_allclose(video[:, :6], [
+      [0.3306571841239929, -0.4560545086860657, -0.29891130328178406, 0.1636734902858734,
+       0.14550384879112244, -0.23358118534088135],
+      [0.3707374632358551, -0.34253332018852234, -0.22363151609897614, -0.00626502325758338,
+       0.2258438915014267, -0.22947780787944794]], atol=2e-6)
+  np.testing.assert_allclose(emb.embed_text(["walk", "run fast"])[:, :6], [
+      [0.10049719363451004, 0.33289834856987, -0.10242994129657745, 0.2956107556819916,
+       0.21562030911445618, 0.23805078864097595],
+      [-0.2550960183143616, -0.1987466812133789, 0.20980185270309448, -0.39654824137687683,
+       0.15177884697914124, -0.2718982994556427]], atol=2e-6)
 
 
 def test_identifier_names_the_model_and_its_files(tiny_clip_dir, tmp_path):
@@ -154,11 +180,10 @@ def test_identifier_names_the_model_and_its_files(tiny_clip_dir, tmp_path):
 def test_missing_model_errors_say_how_to_provide_weights(tiny_clip_dir, tmp_path, monkeypatch):
   import huggingface_hub.constants  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-  monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True)
   monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
   with pytest.raises(FileNotFoundError, match=r"config.vlm.model='genrl-jax-tests/no-such"
-                     r"-clip'.*huggingface-cli download genrl-jax-tests/no-such-clip"
-                     r".*save_pretrained"):
+                     r"-clip'.*model.safetensors.*huggingface-cli download "
+                     r"genrl-jax-tests/no-such-clip.*save_pretrained"):
     clip.ClipEmbedder("genrl-jax-tests/no-such-clip")
   with pytest.raises(FileNotFoundError, match=r"config.vlm.model='/nonexistent/clip' is not "
                      r"a directory.*huggingface-cli download"):
@@ -166,9 +191,10 @@ def test_missing_model_errors_say_how_to_provide_weights(tiny_clip_dir, tmp_path
   bare = tmp_path / "bare"
   bare.mkdir()
   shutil.copy(os.path.join(tiny_clip_dir, "config.json"), bare)
-  with pytest.raises(FileNotFoundError, match="has no Flax weights"):
+  with pytest.raises(FileNotFoundError, match=r"has no weights \(model.safetensors, PyTorch "
+                     r"layout, or flax_model.msgpack\); it holds \['config.json'\]"):
     clip.ClipEmbedder(str(bare))
-  shutil.copy(os.path.join(tiny_clip_dir, "flax_model.msgpack"), bare)
+  shutil.copy(os.path.join(tiny_clip_dir, "model.safetensors"), bare)
   with pytest.raises(FileNotFoundError, match="has no tokenizer"):
     clip.ClipEmbedder(str(bare))
 
@@ -204,8 +230,8 @@ def _config(tiny_clip_dir, embed_dim=E):
 
 def test_base_config_has_clip_options():
   vlm = configs.load_config("configs/walker.py").vlm
-  assert (vlm.model, vlm.from_pt, vlm.batch_size) == ("openai/clip-vit-base-patch32", False,
-                                                      64)
+  assert (vlm.model, vlm.batch_size) == ("openai/clip-vit-base-patch32", 64)
+  assert "from_pt" not in vlm  # no weight-format switch: model.safetensors is read as is
 
 
 def test_make_embedder_builds_clip_and_checks_the_embedding_size(tiny_clip_dir, emb, clips):

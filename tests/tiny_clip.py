@@ -1,5 +1,5 @@
 """Test helpers for CLIP: the package's random small CLIP (`genrl_jax/vlm/random_clip.py`)
-under the names the tests use, and a writer of PyTorch-layout weights.
+under the names the tests use, and a writer of the older `flax_model.msgpack` format.
 
 Nothing is downloaded: the model is random and the tokenizer a byte-level BPE built here.
 """
@@ -7,35 +7,27 @@ Nothing is downloaded: the model is random and the tokenizer a byte-level BPE bu
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from genrl_jax.vlm.random_clip import IMAGE_MEAN, IMAGE_STD
+from genrl_jax.vlm.clip_model import MSGPACK_FILE, SAFETENSORS_FILE
+from genrl_jax.vlm.random_clip import IMAGE_MEAN, IMAGE_STD, small_clip_config, write_tokenizer
 from genrl_jax.vlm.random_clip import write_random_clip as write_tiny_clip
 
-__all__ = ["IMAGE_MEAN", "IMAGE_STD", "write_tiny_clip", "write_safetensors"]
+__all__ = ["IMAGE_MEAN", "IMAGE_STD", "small_clip_config", "write_tokenizer",
+           "write_tiny_clip", "write_msgpack"]
 
 
-def write_safetensors(directory: str, params) -> str:
-  """Writes Flax CLIP `params` as a PyTorch-layout `model.safetensors`, without torch.
+def write_msgpack(directory: str, params: Any) -> str:
+  """Replaces the directory's `model.safetensors` by `params` as `flax_model.msgpack`.
 
-  Key names follow the PyTorch CLIP modules (`a/b/kernel` -> `a.b.weight`); dense kernels
-  are transposed to `(out, in)` and conv kernels from HWIO to OIHW, the inverse of what
-  `FlaxCLIPModel.from_pretrained(from_pt=True)` does. Returns the file's path.
+  That is what transformers' `FlaxCLIPModel.save_pretrained` (and this package before
+  transformers' Flax classes were dropped) wrote: `flax.serialization.to_bytes` of the
+  parameter tree. Returns the file's path.
   """
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from flax.traverse_util import flatten_dict  # pylint: disable=g-import-not-at-top
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  state = {}
-  for path, value in flatten_dict(params).items():
-    value = np.asarray(value)
-    *modules, leaf = path
-    if leaf == "kernel":
-      value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
-      leaf = "weight"
-    elif leaf in ("scale", "embedding"):
-      leaf = "weight"
-    # np.array, not np.ascontiguousarray: the latter turns the scalar logit_scale into (1,).
-    state[".".join([*modules, leaf])] = np.array(value, order="C")
-  out = os.path.join(directory, "model.safetensors")
-  os.makedirs(directory, exist_ok=True)
-  save_file(state, out, metadata={"format": "pt"})
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  out = os.path.join(directory, MSGPACK_FILE)
+  with open(out, "wb") as f:
+    f.write(serialization.to_bytes(params))
+  if os.path.exists(os.path.join(directory, SAFETENSORS_FILE)):
+    os.remove(os.path.join(directory, SAFETENSORS_FILE))
   return out

@@ -151,10 +151,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.vlm.name = ""
   c.vlm.seed = 0  # the stand-ins' weights: random_projection, clip with an empty model
   # clip: a Hugging Face hub id (read from the hub cache; downloaded only when online) or a
-  # local directory saved with save_pretrained (model + tokenizer); empty: no real model,
-  # a small CLIP with random weights is built locally (genrl_jax/vlm/random_clip.py).
+  # local directory saved with save_pretrained (config.json, model.safetensors, tokenizer);
+  # empty: no real model, a small CLIP with random weights is built locally
+  # (genrl_jax/vlm/random_clip.py).
   c.vlm.model = "openai/clip-vit-base-patch32"
-  c.vlm.from_pt = False  # clip: convert PyTorch weights (model.safetensors needs no torch)
   c.vlm.batch_size = 64  # clip: clips or texts per device call (bounds memory)
 
   b = c.behavior = ml_collections.ConfigDict()

@@ -1,15 +1,19 @@
 """CLIP as the video-language model: frame embeddings averaged over a clip.
 
-`ClipEmbedder` wraps a `transformers.FlaxCLIPModel` (e.g. `openai/clip-vit-base-patch32`).
-A clip of F frames (F = 8 normally) is embedded as the L2-normalised mean of its F
-L2-normalised frame embeddings; text is embedded by CLIP's text tower. Both land in CLIP's
-joint space, so a text prompt can be compared with video embeddings of a dataset.
+`ClipEmbedder` runs the package's own Flax CLIP (`genrl_jax.vlm.clip_model`; e.g.
+`openai/clip-vit-base-patch32`). A clip of F frames (F = 8 normally) is embedded as the
+L2-normalised mean of its F L2-normalised frame embeddings; text is embedded by CLIP's text
+tower. Both land in CLIP's joint space, so a text prompt can be compared with video
+embeddings of a dataset.
 
-Weights come from `FlaxCLIPModel.from_pretrained(model)`, `model` being a Hugging Face hub
-id or a local directory. A hub id is read from the local hub cache and downloaded only when
-the machine can reach the hub; offline (`HF_HUB_OFFLINE=1`, or no network) a missing copy
-is an error that says how to provide one. With `from_pt=True` the PyTorch checkpoint is
-converted: `model.safetensors` needs no torch, `pytorch_model.bin` needs torch installed.
+`model` is a Hugging Face hub id or a local directory holding `config.json`, the weights
+and the tokenizer. The weights are read from `model.safetensors` (PyTorch layout, what
+`CLIPModel.save_pretrained` writes; read with numpy, no torch), else from
+`flax_model.msgpack` (what transformers' Flax CLIP, and this package before, saved);
+`pytorch_model.bin` and sharded checkpoints are not read. transformers is used only for the
+tokenizer (`AutoTokenizer`), so transformers 4 and 5 both do. A hub id is read from the
+local hub cache and downloaded only when the machine can reach the hub; offline
+(`HF_HUB_OFFLINE=1`, or no network) a missing copy is an error that says how to provide one.
 
 Video preprocessing runs in JAX, inside the same jitted function as the vision tower:
 uint8 frames are resized to the model's `vision_config.image_size` (bilinear, straight to a
@@ -22,7 +26,7 @@ Identifier (`clip_identifier`), recorded with datasets and prompt caches:
   hub id:          `clip:<hub id>`, e.g. `clip:openai/clip-vit-base-patch32`;
   local directory: `clip:<directory name>@<12 hex digits>`, the digits being the start of
                    the sha256 of the files the embedder reads (config, preprocessor and
-                   tokenizer files, weights of the loaded format), so a directory that is
+                   tokenizer files, the weights file read), so a directory that is
                    moved or copied keeps its identifier, and two different models saved
                    under the same directory name get different ones.
 """
@@ -39,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax.train import parallel
+from genrl_jax.vlm import clip_model
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 # CLIP's pixel statistics (transformers.image_utils.OPENAI_CLIP_MEAN/STD), used when the
@@ -51,19 +56,10 @@ _TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_con
                     "special_tokens_map.json", "added_tokens.json")
 _HOW_TO_PROVIDE = (
     "Provide the weights in one of two ways: on a machine with internet run "
-    "`huggingface-cli download {model}` (or `hf download {model}`; it fills the hub cache, ~/.cache/huggingface; copy "
-    "that cache over or point HF_HOME at it), or save the model and its tokenizer with "
-    "`FlaxCLIPModel.save_pretrained(dir)` and `CLIPTokenizer.save_pretrained(dir)` and set "
-    "config.vlm.model to that directory (config.vlm.from_pt=True for a PyTorch "
-    "model.safetensors).")
-
-
-def _is_weight_file(name: str, from_pt: bool) -> bool:
-  """Whether `name` is a weights file that `from_pretrained(from_pt=...)` may read."""
-  if from_pt:
-    return (name.startswith("pytorch_model") or
-            (name.startswith("model") and ".safetensors" in name))
-  return name.startswith("flax_model")
+    "`huggingface-cli download {model}` (or `hf download {model}`; it fills the hub cache, "
+    "~/.cache/huggingface; copy that cache over or point HF_HOME at it), or save the model "
+    "and its tokenizer with `CLIPModel.save_pretrained(dir)` (model.safetensors) and "
+    "`CLIPTokenizer.save_pretrained(dir)` and set config.vlm.model to that directory.")
 
 
 def _looks_like_path(name_or_path: str) -> bool:
@@ -89,28 +85,21 @@ def _local_dir(name_or_path: str) -> str | None:
   return None
 
 
-def _local_files(directory: str, name_or_path: str, from_pt: bool) -> list[str]:
+def _local_files(directory: str, name_or_path: str) -> list[str]:
   """The files of a local model directory the embedder reads, sorted by name.
 
-  Raises FileNotFoundError when config, weights of the requested format or tokenizer are
-  missing, naming what is there instead.
+  Raises FileNotFoundError when config, weights or tokenizer are missing, naming what is
+  there instead.
   """
   names = sorted(n for n in os.listdir(directory)
                  if os.path.isfile(os.path.join(directory, n)))
-  weights = [n for n in names if _is_weight_file(n, from_pt)]
+  weights = [n for n in clip_model.WEIGHT_FILES if n in names][:1]
   problem = None
   if "config.json" not in names:
     problem = "has no config.json"
   elif not weights:
-    other = [n for n in names if _is_weight_file(n, not from_pt)]
-    if from_pt:
-      problem = ("has no PyTorch weights (model.safetensors or pytorch_model.bin) for "
-                 "config.vlm.from_pt=True")
-    else:
-      problem = "has no Flax weights (flax_model.msgpack)"
-    if other:
-      flag = "False" if from_pt else "True"
-      problem += f"; it holds {other}: set config.vlm.from_pt={flag}"
+    problem = (f"has no weights ({clip_model.SAFETENSORS_FILE}, PyTorch layout, or "
+               f"{clip_model.MSGPACK_FILE}); it holds {names}")
   elif not ("tokenizer.json" in names or {"vocab.json", "merges.txt"} <= set(names)):
     problem = ("has no tokenizer (tokenizer.json, or vocab.json and merges.txt); save it "
                "with CLIPTokenizer.save_pretrained(dir)")
@@ -132,8 +121,8 @@ def _files_digest(directory: str, names: list[str]) -> str:
   return digest.hexdigest()
 
 
-def clip_identifier(name_or_path: str, from_pt: bool = False) -> str:
-  """The identifier of the CLIP embedder `ClipEmbedder(name_or_path, from_pt)` would build.
+def clip_identifier(name_or_path: str) -> str:
+  """The identifier of the CLIP embedder `ClipEmbedder(name_or_path)` would build.
 
   Computed without loading the model (a local directory's files are hashed), so a run can
   look up cached prompt embeddings without the VLM in memory. See the module docstring for
@@ -142,20 +131,27 @@ def clip_identifier(name_or_path: str, from_pt: bool = False) -> str:
   directory = _local_dir(name_or_path)
   if directory is None:
     return f"clip:{name_or_path}"
-  names = _local_files(directory, name_or_path, from_pt)
+  names = _local_files(directory, name_or_path)
   return f"clip:{os.path.basename(directory)}@{_files_digest(directory, names)[:12]}"
 
 
-def _pixel_stats(location: str, directory: str | None) -> tuple[np.ndarray, np.ndarray]:
-  """`image_mean`, `image_std` `(3,)` of the model's preprocessor config, else CLIP's."""
-  if directory is not None:
-    path = os.path.join(directory, _PREPROCESSOR_FILE)
-    path = path if os.path.isfile(path) else None
-  else:
-    from transformers.utils import cached_file  # pylint: disable=g-import-not-at-top
-    path = cached_file(location, _PREPROCESSOR_FILE,
-                       _raise_exceptions_for_missing_entries=False,
-                       _raise_exceptions_for_connection_errors=False)
+def _fetch(location: str, name: str, local: bool) -> str | None:
+  """The path of file `name` of a local directory or hub repo `location`; None when the
+  directory lacks it, or the repo lacks it or it is neither cached nor downloadable."""
+  if local:
+    path = os.path.join(location, name)
+    return path if os.path.isfile(path) else None
+  import huggingface_hub  # pylint: disable=g-import-not-at-top
+  try:
+    return huggingface_hub.hf_hub_download(location, name)
+  # huggingface_hub's errors (missing repo or file, offline, bad id) are OSErrors or
+  # ValueErrors in its 0.x and 1.x versions alike.
+  except (OSError, ValueError):
+    return None
+
+
+def _pixel_stats(path: str | None) -> tuple[np.ndarray, np.ndarray]:
+  """`image_mean`, `image_std` `(3,)` of a preprocessor config file, else CLIP's."""
   stats = {}
   if path is not None:
     with open(path, encoding="utf-8") as f:
@@ -174,7 +170,7 @@ def _unit(x: jax.Array) -> jax.Array:
 
 
 class ClipEmbedder:
-  """The `Embedder` of a Flax CLIP model, data-parallel over a mesh of devices.
+  """The `Embedder` of a CLIP model, data-parallel over a mesh of devices.
 
   Attributes:
     identifier: see `clip_identifier`.
@@ -184,13 +180,12 @@ class ClipEmbedder:
     mean, std: float32 `(3,)` pixel statistics used for normalisation.
   """
 
-  def __init__(self, name_or_path: str = DEFAULT_MODEL, from_pt: bool = False,
-               batch_size: int = 64, devices: list[jax.Device] | None = None):
+  def __init__(self, name_or_path: str = DEFAULT_MODEL, batch_size: int = 64,
+               devices: list[jax.Device] | None = None):
     """Loads the model and tokenizer.
 
     Args:
       name_or_path: a hub id or a local directory (`config.vlm.model`).
-      from_pt: convert a PyTorch checkpoint (`config.vlm.from_pt`).
       batch_size: clips (or texts) per device call, rounded up to a multiple of the device
         count; bounds memory for large inputs (`config.vlm.batch_size`).
       devices: the devices to split batches over; default this process's local devices
@@ -198,15 +193,16 @@ class ClipEmbedder:
     """
     if batch_size < 1:
       raise ValueError(f"config.vlm.batch_size must be positive, got {batch_size}")
-    self.identifier = clip_identifier(name_or_path, from_pt)
+    self.identifier = clip_identifier(name_or_path)
     directory = _local_dir(name_or_path)
     location = directory or name_or_path
-    self._model, params, self._tokenizer = _load(location, name_or_path, from_pt)
-    config = self._model.config
-    self.embed_dim = int(config.projection_dim)
-    self.image_size = int(config.vision_config.image_size)
-    self.max_length = int(config.text_config.max_position_embeddings)
-    self.mean, self.std = _pixel_stats(location, directory)
+    config, params, self._tokenizer = _load(location, name_or_path, directory is not None)
+    self._model = clip_model.CLIP(config)
+    self.embed_dim = config.projection_dim
+    self.image_size = config.vision_config.image_size
+    self.max_length = config.text_config.max_position_embeddings
+    self.mean, self.std = _pixel_stats(_fetch(location, _PREPROCESSOR_FILE,
+                                              directory is not None))
 
     self.mesh = parallel.make_mesh(list(devices or jax.local_devices()))
     n_dev = self.mesh.devices.size
@@ -228,14 +224,14 @@ class ClipEmbedder:
     if (h, w) != (s, s):
       x = jax.image.resize(x, (n * f, s, s, 3), "bilinear")
     x = (x - self.mean) / self.std
-    # get_image_features takes NCHW (PyTorch layout) and transposes back to NHWC.
-    feats = self._model.get_image_features(jnp.transpose(x, (0, 3, 1, 2)), params=params)
+    feats = self._model.apply({"params": params}, x, method=clip_model.CLIP.image_features)
     return _unit(_unit(feats).reshape(n, f, -1).mean(axis=1))
 
   def _text_features(self, params: Any, input_ids: jax.Array,
                      attention_mask: jax.Array) -> jax.Array:
     """int `(n, L)` tokens and mask -> unit `(n, E)`."""
-    return _unit(self._model.get_text_features(input_ids, attention_mask, params=params))
+    return _unit(self._model.apply({"params": params}, input_ids, attention_mask,
+                                   method=clip_model.CLIP.text_features))
 
   def _run(self, fn: Callable[..., jax.Array], *arrays: np.ndarray) -> np.ndarray:
     """Applies `fn(params, *chunks)` chunk by chunk over the leading axis of `arrays`.
@@ -286,45 +282,36 @@ class ClipEmbedder:
                      tokens["attention_mask"].astype(np.int32))
 
 
-def _load(location: str, name_or_path: str, from_pt: bool):
-  """`(FlaxCLIPModel without params, params, tokenizer)` from a hub id or directory.
+def _load(location: str, name_or_path: str, local: bool
+          ) -> tuple[clip_model.ClipConfig, Any, Any]:
+  """`(config, params, tokenizer)` from a hub id or directory `location`.
 
   Failures to find the files are FileNotFoundErrors saying how to provide them.
   """
   try:
     import transformers  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError("config.vlm.name='clip' needs transformers: pip install "
-                      "'genrl_jax[vlm]'") from e
-  from huggingface_hub.errors import HFValidationError  # pylint: disable=g-import-not-at-top
-  missing = (f"config.vlm.model={name_or_path!r}: could not load the CLIP model "
-             f"(from_pt={from_pt}); no local copy was found and the hub could not be "
-             f"reached or offline mode is on (HF_HUB_OFFLINE). "
-             + _HOW_TO_PROVIDE.format(model=name_or_path))
-  try:
-    config = transformers.AutoConfig.from_pretrained(location)
-  except (OSError, HFValidationError) as e:
-    raise FileNotFoundError(f"{missing} ({type(e).__name__}: {e})") from e
-  if config.model_type != "clip":
-    raise ValueError(f"config.vlm.model={name_or_path!r} is a {config.model_type!r} model; "
-                     "config.vlm.name='clip' needs a CLIP model (model_type 'clip')")
-  try:
-    if from_pt:
-      # The PyTorch converter needs a model with (random) params to take shapes from;
-      # only the converted params are kept, on a model without params of its own.
-      params = transformers.FlaxCLIPModel.from_pretrained(location, config=config,
-                                                          from_pt=True).params
-      model = transformers.FlaxCLIPModel(config, _do_init=False)
-    else:
-      # _do_init=False skips a random initialisation and keeps the params out of the
-      # model, so the only copy is the one the embedder replicates over its devices.
-      model, params = transformers.FlaxCLIPModel.from_pretrained(location, config=config,
-                                                                 _do_init=False)
-  except (OSError, HFValidationError) as e:
-    raise FileNotFoundError(f"{missing} ({type(e).__name__}: {e})") from e
+    raise ImportError("config.vlm.name='clip' needs transformers (for its tokenizer): pip "
+                      "install 'genrl_jax[vlm]'") from e
+  config_path = _fetch(location, "config.json", local)
+  weights = None
+  if config_path is not None:
+    weights = next(filter(None, (_fetch(location, name, local)
+                                 for name in clip_model.WEIGHT_FILES)), None)
+  if weights is None:
+    raise FileNotFoundError(
+        f"config.vlm.model={name_or_path!r}: could not load the CLIP model; no local copy "
+        f"of config.json and {clip_model.SAFETENSORS_FILE} (or {clip_model.MSGPACK_FILE}) "
+        "was found and the hub could not be reached or offline mode is on "
+        "(HF_HUB_OFFLINE). " + _HOW_TO_PROVIDE.format(model=name_or_path))
+  config = clip_model.read_config(config_path)
+  if config.vision_config.num_channels != 3:
+    raise ValueError(f"config.vlm.model={name_or_path!r}: vision_config.num_channels="
+                     f"{config.vision_config.num_channels}; the embedder feeds RGB frames")
+  params = clip_model.load_params(weights, config)
   try:
     tokenizer = transformers.AutoTokenizer.from_pretrained(location)
-  except (OSError, TypeError, HFValidationError) as e:
+  except (OSError, TypeError, ValueError) as e:
     # A directory without tokenizer files makes AutoTokenizer fail with a TypeError.
     raise FileNotFoundError(f"config.vlm.model={name_or_path!r}: no CLIP tokenizer found "
                             f"({type(e).__name__}: {e}). "
@@ -336,4 +323,4 @@ def _load(location: str, name_or_path: str, from_pt: bool):
     raise ValueError(f"config.vlm.model={name_or_path!r}: the model's text eos_token_id "
                      f"{eos} is not the tokenizer's end-of-text id {tokenizer.eos_token_id}; "
                      "the tokenizer does not belong to this model")
-  return model, params, tokenizer
+  return config, params, tokenizer

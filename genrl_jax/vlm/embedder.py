@@ -7,8 +7,9 @@ embeddings in one space out. `make_embedder(config)` builds the one a config nam
   ''                   none: datasets must carry embeddings, prompts must be precomputed
                        (or cached, see `genrl_jax.prompts.cache`).
   'random_projection'  `RandomProjectionEmbedder`, no semantics, no download (smoke runs).
-  'clip'               `genrl_jax.vlm.clip.ClipEmbedder`: CLIP from `config.vlm.model` (hub
-                       id or local directory; `config.vlm.from_pt`, `config.vlm.batch_size`),
+  'clip'               `genrl_jax.vlm.clip.ClipEmbedder`: CLIP (the package's own Flax
+                       model, `genrl_jax.vlm.clip_model`) from `config.vlm.model` (hub id or
+                       local directory with model.safetensors; `config.vlm.batch_size`),
                        clips embedded as the mean of their frames' embeddings. An empty
                        `config.vlm.model` means no real model: a small CLIP with random
                        weights is built locally (`genrl_jax.vlm.random_clip`), with a
@@ -158,7 +159,7 @@ def embedder_identifier(config: ml_collections.ConfigDict) -> str | None:
     from genrl_jax.vlm import random_clip  # pylint: disable=g-import-not-at-top
     return random_clip.identifier(config.vlm.seed, config.connector.embed_dim)
   from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top
-  return clip.clip_identifier(config.vlm.model, bool(config.vlm.from_pt))
+  return clip.clip_identifier(config.vlm.model)
 
 
 def has_semantics(config: ml_collections.ConfigDict) -> bool:
@@ -191,8 +192,7 @@ def make_embedder(config: ml_collections.ConfigDict) -> Embedder | None:
     embedder = clip.ClipEmbedder(directory, batch_size=int(config.vlm.batch_size))
     embedder.identifier = random_clip.identifier(config.vlm.seed, config.connector.embed_dim)
     return embedder
-  embedder = clip.ClipEmbedder(config.vlm.model, from_pt=bool(config.vlm.from_pt),
-                               batch_size=int(config.vlm.batch_size))
+  embedder = clip.ClipEmbedder(config.vlm.model, batch_size=int(config.vlm.batch_size))
   if embedder.embed_dim != config.connector.embed_dim:
     raise ValueError(f"config.vlm.model={config.vlm.model!r} gives {embedder.embed_dim}-d "
                      f"embeddings but config.connector.embed_dim="

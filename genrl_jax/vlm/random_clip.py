@@ -1,20 +1,22 @@
 """A small CLIP with random weights, built locally: the stand-in VLM of the `tiny` variant.
 
-Nothing is downloaded. The model is a `FlaxCLIPModel` of a small `CLIPConfig` (width 32, two
-layers per tower, 8 px patches) drawn from a seed, and the tokenizer is a byte-level BPE
-whose vocabulary is the 256 byte symbols (alone and with the word-end marker `</w>`), a
-few merges and CLIP's two special tokens. It is saved with `save_pretrained` and loaded back
-through the real `ClipEmbedder` path, so a run with it exercises everything a run with a
-real CLIP does.
+Nothing is downloaded. The model is the package's Flax CLIP (`genrl_jax.vlm.clip_model`)
+of a small config (width 32, two layers per tower, 8 px patches) drawn from a seed, and the
+tokenizer is a byte-level BPE whose vocabulary is the 256 byte symbols (alone and with the
+word-end marker `</w>`), a few merges and CLIP's two special tokens. It is saved as a hub
+checkpoint (`config.json`, `model.safetensors`, tokenizer files) and loaded back through
+the real `ClipEmbedder` path, so a run with it exercises everything a run with a real CLIP
+does. A seed gives the weights transformers' `FlaxCLIPModel(config, seed=seed)` drew (the
+random CLIP of recipe 2 was built with it), then kernels redrawn as below.
 
 Its embeddings carry NO meaning: text prompts embedded by it say nothing about the task.
 They do tell frames apart, so a *video* prompt cut from the dataset still names a target
 the connector can decode; this is why the `tiny` variant prompts with clips of its own
 episodes (`genrl_jax/behavior/dataset_clips.py`). Telling frames apart needs large
-kernels: with Flax CLIP's initial std of 0.01 every image maps to nearly one embedding,
-and even with std 1/sqrt(fan_in) 8-frame clips of random stickman episodes (a small body
-on a large, fixed background) get a mean pairwise cosine of 0.995 (min 0.975); with std
-3/sqrt(fan_in) (KERNEL_GAIN) it is 0.90 (min 0.68).
+kernels: with transformers' Flax CLIP initial std of 0.01 every image maps to nearly one
+embedding, and even with std 1/sqrt(fan_in) 8-frame clips of random stickman episodes (a
+small body on a large, fixed background) get a mean pairwise cosine of 0.995 (min 0.975);
+with std 3/sqrt(fan_in) (KERNEL_GAIN) it is 0.90 (min 0.68).
 
 A config asks for it with `vlm.name='clip'` and an empty `vlm.model`; it is written once
 to `<cache>/random_clip/seed<seed>-dim<E>-px<size>-r<recipe>` (`cache_root`) and reused.
@@ -26,6 +28,8 @@ import json
 import os
 import shutil
 from typing import Any
+
+from genrl_jax.vlm import clip_model
 
 # A few merges; the platform notes warn that a merge ending in a bare `</w>` (like
 # `o </w>`) breaks the conversion to the fast tokenizer, so every merge joins two symbols.
@@ -47,7 +51,8 @@ def write_tokenizer(directory: str) -> int:
   Returns the vocabulary size; the end-of-text token has the largest id (as in CLIP).
   """
   from transformers import CLIPTokenizer  # pylint: disable=g-import-not-at-top
-  from transformers.models.clip.tokenization_clip import bytes_to_unicode  # pylint: disable=g-import-not-at-top
+  # Here in transformers 4 and 5 alike (5 dropped it from tokenization_clip).
+  from transformers.convert_slow_tokenizer import bytes_to_unicode  # pylint: disable=g-import-not-at-top
   symbols = list(bytes_to_unicode().values())
   vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in _MERGES]
   vocab += ["<|startoftext|>", "<|endoftext|>"]
@@ -63,19 +68,20 @@ def write_tokenizer(directory: str) -> int:
 
 
 def small_clip_config(vocab_size: int, image_size: int = IMAGE_SIZE, projection_dim: int = 16,
-                      max_length: int = 16):
-  """A `CLIPConfig`: width 32, 2 layers, 8 px patches, `projection_dim` outputs.
+                      max_length: int = 16) -> clip_model.ClipConfig:
+  """Width 32, 2 layers, 8 px patches, `projection_dim` outputs.
 
   The text model pools at the end-of-text token, which is the vocabulary's last id.
   """
-  from transformers import CLIPConfig  # pylint: disable=g-import-not-at-top
   tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                num_attention_heads=4)
-  text = dict(tower, vocab_size=vocab_size, max_position_embeddings=max_length,
-              bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
-              pad_token_id=vocab_size - 1)
-  vision = dict(tower, image_size=image_size, patch_size=8)
-  return CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)
+  text = clip_model.TextConfig(**tower, vocab_size=vocab_size,
+                               max_position_embeddings=max_length,
+                               bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                               pad_token_id=vocab_size - 1)
+  vision = clip_model.VisionConfig(**tower, image_size=image_size, patch_size=8)
+  return clip_model.ClipConfig(text_config=text, vision_config=vision,
+                               projection_dim=projection_dim)
 
 
 def _rescaled_kernels(params: Any, seed: int) -> Any:
@@ -94,23 +100,24 @@ def _rescaled_kernels(params: Any, seed: int) -> Any:
 
 
 def write_random_clip(directory: str, seed: int = 0, projection_dim: int = 16,
-                      image_size: int = IMAGE_SIZE, preprocessor: bool = True):
-  """Writes a random small CLIP (`config.json`, `flax_model.msgpack`) and its tokenizer.
+                      image_size: int = IMAGE_SIZE, preprocessor: bool = True
+                      ) -> tuple[clip_model.ClipConfig, Any]:
+  """Writes a random small CLIP (`config.json`, `model.safetensors`) and its tokenizer.
 
-  With `preprocessor`, also a `preprocessor_config.json` holding IMAGE_MEAN/IMAGE_STD.
-  Returns the `FlaxCLIPModel` that was saved.
+  With `preprocessor`, also a `preprocessor_config.json` holding IMAGE_MEAN/IMAGE_STD (in
+  the fields of transformers' `CLIPImageProcessor`). Returns `(config, params)` saved.
   """
-  from transformers import CLIPImageProcessor, FlaxCLIPModel  # pylint: disable=g-import-not-at-top
   vocab_size = write_tokenizer(directory)
-  model = FlaxCLIPModel(small_clip_config(vocab_size, image_size, projection_dim), seed=seed)
-  model.params = _rescaled_kernels(model.params, seed)
-  model.save_pretrained(directory)
+  config = small_clip_config(vocab_size, image_size, projection_dim)
+  params = _rescaled_kernels(clip_model.init_params(config, seed), seed)
+  clip_model.save(directory, config, params)
   if preprocessor:
-    CLIPImageProcessor(image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
-                       size={"shortest_edge": image_size},
-                       crop_size={"height": image_size, "width": image_size}
-                       ).save_pretrained(directory)
-  return model
+    with open(os.path.join(directory, "preprocessor_config.json"), "w",
+              encoding="utf-8") as f:
+      json.dump(dict(image_processor_type="CLIPImageProcessor", image_mean=list(IMAGE_MEAN),
+                     image_std=list(IMAGE_STD), size={"shortest_edge": image_size},
+                     crop_size={"height": image_size, "width": image_size}), f, indent=2)
+  return config, params
 
 
 def cache_root() -> str:
@@ -132,7 +139,7 @@ def ensure_random_clip(seed: int, projection_dim: int, root: str | None = None) 
   """
   directory = os.path.join(root or cache_root(), "random_clip",
                            f"seed{seed}-dim{projection_dim}-px{IMAGE_SIZE}-r{RECIPE}")
-  if os.path.isfile(os.path.join(directory, "flax_model.msgpack")):
+  if os.path.isfile(os.path.join(directory, "config.json")):
     return directory
   tmp = f"{directory}.tmp{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
@@ -141,6 +148,6 @@ def ensure_random_clip(seed: int, projection_dim: int, root: str | None = None) 
     os.rename(tmp, directory)
   except OSError:  # another process finished first
     shutil.rmtree(tmp, ignore_errors=True)
-    if not os.path.isfile(os.path.join(directory, "flax_model.msgpack")):
+    if not os.path.isfile(os.path.join(directory, "config.json")):
       raise
   return directory
