@@ -9,6 +9,8 @@ import pytest
 import parity_fixtures as pf
 
 pf.require_fixtures()
+SIZES = pf.sizes()
+N = SIZES.n_params  # key counts of the fixture agent's state dict, per part
 
 from genrl_jax import world_model as wm_lib  # noqa: E402  (after the module-level skip)
 from genrl_jax.reference import convert  # noqa: E402
@@ -22,9 +24,9 @@ def _world_model_keys(state_dict) -> list[str]:
   return list(convert.torch_keys(state_dict, convert.WORLD_MODEL, "wm."))
 
 
-def test_world_model_keys_are_the_61_of_the_spec():
+def test_world_model_keys_are_those_of_the_spec():
   keys = _world_model_keys(_state_dict())
-  assert len(keys) == 61
+  assert len(keys) == N["wm"]
   assert not any(k.startswith("wm.connector.") for k in keys)
 
 
@@ -40,11 +42,14 @@ def test_round_trip_torch_flax_torch():
 
 def test_converted_tree_matches_the_module():
   state_dict = _state_dict()
-  sizes = convert.infer_world_model_sizes(state_dict, discrete=8)
-  assert sizes == dict(action_dim=6, deter=64, hidden=64, cnn_depth=8,
-                       encoder_kernels=(4, 4, 4, 4), decoder_kernels=(5, 5, 6, 6),
-                       mlp_units=64, mlp_layers=2, single_obs_posterior=True, stoch=8,
-                       discrete=8)
+  sizes = convert.infer_world_model_sizes(state_dict, discrete=SIZES.discrete)
+  # What the shapes say, checked against what the fixture's config JSON says.
+  assert sizes == dict(action_dim=SIZES.action_dim, deter=SIZES.deter, hidden=SIZES.hidden,
+                       cnn_depth=SIZES.cnn_depth, encoder_kernels=SIZES.encoder_kernels,
+                       decoder_kernels=SIZES.decoder_kernels, mlp_units=SIZES.reward_units,
+                       mlp_layers=SIZES.reward_layers,
+                       single_obs_posterior=SIZES.single_obs_posterior, stoch=SIZES.stoch,
+                       discrete=SIZES.discrete)
   params = convert.torch_world_model_to_flax(state_dict)
   model = wm_lib.WorldModel(**sizes)
   expected = jax.eval_shape(lambda k: wm_lib.init_world_model(model, k), jax.random.PRNGKey(0))
@@ -97,8 +102,8 @@ def test_unknown_key_raises_naming_it(key):
 def test_extra_layer_raises_naming_it():
   # Matches a rule, but the model inferred from the other keys has no such layer.
   state_dict = _state_dict()
-  key = "wm.heads.reward.norm2._layer.weight"
-  state_dict[key] = np.zeros((64,), np.float32)
+  key = f"wm.heads.reward.norm{SIZES.reward_layers}._layer.weight"
+  state_dict[key] = np.zeros((SIZES.reward_units,), np.float32)
   with pytest.raises(ValueError, match=key.replace(".", r"\.")):
     convert.torch_world_model_to_flax(state_dict)
 
@@ -106,7 +111,7 @@ def test_extra_layer_raises_naming_it():
 def test_wrong_shape_raises_naming_it():
   state_dict = _state_dict()
   key = "wm.rssm._obs_dist.bias"
-  state_dict[key] = np.zeros((65,), np.float32)
+  state_dict[key] = np.zeros((state_dict[key].shape[0] + 1,), np.float32)
   with pytest.raises(ValueError, match=key.replace(".", r"\.")):
     convert.torch_world_model_to_flax(state_dict)
 
@@ -130,7 +135,7 @@ def test_other_prefix():
   state_dict = {"agent." + k: v for k, v in _state_dict().items()}
   params = convert.torch_world_model_to_flax(state_dict, prefix="agent.wm.")
   back = convert.flax_world_model_to_torch(params, prefix="agent.wm.")
-  assert len(back) == 61 and all(k.startswith("agent.wm.") for k in back)
+  assert len(back) == N["wm"] and all(k.startswith("agent.wm.") for k in back)
 
 
 # --- connector + aligner, and the whole `wm.*` (MFWM) ---------------------------------
@@ -143,15 +148,15 @@ def _wm_keys(state_dict) -> list[str]:
   return [k for k in state_dict if k.startswith("wm.")]
 
 
-def test_connector_keys_are_the_49_of_the_spec():
+def test_connector_keys_are_those_of_the_spec():
   state_dict = _state_dict()
   keys = list(convert.torch_keys(state_dict, convert.CONNECTOR, "wm.connector."))
-  assert len(keys) == 49
-  assert sum(k.startswith("wm.connector.aligner.") for k in keys) == 26
-  assert len(_wm_keys(state_dict)) == 110
+  assert len(keys) == N["connector"]
+  assert sum(k.startswith("wm.connector.aligner.") for k in keys) == N["aligner"]
+  assert len(_wm_keys(state_dict)) == N["wm"] + N["connector"]
 
 
-def test_mfwm_round_trip_all_110_wm_keys():
+def test_mfwm_round_trip_all_wm_keys():
   state_dict = _state_dict()
   params = convert.torch_mfwm_to_flax(state_dict)
   assert sorted(params) == ["aligner", "connector", "world_model"]
@@ -168,25 +173,27 @@ def test_connector_round_trip_and_parts():
   params = convert.torch_connector_to_flax(state_dict)
   assert sorted(params) == ["aligner", "connector"]
   back = convert.flax_connector_to_torch(params)
-  assert len(back) == 49
+  assert len(back) == N["connector"]
   for key, value in back.items():
     np.testing.assert_array_equal(value, state_dict[key], err_msg=key)
   # Either part alone (e.g. aligner gradients) converts back on its own.
   only_aligner = convert.flax_connector_to_torch({"aligner": params["aligner"]})
-  assert len(only_aligner) == 26 and all(".aligner." in k for k in only_aligner)
+  assert len(only_aligner) == N["aligner"] and all(".aligner." in k for k in only_aligner)
 
 
 def test_connector_tree_matches_the_modules():
   state_dict = _state_dict()
-  sizes = convert.infer_connector_sizes(state_dict, discrete=8)
-  assert sizes == dict(embed_dim=32, n_frames=8, deter=64, hidden=64, stoch=8, discrete=8)
+  sizes = convert.infer_connector_sizes(state_dict, discrete=SIZES.discrete)
+  assert sizes == dict(embed_dim=SIZES.embed_dim, n_frames=SIZES.n_frames, deter=SIZES.deter,
+                       hidden=SIZES.hidden, stoch=SIZES.stoch, discrete=SIZES.discrete)
   params = convert.torch_connector_to_flax(state_dict)
   connector = connector_lib.Connector(**sizes)
-  aligner = aligner_lib.Aligner(embed_dim=32)
+  aligner = aligner_lib.Aligner(embed_dim=SIZES.embed_dim)
+  action = jax.numpy.zeros((1, SIZES.embed_dim + SIZES.n_frames))
   expected = {
-      "connector": jax.eval_shape(lambda k: connector.init(k, jax.numpy.zeros((1, 40))),
+      "connector": jax.eval_shape(lambda k: connector.init(k, action),
                                   jax.random.PRNGKey(0))["params"],
-      "aligner": jax.eval_shape(lambda k: aligner.init(k, jax.numpy.zeros((1, 32))),
+      "aligner": jax.eval_shape(lambda k: aligner.init(k, jax.numpy.zeros((1, SIZES.embed_dim))),
                                 jax.random.PRNGKey(0))["params"]}
   assert jax.tree.structure(params) == jax.tree.structure(expected)
   for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected)):
@@ -251,7 +258,8 @@ def test_mfwm_unknown_key_raises_naming_it(key):
 def test_connector_extra_layer_raises_naming_it(key):
   # Matches a rule, but the modules built from the inferred sizes have no such param.
   state_dict = _state_dict()
-  state_dict[key] = np.zeros((32, 32) if key.endswith("weight") else (32,), np.float32)
+  d = SIZES.embed_dim
+  state_dict[key] = np.zeros((d, d) if key.endswith("weight") else (d,), np.float32)
   with pytest.raises(ValueError, match=key.replace(".", r"\.")):
     convert.torch_connector_to_flax(state_dict)
 
@@ -259,7 +267,7 @@ def test_connector_extra_layer_raises_naming_it(key):
 def test_connector_wrong_rank_raises_naming_it():
   state_dict = _state_dict()
   key = "wm.connector.initial_state_pred.3.weight"
-  state_dict[key] = np.zeros((64,), np.float32)
+  state_dict[key] = np.zeros(state_dict[key].shape[:1], np.float32)
   with pytest.raises(ValueError, match=key.replace(".", r"\.")):
     convert.torch_connector_to_flax(state_dict)
 
@@ -267,7 +275,8 @@ def test_connector_wrong_rank_raises_naming_it():
 def test_connector_wrong_shape_raises_naming_it():
   state_dict = _state_dict()
   key = "wm.connector.aligner.down.1.res_proj.weight"
-  state_dict[key] = np.zeros((16, 33), np.float32)
+  rows, cols = state_dict[key].shape
+  state_dict[key] = np.zeros((rows, cols + 1), np.float32)
   with pytest.raises(ValueError, match=key.replace(".", r"\.")):
     convert.torch_connector_to_flax(state_dict)
 
@@ -290,7 +299,7 @@ IMAG = "_imag_behavior."
 
 
 def _behavior_fixture_params() -> dict[str, np.ndarray]:
-  """The 33 `_imag_behavior.*` arrays of `actor_critic.npz`."""
+  """The `_imag_behavior.*` arrays of `actor_critic.npz`."""
   params = pf.load_fixture("actor_critic").params
   return {k: v for k, v in params.items() if k.startswith(IMAG)}
 
@@ -305,26 +314,29 @@ def _assert_same_tree(params, expected) -> None:
     assert got.dtype == want.dtype, jax.tree_util.keystr(path)
 
 
-def test_behavior_keys_are_33_per_behavior():
+def test_behavior_keys_are_those_of_each_behavior():
   state_dict = _state_dict()
   for prefix in convert.BEHAVIOR_PREFIXES:
-    assert len(convert.torch_keys(state_dict, convert.BEHAVIOR, prefix)) == 33, prefix
-  assert len(_behavior_fixture_params()) == 33
+    assert len(convert.torch_keys(state_dict, convert.BEHAVIOR, prefix)) == N["behavior"], prefix
+  assert len(_behavior_fixture_params()) == N["behavior"]
 
 
 def test_behavior_tree_matches_the_modules():
   state_dict = _behavior_fixture_params()
   sizes = convert.infer_behavior_sizes(state_dict, IMAG)
-  assert sizes == dict(action_dim=6, feat_dim=128, actor_units=64, actor_layers=2,
-                       critic_units=64, critic_layers=2)
+  assert sizes == dict(action_dim=SIZES.action_dim, feat_dim=SIZES.feat_dim,
+                       actor_units=SIZES.actor_units, actor_layers=SIZES.actor_layers,
+                       critic_units=SIZES.critic_units, critic_layers=SIZES.critic_layers)
   params = convert.torch_behavior_to_flax(state_dict)
   assert sorted(params) == ["actor", "critic", "return_ema", "target_critic"]
   expected = convert.behavior_param_shapes(sizes)
   _assert_same_tree(params, expected)
   # The same structure as our modules' own init (no hand-written expectation).
-  feat = jax.numpy.zeros((1, 128))
-  actor = ac_lib.Actor(6, 64, 2).init(jax.random.PRNGKey(0), feat)["params"]
-  critic = ac_lib.Critic(64, 2).init(jax.random.PRNGKey(0), feat)["params"]
+  feat = jax.numpy.zeros((1, SIZES.feat_dim))
+  actor = ac_lib.Actor(SIZES.action_dim, SIZES.actor_units, SIZES.actor_layers).init(
+      jax.random.PRNGKey(0), feat)["params"]
+  critic = ac_lib.Critic(SIZES.critic_units, SIZES.critic_layers).init(
+      jax.random.PRNGKey(0), feat)["params"]
   _assert_same_tree(params["actor"], actor)
   _assert_same_tree(params["critic"], critic)
   _assert_same_tree(params["target_critic"], critic)
@@ -337,7 +349,7 @@ def test_behavior_round_trip_torch_flax_torch(source, prefix):
   keys = list(convert.torch_keys(state_dict, convert.BEHAVIOR, prefix))
   back = convert.flax_behavior_to_torch(convert.torch_behavior_to_flax(state_dict, prefix),
                                         prefix)
-  assert len(keys) == 33 and sorted(back) == sorted(keys)
+  assert len(keys) == N["behavior"] and sorted(back) == sorted(keys)
   for key in keys:
     assert back[key].dtype == state_dict[key].dtype, key
     assert back[key].shape == state_dict[key].shape, key
@@ -405,31 +417,37 @@ def test_behavior_unknown_key_raises_naming_it(key):
     convert.torch_behavior_to_flax(state_dict)
 
 
-@pytest.mark.parametrize("key,shape", [("_target_critic.dense2.weight", (64, 64)),
-                                       ("actor.norm2._layer.bias", (64,))])
-def test_behavior_extra_layer_raises_naming_it(key, shape):
+@pytest.mark.parametrize("part", ["_target_critic.dense", "actor.norm"])
+def test_behavior_extra_layer_raises_naming_it(part):
   # Matches a rule, but the modules built from the inferred sizes have no such param.
   state_dict = _state_dict()
+  layers, units = ((SIZES.critic_layers, SIZES.critic_units) if "critic" in part
+                   else (SIZES.actor_layers, SIZES.actor_units))
+  key, shape = ((f"{part}{layers}.weight", (units, units)) if part.endswith("dense")
+                else (f"{part}{layers}._layer.bias", (units,)))
   state_dict[IMAG + key] = np.zeros(shape, np.float32)
   with pytest.raises(ValueError, match=(IMAG + key).replace(".", r"\.")):
     convert.torch_behavior_to_flax(state_dict)
 
 
-@pytest.mark.parametrize("key,shape", [("ema_vals", (3,)),
-                                       ("_target_critic._out._out.weight", (254, 64)),
-                                       ("actor._out._std.bias", (7,))])
-def test_behavior_wrong_shape_raises_naming_it(key, shape):
+@pytest.mark.parametrize("key,axis", [("ema_vals", 0), ("_target_critic._out._out.weight", 0),
+                                      ("actor._out._std.bias", 0)])
+def test_behavior_wrong_shape_raises_naming_it(key, axis):
   state_dict = _state_dict()
+  shape = list(state_dict[IMAG + key].shape)
+  shape[axis] += 1
   state_dict[IMAG + key] = np.zeros(shape, np.float32)
   with pytest.raises(ValueError, match=(IMAG + key).replace(".", r"\.")):
     convert.torch_behavior_to_flax(state_dict)
 
 
-@pytest.mark.parametrize("key,shape,other", [
-    ("critic.dense0.weight", (64, 130), "actor.dense0.weight"),
-    ("actor._out._std.weight", (5, 64), "actor._out._out.weight")])
-def test_behavior_inconsistent_sizes_raise_naming_both_keys(key, shape, other):
+@pytest.mark.parametrize("key,axis,change,other", [
+    ("critic.dense0.weight", 1, 2, "actor.dense0.weight"),  # feature size
+    ("actor._out._std.weight", 0, -1, "actor._out._out.weight")])  # action size
+def test_behavior_inconsistent_sizes_raise_naming_both_keys(key, axis, change, other):
   state_dict = _state_dict()
+  shape = list(state_dict[IMAG + key].shape)
+  shape[axis] += change
   state_dict[IMAG + key] = np.zeros(shape, np.float32)
   with pytest.raises(ValueError, match=(IMAG + key).replace(".", r"\.")) as info:
     convert.infer_behavior_sizes(state_dict, IMAG)
@@ -439,7 +457,7 @@ def test_behavior_inconsistent_sizes_raise_naming_both_keys(key, shape, other):
 def test_behavior_parts_and_unmapped_flax_path():
   params = convert.torch_behavior_to_flax(_state_dict())
   only_actor = convert.flax_behavior_to_torch({"actor": params["actor"]}, "_acting_behavior.")
-  assert len(only_actor) == 12
+  assert len(only_actor) == N["actor"]
   assert all(k.startswith("_acting_behavior.actor.") for k in only_actor)
   params["critic"]["extra"] = {"kernel": np.zeros((2, 2), np.float32)}
   with pytest.raises(ValueError, match="critic/extra/kernel"):
@@ -452,15 +470,15 @@ def test_behavior_ignores_other_prefixes():
   state_dict.update({"_backup" + k: v for k, v in state_dict.items()
                      if k.startswith("_acting_behavior.")})
   params = convert.torch_behavior_to_flax(state_dict, "_acting_behavior.")
-  assert len(convert.flax_behavior_to_torch(params, "_acting_behavior.")) == 33
+  assert len(convert.flax_behavior_to_torch(params, "_acting_behavior.")) == N["behavior"]
 
 
 def test_agent_state_dict_is_covered_by_the_tables():
   state_dict = _state_dict()
-  assert len(state_dict) == 176
+  assert len(state_dict) == N["total"]
   unmapped = convert.unmapped_agent_keys(state_dict)
   assert not unmapped, f"no table maps these agent keys: {unmapped}"
-  # Each key belongs to exactly one (table, prefix): 61 + 49 + 33 + 33.
+  # Each key belongs to exactly one (table, prefix).
   owners = {}
   for name, table in convert.TABLES.items():
     for prefix in convert.AGENT_PREFIXES[name]:
@@ -472,8 +490,8 @@ def test_agent_state_dict_is_covered_by_the_tables():
   counts = {}
   for prefixes in owners.values():
     counts[prefixes[0]] = counts.get(prefixes[0], 0) + 1
-  assert counts == {"wm.": 61, "wm.connector.": 49, "_acting_behavior.": 33,
-                    "_imag_behavior.": 33}
+  assert counts == {"wm.": N["wm"], "wm.connector.": N["connector"],
+                    "_acting_behavior.": N["behavior"], "_imag_behavior.": N["behavior"]}
 
 
 def test_unmapped_agent_keys_lists_them():

@@ -34,6 +34,13 @@ BUDGET = ("--config.data.collect_episodes=2", "--config.batch_size=4",
           "--config.behavior.num_steps=40", "--config.behavior.log_every=20",
           "--config.behavior.save_every=20", "--config.eval.episodes=2",
           "--config.eval.time_limit=3.0")
+# Metrics the training steps write (`mfwm.train_step` with the world-model and connector
+# losses and `group_grad_norms`; `behavior.learner.behavior_update`), per logged row.
+MFWM_METRICS = ("model_loss", "observation_loss", "reward_loss", "kl_loss", "model_kl",
+                "model_grad_norm", "connector_model_loss", "aligner_cosine_distance",
+                "connector_kl", "connector_model_grad_norm")
+BEHAVIOR_METRICS = ("imag_actor_loss", "imag_critic_loss", "imag_reward_mean", "imag_critic",
+                    "imag_actor_grad_norm", "imag_critic_grad_norm")
 
 
 def _main(workdir, *args, cache):
@@ -120,17 +127,31 @@ def test_end_to_end_tiny_pipeline_videos_decode(run):
   assert open_loop.shape[0] == 16 and open_loop.shape[2] == 3 * 64
 
 
+def _assert_training_rows(rows: list[dict], names: tuple[str, ...],
+                          changes: tuple[str, ...]) -> None:
+  """Every row holds every metric in `names`, finite; the `changes` ones differ between the
+  first and the last row (training moved them; their direction is not asserted)."""
+  for row in rows:
+    missing = [k for k in names if k not in row]
+    assert not missing, f"step {row['step']}: no {missing} in {sorted(row)}"
+    assert all(np.isfinite(row[k]) for k in names), row
+  for k in changes:
+    assert rows[0][k] != rows[-1][k], (k, rows[0][k], rows[-1][k])
+
+
 def test_end_to_end_tiny_pipeline_metrics_plots_and_tensorboard(run):
   from genrl_jax.report import metrics  # pylint: disable=g-import-not-at-top
   workdir, _, _ = run
   mfwm = metrics.read_metrics(workdir, "mfwm")
   assert [r["step"] for r in mfwm] == [40, 80, 120, 120]  # training, then the open-loop report
-  assert all(np.isfinite(r["loss"]) for r in mfwm if "loss" in r)
+  _assert_training_rows(mfwm[:-1], MFWM_METRICS, changes=("observation_loss", "model_loss"))
   assert all(np.isfinite(mfwm[-1][k]) for k in ("open_loop_mse", "mean_frame_mse"))
   for task in TASKS:
     rows = metrics.read_metrics(workdir, f"behavior_{task}")
     # The prompt target's errors, training, then the evaluation's report.
     assert [r["step"] for r in rows] == [0, 20, 40, 40]
+    _assert_training_rows(rows[1:-1], BEHAVIOR_METRICS,
+                          changes=("imag_critic_loss", "imag_actor_loss"))
     assert all(np.isfinite(rows[0][k]) for k in ("prompt_target_mse", "prompt_mean_frame_mse"))
     assert all(np.isfinite(rows[-1][k]) for k in ("eval_mean_return", "eval_random_mean_return",
                                                   "eval_beats_random"))

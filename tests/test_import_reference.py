@@ -35,7 +35,8 @@ from genrl_jax.reference import import_reference as ir  # noqa: E402
 from genrl_jax.reference import snapshot  # noqa: E402
 from genrl_jax.train import checkpoints, parallel  # noqa: E402
 
-SNAPSHOT = pf.FIXTURE_DIR / "snapshot_small.pt"
+SNAPSHOT = pf.fixture_dir() / "snapshot_small.pt"
+SIZES = pf.sizes()
 
 
 def _reference_state_dict() -> dict[str, np.ndarray]:
@@ -144,14 +145,14 @@ def _rewrite_archive(src, dst, drop=(), replace=None) -> None:
 def test_snapshot_small_gives_the_agent_state_dict_exactly():
   snap = snapshot.load_snapshot(SNAPSHOT)
   reference = _reference_state_dict()
-  assert list(snap.state_dict) == list(reference)  # same 176 keys in the same order
-  assert len(snap.state_dict) == 176
+  assert list(snap.state_dict) == list(reference)  # same keys in the same order
+  assert len(snap.state_dict) == SIZES.n_params["total"]
   for key, want in reference.items():
     got = snap.state_dict[key]
     assert got.dtype == want.dtype and got.shape == want.shape, key
     np.testing.assert_array_equal(got, want, err_msg=key)
   assert snap.metadata == {"_global_step": 500, "_global_episode": 0, "format": "torch_agent"}
-  assert snap.attributes["wm.rssm._discrete"] == 8
+  assert snap.attributes["wm.rssm._discrete"] == SIZES.discrete
   assert snap.agent_config["task"] == "stickman_walk"
   assert snap.agent_config["connector"]["rescale_embeds"] is True
   # Storage shared between critic and target critic comes back as equal, separate arrays.
@@ -162,7 +163,7 @@ def test_snapshot_small_gives_the_agent_state_dict_exactly():
 
 
 def test_snapshot_npz_layout():
-  snap = snapshot.load_snapshot(pf.FIXTURE_DIR / "agent_state_dict.npz")
+  snap = snapshot.load_snapshot(pf.fixture_dir() / "agent_state_dict.npz")
   assert list(snap.state_dict) == list(_reference_state_dict())
   assert snap.metadata["format"] == "npz"
 
@@ -327,11 +328,13 @@ def test_import_reference_writes_what_the_pipeline_reads(imported):
     np.testing.assert_array_equal(got, ref)
   config = _config(imported)
   assert (config.world_model.deter, config.world_model.stoch, config.world_model.discrete,
-          config.world_model.cnn_depth, config.connector.embed_dim) == (64, 8, 8, 8, 32)
+          config.world_model.cnn_depth, config.connector.embed_dim) == (
+              SIZES.deter, SIZES.stoch, SIZES.discrete, SIZES.cnn_depth, SIZES.embed_dim)
   assert config.task == "stickman_walk"
   info = _info(imported)
-  assert info["step"] == 500 and info["parameters"] == 176 and info["vlm"] == "internvideo2"
-  assert "--config.world_model.deter=64" in info["command"]
+  assert info["step"] == 500 and info["parameters"] == SIZES.n_params["total"]
+  assert info["vlm"] == "internvideo2"
+  assert f"--config.world_model.deter={SIZES.deter}" in info["command"]
   behavior = checkpoints.restore_subtree(os.path.join(imported, "imported_behavior"),
                                          ("imag_behavior",))
   want = convert.torch_behavior_to_flax(_reference_state_dict(), "_imag_behavior.")
@@ -352,7 +355,7 @@ def test_import_reference_mfwm_stage_resumes_from_it(imported, monkeypatch):
   zeros = lambda mfwm, key: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
                                          jax.eval_shape(lambda k: init(mfwm, k), key))
   monkeypatch.setattr(mfwm_lib, "init_params", zeros)
-  _, fresh, _ = mfwm_lib.build(config, 6, parallel.make_mesh())
+  _, fresh, _ = mfwm_lib.build(config, SIZES.action_dim, parallel.make_mesh())
   ckpt = checkpoints.Checkpointer(os.path.join(imported, "mfwm"), save_every=10, keep=3,
                                   config={})
   state, resumed = ckpt.restore_or_keep(fresh)
@@ -366,7 +369,7 @@ def test_import_reference_mfwm_stage_resumes_from_it(imported, monkeypatch):
 def test_import_reference_params_reproduce_the_fixtures(imported):
   params = mfwm_lib.load(os.path.join(imported, "mfwm"))
   config = _config(imported)
-  mfwm = mfwm_lib.make_mfwm(config, 6)
+  mfwm = mfwm_lib.make_mfwm(config, SIZES.action_dim)
   wm, p = mfwm.world_model, {"params": params["world_model"]}
 
   fx = pf.load_fixture("encoder")
@@ -394,7 +397,7 @@ def test_import_reference_params_reproduce_the_fixtures(imported):
   fx = pf.load_fixture("actor_critic")
   behavior = checkpoints.restore_subtree(os.path.join(imported, "imported_behavior"),
                                          ("imag_behavior",))
-  modules = learner.make_behavior(config, 6)
+  modules = learner.make_behavior(config, SIZES.action_dim)
   mean, std = modules.actor.apply({"params": behavior["actor"]}, fx.inputs["feat"])
   np.testing.assert_allclose(mean, fx.outputs["actor_mean"], **pf.TOL_SINGLE)
   np.testing.assert_allclose(std, fx.outputs["actor_std"], **pf.TOL_SINGLE)
@@ -405,7 +408,8 @@ def test_import_reference_params_reproduce_the_fixtures(imported):
 def test_import_reference_checks_a_given_config(tmp_path, imported):
   out = tmp_path / "run"
   with pytest.raises(ir.ReferenceImportError,
-                     match=r"world_model\.deter: config 1024, snapshot 64.*connector\.embed_dim"):
+                     match=rf"world_model\.deter: config 1024, snapshot {SIZES.deter}"
+                           r".*connector\.embed_dim"):
     ir.import_reference(str(SNAPSHOT), str(out), "configs/stickman.py")
   assert not out.exists()
   ir.import_reference(str(SNAPSHOT), str(out), _config(imported))  # matching sizes
@@ -460,10 +464,10 @@ def test_import_reference_bare_world_model_state_dict_gets_its_prefix():
 def test_import_reference_then_behavior_stage_learns_from_a_precomputed_prompt(imported,
                                                                               tmp_path):
   """After the import, the behaviour stage runs on the imported MFWM exactly as on ours:
-  a prompt embedded elsewhere (an `.npy` in the snapshot's VLM space, E = 32), data-free
+  a prompt embedded elsewhere (an `.npy` in the snapshot's VLM space, E = D), data-free
   starts (the import holds no episodes), one update, a checkpoint tied to this MFWM."""
   config = _config_from_command(imported)
-  embedding = np.random.default_rng(0).normal(size=32).astype(np.float32)
+  embedding = np.random.default_rng(0).normal(size=SIZES.embed_dim).astype(np.float32)
   np.save(tmp_path / "prompt.npy", embedding)
   b = config.behavior
   b.start = "data_free"

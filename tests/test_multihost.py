@@ -93,18 +93,65 @@ def _params(path: str) -> dict[str, np.ndarray]:
     return {k: z[k] for k in z.files}
 
 
+def _assert_same_structure(a: dict, b: dict) -> None:
+  """The same non-empty set of keys, and per key the same shape and dtype (no
+  broadcasting: `(1,)` against `(3,)` is a mismatch)."""
+  assert a and b, "nothing to compare"
+  missing, extra = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+  assert not missing and not extra, (f"keys only in the first: {missing}, "
+                                     f"only in the second: {extra}")
+  for k in a:
+    assert a[k].shape == b[k].shape, f"{k}: shape {a[k].shape} != {b[k].shape}"
+    assert a[k].dtype == b[k].dtype, f"{k}: dtype {a[k].dtype} != {b[k].dtype}"
+
+
 def _assert_equal(a: dict, b: dict) -> None:
-  assert sorted(a) == sorted(b)
+  """Bit-identical arrays under the same keys."""
+  _assert_same_structure(a, b)
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
 def _assert_close(a: dict, b: dict) -> None:
-  """Equal up to the order of float sums (all-reduce over 2 processes vs one process)."""
-  assert sorted(a) == sorted(b)
+  """Every array equal up to the order of float sums (all-reduce over 2 processes vs one
+  process), under the same keys with the same shapes."""
+  _assert_same_structure(a, b)
   for k in a:
     np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6, err_msg=k)
-  assert any(not np.array_equal(a[k], b[k]) or a[k].size for k in a)
+
+
+@pytest.mark.parametrize("compare", [_assert_equal, _assert_close])
+def test_param_comparisons_fail_on_any_difference(compare):
+  """The helpers above fail on one differing leaf, a missing or extra key, a shape or dtype
+  mismatch and an empty tree; they pass on equal trees (fast: no processes)."""
+  rng = np.random.default_rng(0)
+  a = {"w/kernel": rng.normal(size=(3, 4)).astype(np.float32),
+       "w/bias": rng.normal(size=(4,)).astype(np.float32), "step": np.array(3)}
+  copy = lambda: {k: v.copy() for k, v in a.items()}
+  compare(a, copy())
+  differing = copy()
+  differing["w/bias"][2] += 1e-2
+  missing = copy()
+  del missing["w/bias"]
+  extra = {**copy(), "w/extra": np.zeros(2, np.float32)}
+  reshaped = {**copy(), "w/bias": a["w/bias"][:1]}  # broadcasts in assert_allclose
+  retyped = {**copy(), "w/bias": a["w/bias"].astype(np.float64)}
+  for b in (differing, missing, extra, reshaped, retyped):
+    with pytest.raises(AssertionError):
+      compare(a, b)
+    with pytest.raises(AssertionError):
+      compare(b, a)
+  with pytest.raises(AssertionError):
+    compare({}, {})
+
+
+def test_param_comparisons_tolerance():
+  """`_assert_close` accepts float-sum-order differences, `_assert_equal` does not."""
+  a = {"w": np.linspace(-1, 1, 10, dtype=np.float32)}
+  b = {"w": a["w"] * np.float32(1 + 1e-6)}
+  _assert_close(a, b)
+  with pytest.raises(AssertionError):
+    _assert_equal(a, b)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,9 @@ from genrl_jax.reference import convert  # noqa: E402
 from genrl_jax.train.state import BehaviorState  # noqa: E402
 
 PREFIX = "_imag_behavior."
-BEHAVIOR_OPT = dict(lr=3e-5, eps=1e-5, clip=100.0, wd=1e-6)
+ACTOR_OPT = pf.optimizer("actor_opt")
+CRITIC_OPT = pf.optimizer("critic_opt")
+SIZES = pf.sizes()
 TOL_RETURN = dict(rtol=1e-5, atol=1e-6)
 SEQ_KEYS = ("deter", "logit", "feat", "action")
 
@@ -45,16 +47,20 @@ def _modules() -> tuple[mfwm_lib.MFWM, learner.Behavior]:
   actor = ac.Actor(sizes["action_dim"], sizes["actor_units"], sizes["actor_layers"])
   critic = ac.Critic(sizes["critic_units"], sizes["critic_layers"])
   wm_sizes = convert.infer_world_model_sizes(pf.load_fixture("agent_state_dict").params,
-                                             discrete=8)
+                                             discrete=SIZES.discrete)
   return mfwm_lib.MFWM(wm_lib.WorldModel(**wm_sizes)), learner.Behavior(actor, critic)
 
 
 def _config() -> ml_collections.ConfigDict:
-  """The fixture's behaviour settings (README §2)."""
+  """The fixture's behaviour settings (README §2), read from its agent config."""
+  agent = pf.agent_config()
+  score_fn, alignment = pf.reward_alignment()
   return ml_collections.ConfigDict(dict(
-      horizon=16, discount=0.99, lambda_=0.95, actor_entropy=0.0, slow_target_every=100,
-      slow_target_fraction=1.0, actor_optimizer=BEHAVIOR_OPT, critic_optimizer=BEHAVIOR_OPT,
-      reward=dict(score_fn="max_cosine", alignment="sequence", n_frames=8)))
+      horizon=SIZES.imag_horizon, discount=agent["discount"], lambda_=agent["discount_lambda"],
+      actor_entropy=float(agent["actor_ent"]), slow_target_every=agent["slow_target_update"],
+      slow_target_fraction=float(agent["slow_target_fraction"]), actor_optimizer=ACTOR_OPT,
+      critic_optimizer=CRITIC_OPT,
+      reward=dict(score_fn=score_fn, alignment=alignment, n_frames=SIZES.n_frames)))
 
 
 def _behavior_params() -> dict:
@@ -132,7 +138,8 @@ def test_parity_critic_twohot():
 def test_parity_lambda_return():
   fx = _fixture()
   x = {k: jnp.asarray(fx.inputs[f"lr_{k}"]) for k in ("reward", "value", "disc", "bootstrap")}
-  returns = ac.lambda_return(x["reward"], x["value"], x["disc"], x["bootstrap"], 0.95)
+  returns = ac.lambda_return(x["reward"], x["value"], x["disc"], x["bootstrap"],
+                             pf.agent_config()["discount_lambda"])
   np.testing.assert_allclose(returns, fx.outputs["lr_returns"], **TOL_RETURN)
 
 
@@ -164,7 +171,7 @@ def test_parity_behavior_update_reward_returns_and_alignment():
   np.testing.assert_array_equal(seq["best_index"], fx.outputs["vtr_best_index"])
   np.testing.assert_allclose(seq["align_score"], fx.outputs["vtr_align_score"], rtol=1e-5,
                              atol=1e-6)
-  # The slow critic's values: `baseline` holds them for states 0..15.
+  # The slow critic's values: `baseline` holds them for states 0..H-1.
   np.testing.assert_allclose(seq["slow_value"][:-1], fx.outputs["baseline"][..., 0],
                              rtol=1e-4, atol=1e-5)
 
@@ -188,7 +195,8 @@ def test_parity_behavior_update_gradients():
   ours = convert.flax_behavior_to_torch({"actor": grads["actor"], "critic": grads["critic"]},
                                         PREFIX)
   ref = {k: v for k, v in fx.grads.items() if k.startswith(PREFIX)}
-  assert set(ours) == set(ref) and len(ref) == 22
+  assert set(ours) == set(ref)
+  assert len(ref) == SIZES.n_params["actor"] + SIZES.n_params["critic"]
   for key, g in ref.items():
     np.testing.assert_allclose(ours[key], g, rtol=pf.GRAD_RTOL,
                                atol=pf.GRAD_ATOL_FRACTION * float(np.max(np.abs(g))),
@@ -207,10 +215,10 @@ def test_parity_behavior_update_post_params_end_to_end():
   fx = _fixture()
   new, _, _, _ = _update()
   ours = _post_state(new)
-  assert set(ours) == set(fx.post) and len(ours) == 33
+  assert set(ours) == set(fx.post) and len(ours) == SIZES.n_params["behavior"]
   for key, value in fx.post.items():
-    np.testing.assert_allclose(ours[key], value, rtol=0, atol=2 * BEHAVIOR_OPT["lr"],
-                               err_msg=key)
+    lr = (ACTOR_OPT if key.startswith(PREFIX + "actor.") else CRITIC_OPT)["lr"]
+    np.testing.assert_allclose(ours[key], value, rtol=0, atol=2 * lr, err_msg=key)
   for key in ours:
     if key.startswith(PREFIX + "_target_critic."):
       critic_key = key.replace("_target_critic.", "critic.")

@@ -29,7 +29,8 @@ from genrl_jax import connector as conn_lib  # noqa: E402  (after the module-lev
 from genrl_jax.reference import convert  # noqa: E402
 from genrl_jax.train import optimizer as opt_lib  # noqa: E402
 
-MODEL_OPT = dict(lr=1e-4, eps=1e-8, clip=1000.0, wd=1e-6)
+MODEL_OPT = pf.optimizer("model_opt")
+SIZES = pf.sizes()
 LATENT_KEYS = ("stoch", "deter", "logit")
 GRAD_PREFIX = "connector_step/"
 
@@ -37,16 +38,18 @@ GRAD_PREFIX = "connector_step/"
 @functools.lru_cache(maxsize=None)
 def _modules() -> tuple[conn_lib.Connector, aligner_lib.Aligner]:
   """The fixtures' connector and aligner, sizes read off the agent's state dict."""
-  sizes = convert.infer_connector_sizes(pf.load_fixture("agent_state_dict").params, discrete=8)
+  sizes = convert.infer_connector_sizes(pf.load_fixture("agent_state_dict").params,
+                                        discrete=SIZES.discrete)
   connector = conn_lib.Connector(**sizes)
   return connector, aligner_lib.Aligner(embed_dim=connector.embed_dim)
 
 
 def _config() -> ml_collections.ConfigDict:
-  """`config.connector` as the fixtures' agent (README section 2)."""
+  """`config.connector` as the fixtures' agent (README section 2), from its agent config."""
+  agent = pf.agent_config()
   return ml_collections.ConfigDict(dict(
-      lafite_noise=0.5, loss_scale=1.0,
-      kl=dict(free=0.0, forward=True, balance=0.8, free_avg=False)))
+      lafite_noise=float(agent["clip_lafite_noise"]),
+      loss_scale=float(agent["connector"]["loss_scale"]), kl=pf.kl("connector_kl")))
 
 
 def _params(name: str, strict: bool = True) -> dict:
@@ -65,7 +68,7 @@ def _assert_stoch_equal(actual, desired, err_msg: str = "") -> None:
 
 def _assert_grads_close(ours: dict, ref: dict) -> None:
   """README section 7: rtol 1e-4, atol 1e-6 x max|g_ref| (over the file's gradients)."""
-  assert len(ref) == 49 and set(ours) == set(ref)
+  assert len(ref) == SIZES.n_params["connector"] and set(ours) == set(ref)
   atol = pf.GRAD_ATOL_FRACTION * max(np.max(np.abs(g)) for g in ref.values())
   for key in ref:
     np.testing.assert_allclose(ours[key], ref[key], rtol=pf.GRAD_RTOL, atol=atol, err_msg=key)
@@ -87,7 +90,8 @@ def _loss(params, embed, wm_post, recorded, with_grads=True):
 def test_parity_aligner():
   fx = pf.load_fixture("aligner")
   params = _params("aligner", strict=False)
-  assert list(params) == ["aligner"] and len(jax.tree.leaves(params)) == 26
+  assert list(params) == ["aligner"]
+  assert len(jax.tree.leaves(params)) == SIZES.n_params["aligner"]
   y = _modules()[1].apply({"params": params["aligner"]}, fx.inputs["x"])
   np.testing.assert_allclose(y, fx.outputs["y"], **pf.TOL_SINGLE)
   np.testing.assert_allclose(aligner_lib.normalize(y), fx.outputs["y_normalized"], **pf.TOL_SINGLE)
@@ -121,7 +125,8 @@ def test_parity_connector_embedding_actions():
   fx = pf.load_fixture("connector")
   actions = conn_lib.embedding_actions(_modules()[0], jnp.asarray(fx.inputs["vi_video_embed"]))
   np.testing.assert_allclose(actions, fx.outputs["get_action"], **pf.TOL_SINGLE)
-  assert not np.any(np.asarray(actions[..., 32:]))  # temporal one-hots multiplied by 0
+  # temporal one-hots multiplied by 0
+  assert not np.any(np.asarray(actions[..., SIZES.embed_dim:]))
 
 
 # --- connector: video_imagine ---------------------------------------------------------
@@ -138,7 +143,7 @@ def _imagine(params, embed, recorded_init_stoch):
 @pytest.mark.parametrize("prefix", ["vi", "vt"])
 def test_parity_connector_imagine(prefix):
   """`video_imagine(sample=False, denoise=True)`: the initial stoch is the recorded draw,
-  later steps take the mode. `vt` is the text-prompt rollout (N=32, 18 steps) whose
+  later steps take the mode. `vt` is the text-prompt rollout (N = B T, H + 2 steps) whose
   `prior[:, 1:]`, time-major, is the reward target."""
   fx = pf.load_fixture("connector")
   params = _params("connector")
@@ -160,6 +165,14 @@ def test_parity_connector_imagine(prefix):
 # --- connector: update loss and gradients (connector.npz) -----------------------------
 
 
+def _initkl_chunks(stoch: np.ndarray, n_chunks: int | None = None) -> jax.Array:
+  """A recorded initial stoch `(B, S, K)` (one chunk) or `(B, C, S, K)` -> `(B, C, S, K)`,
+  C = `n_chunks` (default: the initial-KL chunk starts of the fixture set)."""
+  n_chunks = len(SIZES.initial_kl_starts) if n_chunks is None else n_chunks
+  stoch = jnp.asarray(stoch)
+  return stoch.reshape((stoch.shape[0], n_chunks) + stoch.shape[-2:])
+
+
 @functools.lru_cache(maxsize=None)
 def _upd_results():
   fx = pf.load_fixture("connector")
@@ -167,8 +180,7 @@ def _upd_results():
   wm_post = {k: jnp.asarray(fx.inputs[f"upd_wm_post_{k}"]) for k in LATENT_KEYS}
   recorded = {"lafite_noise": jnp.asarray(fx.outputs["upd_lafite_noise"]),
               "initial_stoch": jnp.asarray(fx.outputs["upd_initial_main_stoch"]),
-              # One chunk start (t0 = 8): (B, S, K) -> (B, C=1, S, K).
-              "initkl_stoch": jnp.asarray(fx.outputs["upd_initial_initkl_stoch"])[:, None]}
+              "initkl_stoch": _initkl_chunks(fx.outputs["upd_initial_initkl_stoch"])}
   (loss, metrics), grads = _loss(params, jnp.asarray(fx.inputs["upd_video_embed"]), wm_post,
                                  recorded)
   return params, loss, metrics, grads
@@ -186,25 +198,29 @@ def test_parity_connector_update_loss_metrics():
 
 
 def test_parity_connector_update_initial_states():
-  """The two learned initial states of the update: the main rollout's (embedding of frame 7,
-  the first chunk's last frame) and the initial-KL metric's (frame 15, chunk t0 = 8)."""
+  """The learned initial states of the update: the main rollout's (embedding of frame
+  n_frames - 1, the first chunk's last frame) and the initial-KL metric's (one per chunk
+  start t0 = n_frames, 2 n_frames, ... < T)."""
   fx = pf.load_fixture("connector")
   params = _params("connector")
   connector = _modules()[0]
-  clean = conn_lib.chunk_embeddings(jnp.asarray(fx.inputs["upd_video_embed"]), 8)
+  clean = conn_lib.chunk_embeddings(jnp.asarray(fx.inputs["upd_video_embed"]), SIZES.n_frames)
   actions = conn_lib.embedding_actions(connector, clean)
-  for name, t in (("main", 0), ("initkl", 8)):
-    init = _apply(params, conn_lib.Connector.initial, actions[:, t], None,
-                  fx.outputs[f"upd_initial_{name}_stoch"])
+  starts = list(SIZES.initial_kl_starts)
+  for name, t in (("main", [0]), ("initkl", starts)):
+    chunk_actions = actions[:, t]  # (B, C, A)
+    stoch = _initkl_chunks(fx.outputs[f"upd_initial_{name}_stoch"], len(t))
+    init = jax.vmap(lambda a, s: _apply(params, conn_lib.Connector.initial, a, None, s),
+                    in_axes=1, out_axes=1)(chunk_actions, stoch)
     for k in ("deter", "logit"):
-      np.testing.assert_allclose(init[k], fx.outputs[f"upd_initial_{name}_{k}"], **pf.TOL_SINGLE,
-                                 err_msg=f"{name} {k}")
+      want = fx.outputs[f"upd_initial_{name}_{k}"].reshape(init[k].shape)
+      np.testing.assert_allclose(init[k], want, **pf.TOL_SINGLE, err_msg=f"{name} {k}")
 
 
 def test_parity_connector_update_gradients():
   fx = pf.load_fixture("connector")
   *_, grads = _upd_results()
-  assert len(jax.tree.leaves(grads)) == 49
+  assert len(jax.tree.leaves(grads)) == SIZES.n_params["connector"]
   _assert_grads_close(convert.flax_connector_to_torch(grads), fx.grads)
 
 
@@ -227,7 +243,7 @@ def _wmu_results(order: str):
   'joint': at the stored params, as our train step does (one pass for both losses).
   """
   fx = pf.load_fixture("world_model_update")
-  params = _params("world_model_update")  # strict: all 49 connector + aligner params
+  params = _params("world_model_update")  # strict: all connector + aligner params
   if order == "reference":
     params = _decayed_once(params)
   wm_post = {k: jnp.asarray(fx.outputs[f"post_{k}"]) for k in LATENT_KEYS}
@@ -250,7 +266,7 @@ def test_parity_world_model_update_connector_metrics(order):
 def test_parity_world_model_update_connector_initial_state():
   fx = pf.load_fixture("world_model_update")
   params = _decayed_once(_params("world_model_update"))
-  clean = conn_lib.chunk_embeddings(jnp.asarray(fx.inputs["clip_video"]), 8)
+  clean = conn_lib.chunk_embeddings(jnp.asarray(fx.inputs["clip_video"]), SIZES.n_frames)
   action = conn_lib.embedding_actions(_modules()[0], clean)[:, 0]
   init = _apply(params, conn_lib.Connector.initial, action, None,
                 fx.outputs["connector_initial_main_stoch"])
@@ -263,7 +279,7 @@ def test_parity_world_model_update_connector_initial_state():
 def test_parity_world_model_update_connector_gradients(order):
   fx = pf.load_fixture("world_model_update")
   _, grads = _wmu_results(order)
-  # Pre-clip global norm over the 49 connector + aligner params (float64 in the fixture).
+  # Pre-clip global norm over the connector + aligner params (float64 in the fixture).
   ref_norm = float(fx.outputs["metric/connector_model_grad_norm"])
   np.testing.assert_allclose(float(optax.tree.norm(grads)), ref_norm, rtol=pf.GRAD_RTOL)
   assert ref_norm < MODEL_OPT["clip"]  # not clipped: stored grads are the raw ones
@@ -287,7 +303,7 @@ def test_parity_world_model_update_connector_post_from_stored_grads():
   stored = {k[len(GRAD_PREFIX):]: v for k, v in fx.grads.items() if k.startswith(GRAD_PREFIX)}
   grads = jax.tree.map(jnp.asarray, convert.torch_connector_to_flax(stored))
   post = {k: v for k, v in fx.post.items() if k.startswith("wm.connector.")}
-  assert len(post) == 49
+  assert len(post) == SIZES.n_params["connector"]
 
   def worst(decay_times):
     new = convert.flax_connector_to_torch(jax.jit(_step, static_argnums=2)(params, grads,

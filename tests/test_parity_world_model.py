@@ -28,16 +28,18 @@ from genrl_jax import world_model as wm_lib  # noqa: E402
 from genrl_jax.reference import convert  # noqa: E402
 from genrl_jax.train import optimizer as opt_lib  # noqa: E402
 
-WM_KL = dict(forward=False, balance=0.85, free=1.0, free_avg=False)
-CONNECTOR_KL = dict(forward=True, balance=0.8, free=0.0, free_avg=False)
-MODEL_OPT = dict(lr=1e-4, eps=1e-8, clip=1000.0, wd=1e-6)
+WM_KL = pf.kl("kl")
+CONNECTOR_KL = pf.kl("connector_kl")
+MODEL_OPT = pf.optimizer("model_opt")
+SIZES = pf.sizes()
 
 
 @functools.lru_cache(maxsize=None)
 def _model() -> wm_lib.WorldModel:
   """The fixtures' small world model, sizes read off the agent's state dict."""
   state_dict = pf.load_fixture("agent_state_dict").params
-  return wm_lib.WorldModel(**convert.infer_world_model_sizes(state_dict, discrete=8))
+  return wm_lib.WorldModel(**convert.infer_world_model_sizes(state_dict,
+                                                            discrete=SIZES.discrete))
 
 
 def _params(name: str) -> dict:
@@ -60,7 +62,7 @@ def _assert_stoch_equal(actual, desired, err_msg: str = "") -> None:
 def test_parity_encoder():
   fx = pf.load_fixture("encoder")
   params = _params("encoder")
-  obs = pf.nchw_to_nhwc(fx.inputs["observation"])  # (2, 16, 64, 64, 3) uint8
+  obs = pf.nchw_to_nhwc(fx.inputs["observation"])  # (B, T, 64, 64, 3) uint8
 
   pre = wm_lib.preprocess_image(obs[0, :2])
   np.testing.assert_allclose(pf.nhwc_to_nchw(pre)[None],
@@ -85,13 +87,13 @@ def test_parity_encoder():
 def test_parity_decoder():
   fx = pf.load_fixture("decoder")
   params = _params("decoder")
-  x = fx.inputs["decoder_input"]  # (2, 16, 64): one-hot stoch, then Gaussian values
+  x = fx.inputs["decoder_input"]  # (B, T, S*K): one-hot stoch, then Gaussian values
 
   project = jax.jit(lambda p, v: _apply(p, wm_lib.WorldModel.project, v))(params, x)
   np.testing.assert_allclose(project, fx.outputs["conv_in0"], **pf.TOL_SINGLE)
 
   image = jax.jit(lambda p, v: _apply(p, wm_lib.WorldModel.decode, v))(params, x)
-  assert image.shape == (2, 16, 64, 64, 3)
+  assert image.shape == pf.nchw_to_nhwc(fx.outputs["image_mean"]).shape
   np.testing.assert_allclose(pf.nhwc_to_nchw(image), fx.outputs["image_mean"], **pf.TOL_IMAGE)
 
   target = wm_lib.preprocess_image(pf.nchw_to_nhwc(fx.inputs["target_observation"]))
@@ -229,8 +231,11 @@ def test_parity_reward_head():
 
 
 def _wm_loss_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(kl=WM_KL, loss_scales=dict(kl=0.6, observation=1.0,
-                                                                   reward=1.0)))
+  # The reference scales the image loss by loss_scales.get('observation', 1.0).
+  scales = pf.agent_config()["loss_scales"]
+  return ml_collections.ConfigDict(dict(kl=WM_KL, loss_scales=dict(
+      kl=float(scales["kl"]), observation=float(scales.get("observation", 1.0)),
+      reward=float(scales["reward"]))))
 
 
 def _wm_batch(fx: pf.Fixture) -> dict[str, jax.Array]:
@@ -246,7 +251,7 @@ def _wm_update_results():
   """Loss, metrics, posterior and raw gradients of our world-model loss on the
   `world_model_update` fixture, with the recorded posterior samples replayed."""
   fx = pf.load_fixture("world_model_update")
-  params = convert.torch_world_model_to_flax(fx.params)  # strict: all 61 WM params
+  params = convert.torch_world_model_to_flax(fx.params)  # strict: all WM params
   batch = _wm_batch(fx)
   wm_lib.check_batch(batch, _model().action_dim)
   config = _wm_loss_config()
@@ -291,7 +296,7 @@ def test_parity_world_model_gradients():
   clipped, _ = opt_lib.clip_by_global_norm_torch(MODEL_OPT["clip"]).update(grads, None)
   ours = convert.flax_world_model_to_torch(clipped)
   ref = {k[len("model_step/"):]: v for k, v in fx.grads.items() if k.startswith("model_step/")}
-  assert len(ref) == 61 and set(ours) == set(ref)
+  assert len(ref) == SIZES.n_params["wm"] and set(ours) == set(ref)
   # README section 7: atol = 1e-6 x max|g|. Read with the max over all WM gradients
   # (225 here) that is loose for the small RSSM gradients (max ~1e-3), so each key also
   # gets 5e-6 x its own max|g|, whichever is smaller. Not 1e-6 per key: the encoder's
@@ -323,7 +328,7 @@ def test_parity_world_model_post_update_from_stored_grads():
                      convert.torch_world_model_to_flax(stored, strict=False))
   new = convert.flax_world_model_to_torch(jax.jit(_adam_step)(params, raw))
   post = {k: v for k, v in fx.post.items() if k in new}
-  assert len(post) == 61
+  assert len(post) == SIZES.n_params["wm"]
   # README section 7: atol 1e-7 (the decay is written to round like torch's
   # `p (1 - wd) + adam`). A missing or doubled weight decay (1e-6 relative) fails.
   for key in post:
