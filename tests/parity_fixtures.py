@@ -47,10 +47,10 @@ class Fixture:
   config: dict[str, Any]
 
 
-def require_fixtures() -> None:
+def require_fixtures(directory: Path = FIXTURE_DIR, what: str = "GenRL reference") -> None:
   """Skips the calling test module when the fixture directory is absent."""
-  if not FIXTURE_DIR.is_dir():
-    pytest.skip(f"GenRL reference fixtures not found at {FIXTURE_DIR}", allow_module_level=True)
+  if not Path(directory).is_dir():
+    pytest.skip(f"{what} fixtures not found at {directory}", allow_module_level=True)
 
 
 @functools.lru_cache(maxsize=None)

@@ -609,6 +609,8 @@ def internvideo2_identifier(checkpoint: str, tokenizer: str, dtype: str = "float
   """`internvideo2:<checkpoint file name>@<12 hex digits>` (+ `:bfloat16` when computed
   in bfloat16), the digits starting the sha256 of the checkpoint and the vocabulary, so a
   moved file keeps its identifier and different weights get different ones."""
+  if dtype not in DTYPES:
+    raise ValueError(f"config.vlm.dtype={dtype!r}: expected one of {sorted(DTYPES)}")
   check_files(checkpoint, tokenizer)
   ckpt = os.path.abspath(os.path.expanduser(checkpoint))
   vocab_dir = os.path.expanduser(tokenizer)
@@ -635,8 +637,6 @@ class InternVideo2Embedder:
     """Loads the checkpoint (`config.vlm.model`) and the vocabulary directory
     (`config.vlm.tokenizer`); `size`/`overrides` name what the shapes cannot give (heads);
     `dtype` 'float32' or 'bfloat16' (`config.vlm.dtype`)."""
-    if dtype not in DTYPES:
-      raise ValueError(f"config.vlm.dtype={dtype!r}: expected one of {sorted(DTYPES)}")
     sharded.check_batch_size(batch_size)
     self.identifier = internvideo2_identifier(checkpoint, tokenizer, dtype)
     self.config, params = load(os.path.expanduser(checkpoint), size, **dict(overrides or {}))
