@@ -464,3 +464,14 @@ def test_internvideo2_config_errors(tmp_path):
     embedder_lib.make_embedder(_config(size_overrides="heads=4"))
   with pytest.raises(ValueError, match=r"config\.vlm\.size="):
     embedder_lib.make_embedder(_config(size="7b"))
+
+
+def test_internvideo2_embedder_from_params():
+  """The benchmark's path: given params, no checkpoint file, no tokenizer."""
+  emb = iv.InternVideo2Embedder.from_params(tiny_config(), tiny_params(), "internvideo2:test",
+                                            batch_size=3, devices=jax.devices()[:1])
+  frames = np.moveaxis(npz("vision.npz")["in/frames_uint8"], 2, -1)
+  np.testing.assert_allclose(emb.embed_video(frames), npz("vision.npz")["out/clip_video"],
+                             **TOL_CLIP_VIDEO_E2E)
+  with pytest.raises(ValueError, match="without a tokenizer"):
+    emb.embed_text(["walk"])

@@ -638,11 +638,30 @@ class InternVideo2Embedder:
     (`config.vlm.tokenizer`); `size`/`overrides` name what the shapes cannot give (heads);
     `dtype` 'float32' or 'bfloat16' (`config.vlm.dtype`)."""
     sharded.check_batch_size(batch_size)
-    self.identifier = internvideo2_identifier(checkpoint, tokenizer, dtype)
-    self.config, params = load(os.path.expanduser(checkpoint), size, **dict(overrides or {}))
-    self.embed_dim = self.config.embed_dim
-    self.tokenizer = Tokenizer(tokenizer, self.config.max_txt_l)
-    self._model = InternVideo2(self.config, DTYPES[dtype])
+    identifier = internvideo2_identifier(checkpoint, tokenizer, dtype)
+    config, params = load(os.path.expanduser(checkpoint), size, **dict(overrides or {}))
+    self._setup(identifier, config, params, Tokenizer(tokenizer, config.max_txt_l), dtype,
+                batch_size, devices)
+
+  @classmethod
+  def from_params(cls, config: InternVideo2Config, params: Params, identifier: str,
+                  tokenizer: Tokenizer | None = None, dtype: str = "float32",
+                  batch_size: int = 64, devices: list[jax.Device] | None = None
+                  ) -> "InternVideo2Embedder":
+    """An embedder of given params (e.g. random ones, for benchmarks); without a
+    tokenizer it embeds video only."""
+    if dtype not in DTYPES:
+      raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)}")
+    embedder = cls.__new__(cls)
+    embedder._setup(identifier, config, params, tokenizer, dtype, batch_size, devices)  # pylint: disable=protected-access
+    return embedder
+
+  def _setup(self, identifier: str, config: InternVideo2Config, params: Params,
+             tokenizer: Tokenizer | None, dtype: str, batch_size: int,
+             devices: list[jax.Device] | None) -> None:
+    self.identifier, self.config, self.tokenizer = identifier, config, tokenizer
+    self.embed_dim = config.embed_dim
+    self._model = InternVideo2(config, DTYPES[dtype])
     self._parallel = sharded.DataParallel(params, batch_size, devices)
     self.mesh, self.batch_size = self._parallel.mesh, self._parallel.batch_size
     self._video_fn = self._parallel.jit(self._video_features, 1)
@@ -674,5 +693,7 @@ class InternVideo2Embedder:
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
       raise ValueError(f"InternVideo2Embedder.embed_text expects a list of strings, got "
                        f"{texts!r}")
+    if self.tokenizer is None:
+      raise ValueError("this InternVideo2Embedder was built without a tokenizer")
     ids, mask = self.tokenizer(list(texts))
     return self._parallel.run(self._text_fn, self.embed_dim, ids, mask)
