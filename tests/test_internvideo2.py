@@ -188,7 +188,7 @@ def test_internvideo2_pos_embed_interpolation(key):
   c = tiny_config()
   got = iv.interpolate_pos_embed(ckpt_only()[key], c.num_frames, c.grid)
   np.testing.assert_allclose(got, params_torch()[key], **TOL_INTERP)
-  with pytest.raises(ValueError, match=r"1 \+ T\*5\*5"):
+  with pytest.raises(ValueError, match=rf"1 \+ T\*{c.grid}\*{c.grid}"):
     iv.interpolate_pos_embed(ckpt_only()[key][:, :-1], c.num_frames, c.grid)
 
 
@@ -311,6 +311,16 @@ def test_internvideo2_preprocess_channel_first_and_last():
   big = vision["out/preprocessed_224_t0"]
   got = iv.preprocess(channel_last[:, :1], big.shape[-1])[:, 0]
   np.testing.assert_allclose(got, np.moveaxis(big, 1, -1), **TOL_PREPROCESS)
+
+
+def test_internvideo2_preprocess_scales_then_normalises():
+  """`out/scaled_b_t` (x / 255): at the frames' own size nothing is resized, so the output
+  is `(scaled - mean) / std` (a true division, in float32)."""
+  vision = npz("vision.npz")
+  scaled = np.moveaxis(vision["out/scaled_b_t"], 2, -1)
+  mean, std = (np.asarray(v, np.float32) for v in (iv.IMAGENET_MEAN, iv.IMAGENET_STD))
+  got = iv.preprocess(vision["in/frames_uint8"], scaled.shape[-2])
+  np.testing.assert_allclose(got, (scaled - mean) / std, rtol=0, atol=1e-6)
 
 
 def _vision_names() -> list[str]:
@@ -437,7 +447,7 @@ def test_internvideo2_make_embedder_and_identifier(tmp_path):
   made = embedder_lib.make_embedder(config)
   assert isinstance(made, iv.InternVideo2Embedder) and made.config == tiny_config()
   assert made.identifier == embedder_lib.embedder_identifier(config)
-  assert made.identifier.startswith("internvideo2:internvideo2_tiny_f32.pt@")
+  assert made.identifier.startswith("internvideo2:internvideo2_tiny_f32@")
   assert embedder_lib.has_semantics(config)
   # A moved copy keeps its identifier; bfloat16 compute and other weights get another one.
   shutil.copy(FIXTURES / "internvideo2_tiny_f32.pt", tmp_path / "internvideo2_tiny_f32.pt")

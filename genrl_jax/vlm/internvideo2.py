@@ -606,9 +606,11 @@ def check_files(checkpoint: str, tokenizer: str) -> None:
 
 
 def internvideo2_identifier(checkpoint: str, tokenizer: str, dtype: str = "float32") -> str:
-  """`internvideo2:<checkpoint file name>@<12 hex digits>` (+ `:bfloat16` when computed
-  in bfloat16), the digits starting the sha256 of the checkpoint and the vocabulary, so a
-  moved file keeps its identifier and different weights get different ones."""
+  """`internvideo2:<checkpoint file name without extension>@<12 hex digits>` (+
+  `:bfloat16` when computed in bfloat16), the digits starting the sha256 of the checkpoint
+  and the vocabulary, so a moved file keeps its identifier and different weights get
+  different ones. (The reference datasets' `clip_video` are recorded by `genrl_jax
+  import-npz` as `internvideo2:InternVideo2-stage2_1b-224p-f4`, without digest.)"""
   if dtype not in DTYPES:
     raise ValueError(f"config.vlm.dtype={dtype!r}: expected one of {sorted(DTYPES)}")
   check_files(checkpoint, tokenizer)
@@ -618,7 +620,8 @@ def internvideo2_identifier(checkpoint: str, tokenizer: str, dtype: str = "float
   digest = hashlib.sha256((digest + sharded.files_digest(vocab_dir, [VOCAB_FILE])).encode()
                           ).hexdigest()
   suffix = "" if dtype == "float32" else f":{dtype}"
-  return f"internvideo2:{os.path.basename(ckpt)}@{digest[:12]}{suffix}"
+  stem = os.path.splitext(os.path.basename(ckpt))[0]
+  return f"internvideo2:{stem}@{digest[:12]}{suffix}"
 
 
 class InternVideo2Embedder:
