@@ -17,7 +17,10 @@ depend on the values. Each model is saved to a temporary directory and loaded th
 weights (the module's own initialisers, float32) and runs `InternVideo2Embedder.embed_video`
 (resize of the 64 px frames to 224 px inside the jitted call) with `--dtype` matmuls; the
 video tower alone is timed, as `embed_video` is what embeds datasets. It needs ~5.2 GB of
-host/device memory for the weights.
+host/device memory for the weights (peak RSS 12.4 GB on the CPU).
+Measured (2-core CPU shared with other jobs, load average 2-9, so only an order of
+magnitude; `--clips 2 --iters 1`): float32 0.0085 clips/s (117 s per clip; first call
+351 s), bfloat16 0.015 clips/s (65 s per clip, under a lighter load). No GPU was measured.
 Prints the first call's time (compilation included) and the median clips/s of the rest.
 """
 
