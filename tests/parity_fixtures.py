@@ -59,14 +59,15 @@ class Fixture:
   config: dict[str, Any]
 
 
-def require_fixtures(directory: Path | None = None) -> None:
-  """Skips the calling test module when the fixture directory is absent, or fails it when
-  `$CI` is `true` (a CI run must not pass by skipping the parity tests)."""
+def require_fixtures(directory: Path | None = None, what: str = "GenRL reference") -> None:
+  """Skips the calling test module when the fixture directory (default `fixture_dir()`) is
+  absent, or fails it when `$CI` is `true` (a CI run must not pass by skipping parity
+  tests)."""
   directory = fixture_dir() if directory is None else Path(directory)
   if directory.is_dir():
     return
-  message = (f"GenRL reference fixtures not found at {directory} "
-             f"(set ${FIXTURE_ENV} to the folder)")
+  message = (f"{what} fixtures not found at {directory} "
+             f"(set ${FIXTURE_ENV} or the test's own variable to the folder)")
   if os.environ.get("CI", "").lower() == "true":
     pytest.fail(f"{message}; CI=true: missing fixtures fail the run", pytrace=False)
   pytest.skip(message, allow_module_level=True)

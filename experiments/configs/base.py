@@ -145,9 +145,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.vlm = ml_collections.ConfigDict()
   # The video-language model that embeds datasets and prompts: '' (none: datasets must
   # carry embeddings and prompts must be precomputed embeddings), 'random_projection'
-  # (a stand-in without semantics that needs no download; smoke runs only) or 'clip'
+  # (a stand-in without semantics that needs no download; smoke runs only), 'clip'
   # (CLIP, a clip = the mean of its 8 frames' embeddings; its embedding size, 512 for
-  # ViT-B/32, must equal connector.embed_dim).
+  # ViT-B/32, must equal connector.embed_dim) or 'internvideo2' (GenRL's own VLM, below).
   c.vlm.name = ""
   c.vlm.seed = 0  # the stand-ins' weights: random_projection, clip with an empty model
   # clip: a Hugging Face hub id (read from the hub cache; downloaded only when online) or a
@@ -155,7 +155,14 @@ def base_config() -> ml_collections.ConfigDict:
   # empty: no real model, a small CLIP with random weights is built locally
   # (genrl_jax/vlm/random_clip.py).
   c.vlm.model = "openai/clip-vit-base-patch32"
-  c.vlm.batch_size = 64  # clip: clips or texts per device call (bounds memory)
+  c.vlm.batch_size = 64  # clip, internvideo2: clips or texts per device call (bounds memory)
+  # internvideo2 (GenRL's VLM): config.vlm.model = the stage-2 checkpoint file
+  # (InternVideo2-stage2_1b-224p-f4.pt, read without torch), config.vlm.tokenizer = a
+  # directory holding bert-large-uncased's vocab.txt, config.connector.embed_dim = 512.
+  c.vlm.tokenizer = ""
+  c.vlm.dtype = "float32"  # internvideo2 matmuls: 'float32' (GenRL's numbers) or 'bfloat16'
+  c.vlm.size = "1b"  # internvideo2: head counts (the other sizes are read off the weights)
+  c.vlm.size_overrides = ""  # internvideo2: 'field=int,...' of InternVideo2Config
 
   b = c.behavior = ml_collections.ConfigDict()
   # The task prompt: exactly one of a text, a video file (mp4/gif) or a precomputed

@@ -46,10 +46,11 @@ class Layout(enum.Enum):
   # nn.ConvTranspose2d (I, O, kh, kw) -> ConvTranspose(transpose_kernel=True) kernel
   # (kh, kw, O, I): the same axis permutation as CONV, named apart for readability.
   CONV_TRANSPOSE = "conv_transpose"
+  CONV3D = "conv3d"            # nn.Conv3d (O, I, kt, kh, kw) -> Conv kernel (kt, kh, kw, I, O)
 
 
 _TO_FLAX_AXES = {Layout.LINEAR: (1, 0), Layout.CONV: (2, 3, 1, 0),
-                 Layout.CONV_TRANSPOSE: (2, 3, 1, 0)}
+                 Layout.CONV_TRANSPOSE: (2, 3, 1, 0), Layout.CONV3D: (2, 3, 4, 1, 0)}
 
 
 def _check_rank(x: np.ndarray, layout: Layout, name: str) -> None:

@@ -14,8 +14,9 @@ Parameters are then collected from the stub modules by their module path, exactl
 `nn.Module.state_dict()` orders them: own `_parameters` (skipping None), `_buffers` not in
 `_non_persistent_buffers_set`, then `_modules` in order, joined with '.'.
 
-Also read: plain state dicts saved with `torch.save` (an OrderedDict of tensors) and the
-fixtures' `.npz` layout (`param/<key>` arrays, or bare keys).
+Also read: plain state dicts saved with `torch.save` (an OrderedDict of tensors, bare or
+under 'model' / 'module' as model checkpoints store them) and the fixtures' `.npz` layout
+(`param/<key>` arrays, or bare keys).
 """
 
 from __future__ import annotations
@@ -385,6 +386,13 @@ def _from_payload(payload: Any, path: str) -> Snapshot:
   if _is_state_dict(payload):
     state_dict = {k: v.materialize() for k, v in payload.items()}
     return Snapshot(state_dict, {"format": "torch_state_dict"}, {}, {}, [], path)
+  # Model checkpoints (e.g. InternVideo2's): `{'model': state_dict}`, or deepspeed's
+  # model-states layout `{'module': state_dict, ...}`; 'model' wins, as in the loaders.
+  for container in ("model", "module"):
+    if isinstance(payload, Mapping) and _is_state_dict(payload.get(container)):
+      state_dict = {k: v.materialize() for k, v in payload[container].items()}
+      return Snapshot(state_dict, {"format": "torch_state_dict", "container": container},
+                      {}, {}, [], path)
   agent = payload
   if isinstance(payload, Mapping) and "agent" in payload:
     agent = payload["agent"]
@@ -422,7 +430,9 @@ def load_torch_archive(path: str) -> Snapshot:
 
   Args:
     path: a train.py snapshot (`{'agent': GenRLAgent, '_global_step', ...}`), a bare
-      pickled agent (the released models) or a plain state dict of tensors.
+      pickled agent (the released models), a plain state dict of tensors, or one under
+      'model' or 'module' (deepspeed; `metadata['container']` says which). Tensors keep
+      their stored dtype (e.g. `ml_dtypes.bfloat16`).
   Returns:
     The `Snapshot` (arrays in torch layouts).
   Raises:

@@ -33,17 +33,16 @@ Identifier (`clip_identifier`), recorded with datasets and prompt caches:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genrl_jax.train import parallel
 from genrl_jax.vlm import clip_model
+from genrl_jax.vlm import sharded
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 # CLIP's pixel statistics (transformers.image_utils.OPENAI_CLIP_MEAN/STD), used when the
@@ -110,17 +109,6 @@ def _local_files(directory: str, name_or_path: str) -> list[str]:
   return [n for n in names if n in read]
 
 
-def _files_digest(directory: str, names: list[str]) -> str:
-  """sha256 over the names, sizes and contents of `names` in `directory`, hex."""
-  digest = hashlib.sha256()
-  for name in names:
-    path = os.path.join(directory, name)
-    digest.update(f"{name}\0{os.path.getsize(path)}\0".encode())
-    with open(path, "rb") as f:
-      digest.update(hashlib.file_digest(f, "sha256").digest())
-  return digest.hexdigest()
-
-
 def clip_identifier(name_or_path: str) -> str:
   """The identifier of the CLIP embedder `ClipEmbedder(name_or_path)` would build.
 
@@ -132,7 +120,7 @@ def clip_identifier(name_or_path: str) -> str:
   if directory is None:
     return f"clip:{name_or_path}"
   names = _local_files(directory, name_or_path)
-  return f"clip:{os.path.basename(directory)}@{_files_digest(directory, names)[:12]}"
+  return f"clip:{os.path.basename(directory)}@{sharded.files_digest(directory, names)[:12]}"
 
 
 def _fetch(location: str, name: str, local: bool) -> str | None:
@@ -164,11 +152,6 @@ def _pixel_stats(path: str | None) -> tuple[np.ndarray, np.ndarray]:
   return mean, std
 
 
-def _unit(x: jax.Array) -> jax.Array:
-  """Rows scaled to unit L2 norm (the epsilon only guards an all-zero row)."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 class ClipEmbedder:
   """The `Embedder` of a CLIP model, data-parallel over a mesh of devices.
 
@@ -191,8 +174,7 @@ class ClipEmbedder:
       devices: the devices to split batches over; default this process's local devices
         (the embedder is called from one process, so it must not span other processes).
     """
-    if batch_size < 1:
-      raise ValueError(f"config.vlm.batch_size must be positive, got {batch_size}")
+    sharded.check_batch_size(batch_size)  # before the (slow) load
     self.identifier = clip_identifier(name_or_path)
     directory = _local_dir(name_or_path)
     location = directory or name_or_path
@@ -204,17 +186,10 @@ class ClipEmbedder:
     self.mean, self.std = _pixel_stats(_fetch(location, _PREPROCESSOR_FILE,
                                               directory is not None))
 
-    self.mesh = parallel.make_mesh(list(devices or jax.local_devices()))
-    n_dev = self.mesh.devices.size
-    self.batch_size = -(-batch_size // n_dev) * n_dev
-    replicated = parallel.replicated(self.mesh)
-    sharded = parallel.batch_sharded(self.mesh)
-    self._params = jax.device_put(params, replicated)
-    self._video_fn = jax.jit(self._video_features, in_shardings=(replicated, sharded),
-                             out_shardings=sharded)
-    self._text_fn = jax.jit(self._text_features,
-                            in_shardings=(replicated, sharded, sharded),
-                            out_shardings=sharded)
+    self._parallel = sharded.DataParallel(params, batch_size, devices)
+    self.mesh, self.batch_size = self._parallel.mesh, self._parallel.batch_size
+    self._video_fn = self._parallel.jit(self._video_features, 1)
+    self._text_fn = self._parallel.jit(self._text_features, 2)
 
   def _video_features(self, params: Any, frames: jax.Array) -> jax.Array:
     """uint8 `(n, F, H, W, 3)` -> unit `(n, E)`: the normalised mean of unit frame rows."""
@@ -225,40 +200,13 @@ class ClipEmbedder:
       x = jax.image.resize(x, (n * f, s, s, 3), "bilinear")
     x = (x - self.mean) / self.std
     feats = self._model.apply({"params": params}, x, method=clip_model.CLIP.image_features)
-    return _unit(_unit(feats).reshape(n, f, -1).mean(axis=1))
+    return sharded.unit_rows(sharded.unit_rows(feats).reshape(n, f, -1).mean(axis=1))
 
   def _text_features(self, params: Any, input_ids: jax.Array,
                      attention_mask: jax.Array) -> jax.Array:
     """int `(n, L)` tokens and mask -> unit `(n, E)`."""
-    return _unit(self._model.apply({"params": params}, input_ids, attention_mask,
-                                   method=clip_model.CLIP.text_features))
-
-  def _run(self, fn: Callable[..., jax.Array], *arrays: np.ndarray) -> np.ndarray:
-    """Applies `fn(params, *chunks)` chunk by chunk over the leading axis of `arrays`.
-
-    Each chunk is padded (by repeating its last row) to a multiple of the device count,
-    split over the mesh, and its padding rows dropped from the result.
-    """
-    n = len(arrays[0])
-    if n == 0:
-      return np.zeros((0, self.embed_dim), np.float32)
-    n_dev = self.mesh.devices.size
-    sharding = parallel.batch_sharded(self.mesh)
-    done, pending = [], []
-    for start in range(0, n, self.batch_size):
-      chunk = [a[start:start + self.batch_size] for a in arrays]
-      k = len(chunk[0])
-      pad = -k % n_dev
-      if pad:
-        chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) for c in chunk]
-      # Dispatch is asynchronous: the next chunk is sent while this one computes. At most
-      # two chunks are in flight, so device memory stays bounded for any N.
-      pending.append((fn(self._params, *jax.device_put(chunk, sharding)), k))
-      if len(pending) > 2:
-        out, k = pending.pop(0)
-        done.append(np.asarray(out)[:k])
-    done += [np.asarray(out)[:k] for out, k in pending]
-    return np.concatenate(done).astype(np.float32)
+    return sharded.unit_rows(self._model.apply({"params": params}, input_ids, attention_mask,
+                                               method=clip_model.CLIP.text_features))
 
   def embed_video(self, frames: np.ndarray) -> np.ndarray:
     """uint8 `(N, F, H, W, 3)` RGB clips (F = 8 normally) -> float32 `(N, E)`, unit rows."""
@@ -268,7 +216,7 @@ class ClipEmbedder:
       raise ValueError(f"ClipEmbedder.embed_video expects uint8 RGB clips (N, F, H, W, 3) "
                        f"with F, H, W >= 1 and values 0..255; got {frames.dtype} "
                        f"{frames.shape}")
-    return self._run(self._video_fn, frames)
+    return self._parallel.run(self._video_fn, self.embed_dim, frames)
 
   def embed_text(self, texts: list[str]) -> np.ndarray:
     """`N` strings -> float32 `(N, E)`, unit rows; texts beyond `max_length` tokens are cut."""
@@ -278,8 +226,9 @@ class ClipEmbedder:
       return np.zeros((0, self.embed_dim), np.float32)
     tokens = self._tokenizer(list(texts), padding="max_length", max_length=self.max_length,
                              truncation=True, return_tensors="np")
-    return self._run(self._text_fn, tokens["input_ids"].astype(np.int32),
-                     tokens["attention_mask"].astype(np.int32))
+    return self._parallel.run(self._text_fn, self.embed_dim,
+                              tokens["input_ids"].astype(np.int32),
+                              tokens["attention_mask"].astype(np.int32))
 
 
 def _load(location: str, name_or_path: str, local: bool

@@ -14,6 +14,12 @@ embeddings in one space out. `make_embedder(config)` builds the one a config nam
                        `config.vlm.model` means no real model: a small CLIP with random
                        weights is built locally (`genrl_jax.vlm.random_clip`), with a
                        warning that its embeddings mean nothing.
+  'internvideo2'       `genrl_jax.vlm.internvideo2.InternVideo2Embedder`: GenRL's video-text
+                       model (InternVideo2 stage 2) from the checkpoint file
+                       `config.vlm.model` (.pt, read without torch) and the BERT vocabulary
+                       directory `config.vlm.tokenizer`; `config.vlm.dtype` ('float32' or
+                       'bfloat16' matmuls), `config.vlm.size` ('1b': head counts the shapes
+                       cannot give) and `config.vlm.size_overrides` ('field=int,...').
 
 `has_semantics(config)` says whether the configured VLM relates text to video at all (False
 for the two stand-ins); the behaviour stage then prompts with dataset clips by default.
@@ -136,7 +142,7 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
   return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-BACKENDS = ("", "random_projection", "clip")
+BACKENDS = ("", "random_projection", "clip", "internvideo2")
 
 
 def _check_backend(name: str) -> None:
@@ -155,6 +161,10 @@ def embedder_identifier(config: ml_collections.ConfigDict) -> str | None:
     return None
   if name == "random_projection":
     return RandomProjectionEmbedder.IDENTIFIER
+  if name == "internvideo2":
+    from genrl_jax.vlm import internvideo2  # pylint: disable=g-import-not-at-top
+    return internvideo2.internvideo2_identifier(config.vlm.model, config.vlm.tokenizer,
+                                                config.vlm.dtype)
   if not config.vlm.model:
     from genrl_jax.vlm import random_clip  # pylint: disable=g-import-not-at-top
     return random_clip.identifier(config.vlm.seed, config.connector.embed_dim)
@@ -166,7 +176,8 @@ def has_semantics(config: ml_collections.ConfigDict) -> bool:
   """Whether the configured VLM is a real one (text and video meet in its space); False
   for none, 'random_projection' and the random-weight CLIP."""
   _check_backend(config.vlm.name)
-  return config.vlm.name == "clip" and bool(config.vlm.model)
+  return config.vlm.name == "internvideo2" or (
+      config.vlm.name == "clip" and bool(config.vlm.model))
 
 
 def make_embedder(config: ml_collections.ConfigDict) -> Embedder | None:
@@ -180,6 +191,14 @@ def make_embedder(config: ml_collections.ConfigDict) -> Embedder | None:
     return None
   if name == "random_projection":
     return RandomProjectionEmbedder(config.connector.embed_dim, seed=config.vlm.seed)
+  if name == "internvideo2":
+    from genrl_jax.vlm import internvideo2  # pylint: disable=g-import-not-at-top
+    embedder = internvideo2.InternVideo2Embedder(
+        config.vlm.model, config.vlm.tokenizer, size=config.vlm.size,
+        overrides=internvideo2.parse_overrides(config.vlm.size_overrides),
+        dtype=config.vlm.dtype, batch_size=int(config.vlm.batch_size))
+    _check_embed_dim(config, embedder)
+    return embedder
   from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top
   if not config.vlm.model:
     from genrl_jax.vlm import random_clip  # pylint: disable=g-import-not-at-top
@@ -193,9 +212,13 @@ def make_embedder(config: ml_collections.ConfigDict) -> Embedder | None:
     embedder.identifier = random_clip.identifier(config.vlm.seed, config.connector.embed_dim)
     return embedder
   embedder = clip.ClipEmbedder(config.vlm.model, batch_size=int(config.vlm.batch_size))
+  _check_embed_dim(config, embedder)
+  return embedder
+
+
+def _check_embed_dim(config: ml_collections.ConfigDict, embedder: Embedder) -> None:
   if embedder.embed_dim != config.connector.embed_dim:
     raise ValueError(f"config.vlm.model={config.vlm.model!r} gives {embedder.embed_dim}-d "
                      f"embeddings but config.connector.embed_dim="
                      f"{config.connector.embed_dim}; set config.connector.embed_dim="
                      f"{embedder.embed_dim} or choose a model with that embedding size")
-  return embedder
