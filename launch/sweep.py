@@ -36,6 +36,7 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from genrl_jax import files  # pylint: disable=wrong-import-position
 from genrl_jax.report import results as results_lib  # pylint: disable=wrong-import-position
 from genrl_jax.report.metrics import read_metrics  # pylint: disable=wrong-import-position
 
@@ -228,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
   title = f"Sweep {name}: {args.config}, modes {','.join(args.modes)}"
   for filename, text in (("results.md", results_markdown(rows, title)),
                          ("results.csv", results_csv(rows))):
-    tmp = os.path.join(out_dir, f".{filename}.tmp")
-    with open(tmp, "w") as f:
-      f.write(text)
-    os.replace(tmp, os.path.join(out_dir, filename))
+    files.write_text(os.path.join(out_dir, filename), text)
   print(results_markdown(rows, title), flush=True)
   print(f"sweep {name}: results in {out_dir}/results.{{md,csv}}", flush=True)
   return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -36,6 +36,7 @@ import numpy as np
 from absl import logging
 
 from genrl_jax import configs
+from genrl_jax import files
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
 from genrl_jax.behavior import learner
@@ -106,7 +107,7 @@ def random_baseline(config: ml_collections.ConfigDict, workdir: str, progress: b
              source=f"measured ({n} episodes)")
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    checkpoints.write_json_atomic(path, out)
+    files.write_json(path, out)
   logging.info("eval %s: random policy %.1f +- %.1f over %d episodes", config.task,
                out["mean_return"], out["std_return"], n)
   return out
@@ -181,7 +182,7 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
     if result.frames:
       _write_gif(os.path.join(directory, VIDEO_FILE), np.concatenate(result.frames),
                  workdir, f"behavior_{name}", int(step))
-    checkpoints.write_json_atomic(path, summary)
+    files.write_json(path, summary)
     with MetricWriter(workdir, f"behavior_{name}") as writer:
       writer.write(int(step), {f"eval_{k}": summary[k] for k in EVAL_METRICS})
   score = summary["normalized_score"]

@@ -14,7 +14,6 @@ share. The processes check that they see the same checkpoints before acting on t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from typing import Any
 
@@ -147,14 +146,6 @@ def read_checkpoint_config(directory: str, step: int | None = None) -> dict[str,
   if step is None:
     raise CheckpointError(f"no checkpoint in {os.path.abspath(directory)}")
   return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-
-
-def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
-  """Writes JSON through a temporary file and a rename, so readers never see half a file."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
 
 
 def params_fingerprint(tree: Any) -> str:
