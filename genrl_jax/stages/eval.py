@@ -68,13 +68,6 @@ def _write_gif(path: str, frames: np.ndarray, workdir: str, stage: str, step: in
     writer.gif("eval_episode", step, gif, frames.shape[1], frames.shape[2])
 
 
-def _latest_step(directory: str) -> int | None:
-  """The newest finished checkpoint step (Orbax names step folders by their number)."""
-  steps = [int(n) for n in os.listdir(directory) if n.isdigit()] \
-      if os.path.isdir(directory) else []
-  return max(steps, default=None)
-
-
 def random_baseline(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
                     ) -> dict[str, Any]:
   """The random policy's returns on `config.task`: `config.eval.random_episodes` episodes
@@ -137,7 +130,7 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
   content (also written). Skips (returning the saved one) when already done."""
   name = configs.behavior_name(config)
   directory = os.path.join(workdir, "behavior", name)
-  step = _latest_step(directory)
+  step = checkpoints.latest_step(directory)
   if step is None:
     raise checkpoints.CheckpointError(f"no behaviour checkpoint in {directory}; run the "
                                       "behavior stage first (--mode=behavior)")
