@@ -47,10 +47,9 @@ a fresh environment per episode).
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +65,7 @@ from genrl_jax.behavior import policy as policy_lib
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import episodes as episodes_lib
 from genrl_jax.data import input_pipeline
+from genrl_jax.data import prefetch as prefetch_lib
 from genrl_jax.envs import parallel as parallel_lib
 from genrl_jax.envs import tasks as tasks_lib
 from genrl_jax.report.metrics import MetricWriter
@@ -102,15 +102,16 @@ class Replay:
 
   Batch `n` is `SequenceSampler(..., seed).sample(n)` over the episodes committed when
   the replay was last refreshed; `refresh()` re-opens the dataset (its metadata only).
-  The next batch is read in a background thread while the agent acts and trains (a
-  refresh drops it, so batches never depend on timing).
+  The next batches are read in a background thread (`data.prefetch`) while the agent acts
+  and trains (a refresh, or a step out of order, drops them, so batches never depend on
+  timing).
   """
 
   def __init__(self, root: str, batch_size: int, length: int, seed: int):
     self.root, self.batch_size, self.length, self.seed = root, batch_size, length, seed
     self.sampler: input_pipeline.SequenceSampler | None = None
-    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="replay")
-    self._ahead: tuple[int, concurrent.futures.Future] | None = None
+    self._ahead: Iterator[dict[str, np.ndarray]] | None = None
+    self._next_step: int | None = None  # the step `_ahead` yields next
     self.refresh()
 
   def refresh(self) -> None:
@@ -129,23 +130,21 @@ class Replay:
   def sample(self, step: int) -> dict[str, np.ndarray]:
     if self.sampler is None:
       raise RuntimeError(f"the dataset {self.root} has no committed episode to replay")
-    if self._ahead is not None and self._ahead[0] == step:
-      batch = self._ahead[1].result()
-    else:
+    if self._ahead is None or self._next_step != step:
       self._drop_ahead()
-      batch = self.sampler.sample(step)
-    self._ahead = (step + 1, self._pool.submit(self.sampler.sample, step + 1))
+      self._ahead = prefetch_lib.prefetch(self.sampler.sample, step, None, size=1)
+    self._next_step = None  # until the batch has arrived (a failed read ends `_ahead`)
+    batch = next(self._ahead)
+    self._next_step = step + 1
     return batch
 
   def _drop_ahead(self) -> None:
     if self._ahead is not None:
-      self._ahead[1].cancel()
-      concurrent.futures.wait([self._ahead[1]])  # never two readers at once
+      self._ahead.close()  # waits for the read in progress: never two readers at once
       self._ahead = None
 
   def close(self) -> None:
     self._drop_ahead()
-    self._pool.shutdown(wait=True)
 
 
 def _make_envs(task: str, num_envs: int, seed: int, config: ml_collections.ConfigDict,
