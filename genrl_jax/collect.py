@@ -71,39 +71,28 @@ def collect_random_envs(envs, writer: dataset_lib.EpisodeWriter, num_episodes: i
   episode `i` uses the seeds `seed + i` and `[seed, i]` whatever its position.
   Returns the ids collected by this call.
   """
+  # Imported on use, as in `collect_random_parallel`: importing `genrl_jax.envs` selects the
+  # OpenGL backend.
+  from genrl_jax.envs import driver as driver_lib  # pylint: disable=g-import-not-at-top
+
   todo = _todo(num_episodes, episode_ids, writer.episode_ids)
-  pending = iter(todo)
-  active = {}  # env index -> (episode index, action rng, time steps so far)
+  driver = driver_lib.EpisodeDriver(envs, todo, seeds=lambda e: seed + e)
+  rngs = {}  # env index -> the action rng of its episode
   bar = tqdm.tqdm(total=len(todo), desc=f"collect (random policy, {envs.num_envs} envs)",
                   disable=not progress or not todo)
   with bar:
     while True:
-      starts = [(i, e) for i, e in zip(
-          [i for i in range(envs.num_envs) if i not in active], pending)]
-      if starts:
-        ids = [i for i, _ in starts]
-        first = envs.reset(ids, seeds=[seed + e for _, e in starts])
-        for row, (i, e) in enumerate(starts):
-          active[i] = (e, np.random.default_rng([seed, e]), [_row(first, row)])
-      if not active:
+      for i, e in driver.start():
+        rngs[i] = np.random.default_rng([seed, e])
+      if not driver.active:
         break
-      ids = sorted(active)
       actions = np.stack(
-          [active[i][1].uniform(-1, 1, envs.action_dim).astype(np.float32) for i in ids])
-      batch = envs.step(actions, ids)
-      for row, i in enumerate(ids):
-        episode, _, steps = active[i]
-        steps.append(_row(batch, row))
-        if steps[-1]["is_last"]:
-          writer.add({k: np.stack([s[k] for s in steps]) for k in episodes_lib.EPISODE_KEYS},
-                     episode_id=episode)
-          del active[i]
-          bar.update()
+          [rngs[i].uniform(-1, 1, envs.action_dim).astype(np.float32) for i in driver.rows])
+      _, finished = driver.step(actions)
+      for f in finished:
+        writer.add(f.arrays(episodes_lib.EPISODE_KEYS), episode_id=f.episode)
+        bar.update()
   return todo
-
-
-def _row(batch: dict, row: int) -> dict:
-  return {k: v[row] for k, v in batch.items()}
 
 
 def collect_random_parallel(task: str,

@@ -36,8 +36,10 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from genrl_jax import files  # pylint: disable=wrong-import-position
 from genrl_jax.report import results as results_lib  # pylint: disable=wrong-import-position
 from genrl_jax.report.metrics import read_metrics  # pylint: disable=wrong-import-position
+from genrl_jax.train import checkpoints  # pylint: disable=wrong-import-position
 
 MODES = ("behavior", "eval")
 COLUMNS = ("task", "seed", "behavior", "status", "source", "step", "mean_return",
@@ -54,19 +56,13 @@ def job_flags(task: str, seed: int) -> list[str]:
           f"--config.behavior.name={job_name(task, seed)}", f"--config.behavior.seed={seed}"]
 
 
-def _latest_checkpoint_step(directory: str) -> int | None:
-  steps = [int(n) for n in os.listdir(directory) if n.isdigit()] \
-      if os.path.isdir(directory) else []
-  return max(steps, default=None)
-
-
 def job_result(workdir: str, task: str, seed: int) -> dict[str, Any]:
   """The results of one job read from the workdir: its `eval.json` when that evaluated the
   latest behaviour checkpoint, else its last logged behaviour metrics."""
   name = job_name(task, seed)
   row: dict[str, Any] = {"task": task, "seed": seed, "behavior": name}
   directory = os.path.join(workdir, "behavior", name)
-  latest = _latest_checkpoint_step(directory)
+  latest = checkpoints.latest_step(directory)
   logged = read_metrics(workdir, f"behavior_{name}")
   if logged:
     row.update(step=int(logged[-1]["step"]),
@@ -208,7 +204,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
   args, extra = parse_args(sys.argv[1:] if argv is None else argv)
   args.workdir = os.path.abspath(args.workdir)
-  if _latest_checkpoint_step(os.path.join(args.workdir, "mfwm")) is None:
+  if checkpoints.latest_step(os.path.join(args.workdir, "mfwm")) is None:
     sys.exit(f"error: {args.workdir}/mfwm holds no MFWM checkpoint; train it first "
              f"(experiments/main.py --config={args.config} --workdir={args.workdir} "
              "--mode=mfwm)")
@@ -228,10 +224,7 @@ def main(argv: list[str] | None = None) -> int:
   title = f"Sweep {name}: {args.config}, modes {','.join(args.modes)}"
   for filename, text in (("results.md", results_markdown(rows, title)),
                          ("results.csv", results_csv(rows))):
-    tmp = os.path.join(out_dir, f".{filename}.tmp")
-    with open(tmp, "w") as f:
-      f.write(text)
-    os.replace(tmp, os.path.join(out_dir, filename))
+    files.write_text(os.path.join(out_dir, filename), text)
   print(results_markdown(rows, title), flush=True)
   print(f"sweep {name}: results in {out_dir}/results.{{md,csv}}", flush=True)
   return 0 if all(r["status"] == "ok" for r in rows) else 1

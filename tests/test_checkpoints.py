@@ -91,3 +91,17 @@ def test_workdir_of_a_different_config_is_refused_and_left_as_is(episodes, tmp_p
   longer = synthetic.micro_config(episodes, **{"mfwm.num_steps": 60})
   workdir_lib.prepare_workdir(longer, str(tmp_path))  # run length may change on resume
   assert json.loads((tmp_path / "config.json").read_text())["mfwm"]["num_steps"] == 60
+
+
+def test_step_listing_reads_finished_steps_of_a_checkpoint_folder(tmp_path):
+  directory = str(tmp_path / "ckpt")
+  assert checkpoints.list_steps(directory) == [] and checkpoints.latest_step(directory) is None
+  ckpt = checkpoints.Checkpointer(directory, save_every=1, keep=5, config={})
+  for step in (2, 10, 3):
+    ckpt.save(step, {"w": np.zeros(2)})
+  ckpt.close()
+  # Not steps: an unfinished Orbax save and other files.
+  os.makedirs(os.path.join(directory, "11.orbax-checkpoint-tmp-1"))
+  open(os.path.join(directory, "eval.json"), "w").close()
+  assert checkpoints.list_steps(directory) == [2, 3, 10] == sorted(ckpt.all_steps())
+  assert checkpoints.latest_step(directory) == 10

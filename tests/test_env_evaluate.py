@@ -131,3 +131,13 @@ def test_random_baseline_is_measured_once_per_setting_and_reported(tmp_path, mon
       "random_source": "measured (3 episodes)", "beats_random": None,
       "prompt_target_mse": 0.1, "prompt_mean_frame_mse": None, "open_loop_mse": 0.2,
       "open_loop_mean_frame_mse": 0.3, "open_loop_split": "train"}
+
+
+def test_recorded_frames_start_with_the_reset_frame():
+  with parallel_lib.SerialEnvs(TASK, 2, seed=3, **KW) as envs:
+    result = evaluate_lib.evaluate(envs, _Scripted(envs.action_dim), 3, record_episodes=3)
+  with parallel_lib.SerialEnvs(TASK, 2, seed=3, **KW) as envs:
+    first = envs.reset()["observation"]
+  np.testing.assert_array_equal(result.frames[0][0], first[0])
+  np.testing.assert_array_equal(result.frames[1][0], first[1])
+  assert not (result.frames[0][0] == result.frames[0][-1]).all()

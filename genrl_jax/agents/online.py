@@ -47,10 +47,9 @@ a fresh environment per episode).
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +65,8 @@ from genrl_jax.behavior import policy as policy_lib
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import episodes as episodes_lib
 from genrl_jax.data import input_pipeline
+from genrl_jax.data import prefetch as prefetch_lib
+from genrl_jax.envs import driver as driver_lib
 from genrl_jax.envs import parallel as parallel_lib
 from genrl_jax.envs import tasks as tasks_lib
 from genrl_jax.report.metrics import MetricWriter
@@ -102,15 +103,16 @@ class Replay:
 
   Batch `n` is `SequenceSampler(..., seed).sample(n)` over the episodes committed when
   the replay was last refreshed; `refresh()` re-opens the dataset (its metadata only).
-  The next batch is read in a background thread while the agent acts and trains (a
-  refresh drops it, so batches never depend on timing).
+  The next batches are read in a background thread (`data.prefetch`) while the agent acts
+  and trains (a refresh, or a step out of order, drops them, so batches never depend on
+  timing).
   """
 
   def __init__(self, root: str, batch_size: int, length: int, seed: int):
     self.root, self.batch_size, self.length, self.seed = root, batch_size, length, seed
     self.sampler: input_pipeline.SequenceSampler | None = None
-    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="replay")
-    self._ahead: tuple[int, concurrent.futures.Future] | None = None
+    self._ahead: Iterator[dict[str, np.ndarray]] | None = None
+    self._next_step: int | None = None  # the step `_ahead` yields next
     self.refresh()
 
   def refresh(self) -> None:
@@ -129,23 +131,21 @@ class Replay:
   def sample(self, step: int) -> dict[str, np.ndarray]:
     if self.sampler is None:
       raise RuntimeError(f"the dataset {self.root} has no committed episode to replay")
-    if self._ahead is not None and self._ahead[0] == step:
-      batch = self._ahead[1].result()
-    else:
+    if self._ahead is None or self._next_step != step:
       self._drop_ahead()
-      batch = self.sampler.sample(step)
-    self._ahead = (step + 1, self._pool.submit(self.sampler.sample, step + 1))
+      self._ahead = prefetch_lib.prefetch(self.sampler.sample, step, None, size=1)
+    self._next_step = None  # until the batch has arrived (a failed read ends `_ahead`)
+    batch = next(self._ahead)
+    self._next_step = step + 1
     return batch
 
   def _drop_ahead(self) -> None:
     if self._ahead is not None:
-      self._ahead[1].cancel()
-      concurrent.futures.wait([self._ahead[1]])  # never two readers at once
+      self._ahead.close()  # waits for the read in progress: never two readers at once
       self._ahead = None
 
   def close(self) -> None:
     self._drop_ahead()
-    self._pool.shutdown(wait=True)
 
 
 def _make_envs(task: str, num_envs: int, seed: int, config: ml_collections.ConfigDict,
@@ -261,43 +261,29 @@ class _Collection:
     self.bar = tqdm.tqdm(total=self.target, initial=done, unit="episode",
                          desc=f"collect ({self.collector}, {n} envs)",
                          disable=not self.progress, dynamic_ncols=True)
-    active: dict[int, tuple[int, list[dict]]] = {}  # env -> (episode id, time steps)
-    obs = np.zeros((n,) + tuple(envs.obs_shape), np.uint8)
-    is_first = np.ones((n,), bool)
     carry = jax.device_put(policy_lib.initial_carry(self.modules.model, n), _DEVICE())
     next_id = max(writer.episode_ids, default=-1) + 1
+    # The environments reset between episodes, without new seeds (module docstring).
+    driver = driver_lib.EpisodeDriver(envs, range(next_id, next_id + self.target - done))
     pending = 0  # finished episodes not yet in a shard
     while True:
-      idle = [i for i in range(n) if i not in active]
-      starts = idle[:max(0, self.target - done - len(active))]
-      if starts:
-        ids = list(range(next_id, next_id + len(starts)))
-        next_id += len(starts)
-        first = envs.reset(starts)
-        for row, (i, e) in enumerate(zip(starts, ids)):
-          active[i] = (e, [_row(first, row)])
-          obs[i], is_first[i] = first["observation"][row], True
-      if not active:
+      driver.start()
+      if not driver.active:
         break
-      rows = sorted(active)
-      actions, carry = self._act(obs, is_first, carry)
-      batch = envs.step(actions[rows], rows)
+      rows = driver.rows
+      actions, carry = self._act(driver.obs, driver.is_first, carry)
+      batch, finished = driver.step(actions[rows])
       self.agent_steps += len(rows)
       # The filter's previous action is the one executed (clipped), as stored.
       executed = np.array(carry["action"])
       executed[rows] = batch["action"]
       carry = dict(carry, action=jax.device_put(executed, _DEVICE()))
-      for row, i in enumerate(rows):
-        step = _row(batch, row)
-        active[i][1].append(step)
-        obs[i], is_first[i] = step["observation"], False
-        if step["is_last"]:
-          episode_id, steps = active.pop(i)
-          episode = {k: np.stack([s[k] for s in steps]) for k in episodes_lib.EPISODE_KEYS}
-          writer.add(episode, episode_id=episode_id)
-          pending += 1
-          done += 1
-          self._finished(episode_id, episode)
+      for f in finished:
+        episode = f.arrays(episodes_lib.EPISODE_KEYS)
+        writer.add(episode, episode_id=f.episode)
+        pending += 1
+        done += 1
+        self._finished(f.episode, episode)
       if pending >= a.episodes_per_shard:
         writer.flush()  # a no-op when the writer has just written the shard itself
         pending = 0
@@ -354,6 +340,3 @@ class _Collection:
     self.bar.update()
     self.bar.set_postfix(steps=self.agent_steps, updates=self.updates, ret=f"{ret:.1f}")
 
-
-def _row(batch: dict, row: int) -> dict:
-  return {k: v[row] for k, v in batch.items()}

@@ -14,8 +14,9 @@ TFDS metadata names the domain, action spec, collector, episode ids and lengths 
 embeddings, the VLM identifier, embedding dim and clip length), so the sampler never reads
 frames to plan a batch.
 
-Shards are written into `<name>.tmp` and renamed when complete: a crash leaves no
-half-written shard that reads as valid, and the next writer removes the leftovers.
+Shards are written into a temporary folder (`genrl_jax.files.write_directory`, a name
+ending in `.tmp`) and renamed when complete: a crash leaves no half-written shard that reads
+as valid, and the next writer removes the leftovers.
 Embeddings are added later as separate shards, one per episode shard, without rewriting
 frames; embeddings of several VLMs can coexist. ArrayRecord checksums every chunk, so a
 corrupted or truncated shard fails on read (with the file named) instead of yielding bad data.
@@ -37,6 +38,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from genrl_jax import files
 from genrl_jax.data import episodes as episodes_lib
 from genrl_jax.data.episodes import DatasetError, Episode
 
@@ -99,27 +101,26 @@ def _embedding_features(embed_dim: int):
   })
 
 
-def _write_tfds_shard(folder: str, name: str, features, metadata: dict,
+def _write_tfds_shard(final: str, name: str, features, metadata: dict,
                       records: list[dict]) -> None:
-  """Writes `records` as a one-file TFDS dataset in `folder` (which must not exist)."""
+  """Writes `records` as the one-file TFDS dataset `final` (which must not exist), made in
+  a temporary folder and renamed when complete (an atomic rename on one filesystem)."""
   tfds = _tfds()
-  os.makedirs(folder)
-  identity = tfds.core.DatasetIdentity(name=name, version=tfds.core.Version("1.0.0"),
-                                       data_dir=folder, module_name="genrl_jax.data.dataset")
-  info = tfds.core.DatasetInfo(builder=identity, features=features,
-                               metadata=tfds.core.MetadataDict(metadata))
-  writer = tfds.core.SequentialWriter(info, max_examples_per_shard=len(records) + 1,
-                                      file_format="array_record")
-  writer.initialize_splits(["train"])
-  writer.add_examples({"train": records})
-  writer.close_all()
 
+  def fill(folder: str) -> None:
+    identity = tfds.core.DatasetIdentity(name=name, version=tfds.core.Version("1.0.0"),
+                                         data_dir=folder, module_name="genrl_jax.data.dataset")
+    info = tfds.core.DatasetInfo(builder=identity, features=features,
+                                 metadata=tfds.core.MetadataDict(metadata))
+    writer = tfds.core.SequentialWriter(info, max_examples_per_shard=len(records) + 1,
+                                        file_format="array_record")
+    writer.initialize_splits(["train"])
+    writer.add_examples({"train": records})
+    writer.close_all()
+    if os.path.exists(final):
+      raise DatasetError(f"{final} already exists; nothing was overwritten")
 
-def _commit(tmp: str, final: str) -> None:
-  """Makes a fully written shard folder visible (an atomic rename on one filesystem)."""
-  if os.path.exists(final):
-    raise DatasetError(f"{final} already exists; nothing was overwritten")
-  os.replace(tmp, final)
+  files.write_directory(final, fill)
 
 
 def _shard_names(folder: str) -> list[str]:
@@ -129,10 +130,11 @@ def _shard_names(folder: str) -> list[str]:
 
 
 def _remove_leftovers(folder: str) -> None:
-  """Removes `.tmp` shard folders left by an interrupted writer (never complete shards)."""
+  """Removes the temporary shard folders left by an interrupted writer (never complete
+  shards)."""
   if os.path.isdir(folder):
     for name in os.listdir(folder):
-      if name.endswith(".tmp"):
+      if name.endswith(files.TEMP_SUFFIX):
         shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
@@ -165,13 +167,6 @@ def read_spec(root: str) -> DatasetSpec:
     raise DatasetError(f"{path}: cannot be read as a dataset spec ({e!r})") from e
 
 
-def _write_json_atomic(path: str, value: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2)
-  os.replace(tmp, path)
-
-
 def create_or_check(root: str, spec: DatasetSpec) -> None:
   """Creates an empty dataset at `root`, or checks that the one there has `spec`."""
   if os.path.exists(os.path.join(root, SPEC_FILE)):
@@ -181,8 +176,8 @@ def create_or_check(root: str, spec: DatasetSpec) -> None:
                          "another data path.")
     return
   os.makedirs(os.path.join(root, EPISODES_DIR), exist_ok=True)
-  _write_json_atomic(os.path.join(root, SPEC_FILE),
-                     dict(dataclasses.asdict(spec), format_version=FORMAT_VERSION))
+  files.write_json(os.path.join(root, SPEC_FILE),
+                   dict(dataclasses.asdict(spec), format_version=FORMAT_VERSION), sort_keys=False)
 
 
 def existing_episode_ids(root: str) -> set[int]:
@@ -299,9 +294,8 @@ class EpisodeWriter:
     if self.vlm is not None:  # Embeddings first: episodes without them are never visible.
       write_embedding_shard(self.root, name, self.vlm, self.n_frames,
                             {i: e[episodes_lib.EMBEDDING_KEY] for i, e in buffer})
-    tmp = os.path.join(episodes_dir, name + ".tmp")
-    _write_tfds_shard(tmp, TFDS_NAME, _episode_features(self.spec), metadata, records)
-    _commit(tmp, os.path.join(episodes_dir, name))
+    _write_tfds_shard(os.path.join(episodes_dir, name), TFDS_NAME,
+                      _episode_features(self.spec), metadata, records)
     return name
 
 
@@ -319,11 +313,8 @@ def write_embedding_shard(root: str, shard: str, vlm: str, n_frames: int,
                   episode_ids=[int(i) for i in embeddings])
   records = [{"episode_id": int(i), "vlm_embedding": np.asarray(v, np.float32)}
              for i, v in embeddings.items()]
-  tmp = os.path.join(folder, shard + ".tmp")
-  if os.path.exists(tmp):
-    shutil.rmtree(tmp)
-  _write_tfds_shard(tmp, TFDS_EMBEDDING_NAME, _embedding_features(embed_dim), metadata, records)
-  _commit(tmp, os.path.join(folder, shard))
+  _write_tfds_shard(os.path.join(folder, shard), TFDS_EMBEDDING_NAME,
+                    _embedding_features(embed_dim), metadata, records)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import tqdm
 
+from genrl_jax.envs import driver as driver_lib
 from genrl_jax.envs import tasks as tasks_lib
 
 
@@ -78,62 +79,40 @@ def evaluate(envs: Any, policy: Policy, num_episodes: int, *, task: str | None =
 
   `envs` has `num_envs`, `reset(indices=None)` and `step(actions, indices=None)` returning
   stacked time-step dicts (`ParallelEnvs`, `SerialEnvs`). Environments that finish an
-  episode start the next one while episodes remain; the policy always sees all rows, with
-  `is_first` marking the rows that just started. `progress`: a bar over the episodes.
+  episode start the next one while episodes remain (`envs.driver`); the policy always sees
+  all rows, with `is_first` marking the rows that just started (rows of environments that
+  play no episode are ignored). `progress`: a bar over the episodes.
   """
   if num_episodes < 1:
     raise ValueError(f"num_episodes={num_episodes}: expected >= 1")
   task = task or getattr(envs, "task", None)
   if task is None:
     raise ValueError("evaluate needs the task name (task=...) for the score bounds")
-  num = envs.num_envs
-  ts = envs.reset()
-  obs = {"observation": np.array(ts["observation"]), "is_first": np.array(ts["is_first"])}
-  carry = policy.initial_carry(num)
-  started = min(num, num_episodes)
-  active = np.arange(num) < started
-  episode = np.arange(num)  # the episode index each environment is playing
-  ret = np.zeros(num, np.float64)
-  length = np.zeros(num, np.int64)
-  frames: dict[int, list[np.ndarray]] = {
-      e: [obs["observation"][e]] for e in range(min(started, record_episodes))}
-  returns, lengths, finished = [], [], []
+  carry = policy.initial_carry(envs.num_envs)
+  driver = driver_lib.EpisodeDriver(envs, range(num_episodes))
+  returns, lengths, frames = {}, {}, {}  # by episode index
   step = 0
   bar = tqdm.tqdm(total=num_episodes, desc=f"eval {task}", disable=not progress,
                   dynamic_ncols=True)
-  while active.any():
-    actions, carry = policy(obs, carry, step)
-    actions = np.asarray(actions)
-    idx = np.flatnonzero(active)
-    ts = envs.step(actions[idx], indices=idx)
-    obs["observation"][idx] = ts["observation"]
-    obs["is_first"][:] = False
-    ret[idx] += ts["reward"]
-    length[idx] += 1
-    for row, i in enumerate(idx):
-      if episode[i] in frames:
-        frames[episode[i]].append(ts["observation"][row])
-    done = idx[np.asarray(ts["is_last"], bool)]
-    for i in done:
-      returns.append(ret[i])
-      lengths.append(length[i])
-      finished.append(episode[i])
+  while True:
+    driver.start()
+    if not driver.active:
+      break
+    actions, carry = policy({"observation": driver.obs, "is_first": driver.is_first}, carry,
+                            step)
+    _, finished = driver.step(np.asarray(actions)[driver.rows])
+    for f in finished:
+      # Summed in float64, one step after the other.
+      ret = np.float64(0.0)
+      for s in f.steps[1:]:
+        ret += np.float64(s["reward"])
+      returns[f.episode], lengths[f.episode] = ret, len(f.steps) - 1
+      if f.episode < record_episodes:
+        frames[f.episode] = f.arrays(("observation",))["observation"]
       bar.update(1)
-      bar.set_postfix(mean_return=f"{np.mean(returns):.1f}")
-      ret[i], length[i] = 0.0, 0
-      if started < num_episodes:
-        episode[i] = started
-        started += 1
-        first = envs.reset(indices=np.array([i]))
-        obs["observation"][i] = first["observation"][0]
-        obs["is_first"][i] = True
-        if episode[i] < record_episodes:
-          frames[episode[i]] = [first["observation"][0]]
-      else:
-        active[i] = False
+      bar.set_postfix(mean_return=f"{np.mean(list(returns.values())):.1f}")
     step += 1
   bar.close()
-  order = np.argsort(finished, kind="stable")
-  return EvalResult(task, np.asarray(returns, np.float64)[order],
-                    np.asarray(lengths)[order],
-                    [np.stack(frames[e]) for e in sorted(frames)])
+  return EvalResult(task, np.asarray([returns[e] for e in sorted(returns)], np.float64),
+                    np.asarray([lengths[e] for e in sorted(lengths)]),
+                    [frames[e] for e in sorted(frames)])

@@ -15,8 +15,8 @@ Layout, under the cache directory (default `<workdir>/prompt_cache`):
 `<digest>` is the first 32 hex digits of the sha256 of the canonical JSON of
 `[identifier, kind, key]`; the identifier folder is the identifier with characters other
 than letters, digits, `.`, `_`, `-` replaced (for people browsing the cache; the digest
-alone tells entries apart). Both files are written atomically (temporary file, then
-`os.replace`), the sidecar first, so an `.npy` file always has its sidecar; a reader
+alone tells entries apart). Both files are written atomically (`genrl_jax.files`), the
+sidecar first, so an `.npy` file always has its sidecar; a reader
 checks that the sidecar names the same identifier, kind and key.
 """
 
@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import os
 import re
-import tempfile
 from typing import Any, Callable
 
 import numpy as np
+
+from genrl_jax import files
 
 DEFAULT_DIRNAME = "prompt_cache"
 
@@ -71,21 +73,6 @@ def entry_paths(cache_dir: str, identifier: str, kind: str, key: Any) -> tuple[s
   return stem + ".npy", stem + ".json"
 
 
-def _write_atomic(path: str, write: Callable[[Any], None]) -> None:
-  """Writes `path` via a temporary file in the same directory and `os.replace`."""
-  directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def load(cache_dir: str, identifier: str, kind: str, key: Any) -> np.ndarray | None:
   """The cached float32 embedding, or None when there is no (valid) entry."""
   npy, sidecar = entry_paths(cache_dir, identifier, kind, key)
@@ -112,8 +99,10 @@ def store(cache_dir: str, identifier: str, kind: str, key: Any,
           "shape": list(embedding.shape), "dtype": "float32",
           "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
   text = json.dumps(meta, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-  _write_atomic(sidecar, lambda f: f.write(text.encode("utf-8")))
-  _write_atomic(npy, lambda f: np.save(f, embedding, allow_pickle=False))
+  files.write_text(sidecar, text)
+  npy_bytes = io.BytesIO()
+  np.save(npy_bytes, embedding, allow_pickle=False)
+  files.write_bytes(npy, npy_bytes.getvalue())
   return npy
 
 

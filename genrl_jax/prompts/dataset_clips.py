@@ -22,9 +22,9 @@ import os
 
 import numpy as np
 
+from genrl_jax import files
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.report import tensorboard
-from genrl_jax.train import checkpoints
 
 PROMPTS_DIR = "prompts"
 SOURCE = "dataset clip"
@@ -114,7 +114,7 @@ def write_clip(clip: Clip, path: str, dataset_root: str) -> None:
   meta = {"source": SOURCE, "task": clip.task, "dataset": os.path.abspath(dataset_root),
           "episode_id": clip.episode_id, "start": clip.start, "n_frames": len(clip.frames),
           "reward_sum": clip.reward_sum}
-  checkpoints.write_json_atomic(os.path.splitext(path)[0] + ".json", meta)
+  files.write_json(os.path.splitext(path)[0] + ".json", meta)
 
 
 def ensure_prompt_video(workdir: str, task: str, dataset: dataset_lib.EpisodeDataset,

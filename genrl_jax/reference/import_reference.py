@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any, Mapping
 
 import jax
@@ -35,6 +33,7 @@ import numpy as np
 from absl import logging
 
 from genrl_jax import configs
+from genrl_jax import files
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax.reference import convert
 from genrl_jax.reference import snapshot as snapshot_lib
@@ -216,8 +215,8 @@ def _write(tmp: str, config: ml_collections.ConfigDict, state: TrainState, step:
       ckpt.save(step, jax.tree.map(jnp.asarray, behaviors), force=True)
     finally:
       ckpt.close()
-  checkpoints.write_json_atomic(os.path.join(tmp, "config.json"), config_dict)
-  checkpoints.write_json_atomic(os.path.join(tmp, INFO_FILE), info)
+  files.write_json(os.path.join(tmp, "config.json"), config_dict)
+  files.write_json(os.path.join(tmp, INFO_FILE), info)
 
 
 def import_reference(snapshot_path: str, out_dir: str,
@@ -296,18 +295,12 @@ def import_reference(snapshot_path: str, out_dir: str,
                     "(else <workdir>/dataset); --config.behavior.start=data_free needs no "
                     "data"]}
 
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.importing-", dir=parent)
-  try:
+  def fill(tmp: str) -> None:
     _write(tmp, config, state, step, behaviors, info)
     _check_out_dir(out_dir)  # still empty: nothing appeared there meanwhile
-    if os.path.isdir(out_dir):
-      os.rmdir(out_dir)
-    os.rename(tmp, out_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+
+  # An empty `out_dir` is replaced by the rename.
+  files.write_directory(out_dir, fill)
   for w in warnings:
     logging.warning("import-reference: %s", w)
   logging.info("import-reference: %s -> %s (step %d); continue with: %s", snapshot_path,

@@ -27,13 +27,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from genrl_jax import files
 from genrl_jax import rssm
 from genrl_jax import world_model as wm_lib
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import input_pipeline
 from genrl_jax.report import metrics as metrics_lib
 from genrl_jax.report import tensorboard
-from genrl_jax.train import checkpoints
 
 Params = dict
 OPEN_LOOP_FILE = "open_loop.gif"
@@ -192,7 +192,7 @@ def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib
     writer.gif("open_loop", step, gif, gif_frames.shape[1], gif_frames.shape[2])
   with metrics_lib.MetricWriter(workdir, "mfwm") as writer:
     writer.write(step, errors)
-  checkpoints.write_json_atomic(os.path.join(directory, ERRORS_FILE), dict(
+  files.write_json(os.path.join(directory, ERRORS_FILE), dict(
       errors, step=int(step), split=split, sequences=num_scored, context=context,
       length=length))
   return path

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from genrl_jax import files
 from genrl_jax.report import metrics as metrics_lib
 from genrl_jax.report import tensorboard
 
@@ -49,10 +50,7 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp.{os.getpid()}.png"
-  fig.savefig(tmp, format="png")
-  os.replace(tmp, path)
+  files.write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def plot_results(rows: list[dict], path: str) -> None:

@@ -23,6 +23,8 @@ import json
 import os
 from typing import Any
 
+from genrl_jax import files
+
 COLUMNS = ("task", "behavior", "prompt_kind", "prompt", "vlm", "start", "episodes", "mean_return",
            "std_return", "normalized_score", "checkpoint_step",
            # The learning report (evaluation/stage.py, report/open_loop.py).
@@ -70,13 +72,6 @@ def csv_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) ->
   return out.getvalue()
 
 
-def _write_atomic(path: str, text: str) -> None:
-  tmp = f"{path}.{os.getpid()}.tmp"  # unique: eval jobs of a sweep may write at once
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def write_results(workdir: str) -> list[dict[str, Any]]:
   """Writes `<workdir>/results.md` and `results.csv`; returns the rows."""
   rows = read_results(workdir)
@@ -86,7 +81,8 @@ def write_results(workdir: str) -> list[dict[str, Any]]:
           "the random policy's mean + 2 std. MSEs are per pixel on [0, 1]; a model that "
           "draws only the background scores about its mean-frame baseline.\n\n"
           f"{beats} of {len(rows)} behaviours beat the random policy by 2 std.\n\n")
-  _write_atomic(os.path.join(workdir, "results.md"),
+  # Atomic with unique temporaries: eval jobs of a sweep may write at once.
+  files.write_text(os.path.join(workdir, "results.md"),
                 f"# Results ({len(rows)} behaviours)\n\n{note}{markdown_table(rows)}")
-  _write_atomic(os.path.join(workdir, "results.csv"), csv_table(rows))
+  files.write_text(os.path.join(workdir, "results.csv"), csv_table(rows))
   return rows

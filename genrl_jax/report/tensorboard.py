@@ -24,6 +24,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from genrl_jax import files
+
 _FILE_COUNTER = itertools.count()
 _warned_missing = False
 
@@ -43,13 +45,9 @@ def encode_gif(frames: np.ndarray, duration_ms: int = 100) -> bytes:
 
 
 def write_gif(path: str, frames: np.ndarray, duration_ms: int = 100) -> bytes:
-  """Writes `encode_gif(frames)` to `path` atomically (tmp file + rename); returns it."""
+  """Writes `encode_gif(frames)` to `path` atomically (`files.write_bytes`); returns it."""
   data = encode_gif(frames, duration_ms)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp.{os.getpid()}.gif"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+  files.write_bytes(path, data)
   return data
 
 

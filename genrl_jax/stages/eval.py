@@ -36,6 +36,7 @@ import numpy as np
 from absl import logging
 
 from genrl_jax import configs
+from genrl_jax import files
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
 from genrl_jax.behavior import learner
@@ -65,13 +66,6 @@ def _write_gif(path: str, frames: np.ndarray, workdir: str, stage: str, step: in
   gif = tensorboard.write_gif(path, frames, duration_ms=50)
   with tensorboard.TensorBoardWriter(workdir, stage) as writer:
     writer.gif("eval_episode", step, gif, frames.shape[1], frames.shape[2])
-
-
-def _latest_step(directory: str) -> int | None:
-  """The newest finished checkpoint step (Orbax names step folders by their number)."""
-  steps = [int(n) for n in os.listdir(directory) if n.isdigit()] \
-      if os.path.isdir(directory) else []
-  return max(steps, default=None)
 
 
 def random_baseline(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
@@ -106,7 +100,7 @@ def random_baseline(config: ml_collections.ConfigDict, workdir: str, progress: b
              source=f"measured ({n} episodes)")
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    checkpoints.write_json_atomic(path, out)
+    files.write_json(path, out)
   logging.info("eval %s: random policy %.1f +- %.1f over %d episodes", config.task,
                out["mean_return"], out["std_return"], n)
   return out
@@ -136,7 +130,7 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
   content (also written). Skips (returning the saved one) when already done."""
   name = configs.behavior_name(config)
   directory = os.path.join(workdir, "behavior", name)
-  step = _latest_step(directory)
+  step = checkpoints.latest_step(directory)
   if step is None:
     raise checkpoints.CheckpointError(f"no behaviour checkpoint in {directory}; run the "
                                       "behavior stage first (--mode=behavior)")
@@ -181,7 +175,7 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
     if result.frames:
       _write_gif(os.path.join(directory, VIDEO_FILE), np.concatenate(result.frames),
                  workdir, f"behavior_{name}", int(step))
-    checkpoints.write_json_atomic(path, summary)
+    files.write_json(path, summary)
     with MetricWriter(workdir, f"behavior_{name}") as writer:
       writer.write(int(step), {f"eval_{k}": summary[k] for k in EVAL_METRICS})
   score = summary["normalized_score"]

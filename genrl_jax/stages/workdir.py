@@ -16,10 +16,10 @@ import jax
 import ml_collections
 
 from genrl_jax import configs
+from genrl_jax import files
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import input_pipeline
 from genrl_jax.prompts import behavior_prompt
-from genrl_jax.train import checkpoints
 from genrl_jax.vlm import embedder as embedder_lib
 
 # Keys that may differ between a workdir's saved config and a resumed run's config.
@@ -131,7 +131,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
           f"workdir {workdir} holds a run of a different config ({details}). Use a new "
           "--workdir, or the config saved in that workdir's config.json; nothing was changed.")
   if jax.process_index() == 0:
-    checkpoints.write_json_atomic(path, current)
+    files.write_json(path, current)
 
 
 def dataset_dir(config: ml_collections.ConfigDict, workdir: str) -> str:

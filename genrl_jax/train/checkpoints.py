@@ -14,7 +14,6 @@ share. The processes check that they see the same checkpoints before acting on t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from typing import Any
 
@@ -106,6 +105,22 @@ class Checkpointer:
     self._manager.close()
 
 
+def list_steps(directory: str) -> list[int]:
+  """The finished checkpoint steps in `directory`, ascending ([] when it does not exist).
+
+  Read from the folder names, without Orbax (cheap, for launchers and reports): Orbax names
+  a finished step's folder by its number and writes into a temporary name before.
+  """
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+
+
+def latest_step(directory: str) -> int | None:
+  """The newest finished checkpoint step in `directory` (None: none)."""
+  return max(list_steps(directory), default=None)
+
+
 def restore_subtree(directory: str, path: tuple[str, ...], step: int | None = None) -> Any:
   """Restores one subtree of a saved state as numpy arrays, e.g. `('params', 'world_model')`.
 
@@ -147,14 +162,6 @@ def read_checkpoint_config(directory: str, step: int | None = None) -> dict[str,
   if step is None:
     raise CheckpointError(f"no checkpoint in {os.path.abspath(directory)}")
   return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-
-
-def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
-  """Writes JSON through a temporary file and a rename, so readers never see half a file."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
 
 
 def params_fingerprint(tree: Any) -> str:

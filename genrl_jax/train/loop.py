@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 from typing import Any, Callable, Iterator
 
 import jax
@@ -12,6 +10,7 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh
 
+from genrl_jax.data.prefetch import prefetch
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import distributed, parallel
 from genrl_jax.train.checkpoints import Checkpointer
@@ -24,39 +23,6 @@ SYNC_EVERY = 8
 
 class NonFiniteError(FloatingPointError):
   """The loss or the gradients became NaN or infinite."""
-
-
-def prefetch(make_batch: Callable[[int], dict[str, np.ndarray]], start: int, stop: int,
-             size: int = 2) -> Iterator[dict[str, np.ndarray]]:
-  """Yields `make_batch(step)` for `start <= step < stop`, computed `size` steps ahead in a
-  background thread so that the host prepares data while the device trains."""
-  q: queue.Queue = queue.Queue(maxsize=size)
-  stop_event = threading.Event()
-
-  def worker():
-    try:
-      for step in range(start, stop):
-        if stop_event.is_set():
-          return
-        q.put((step, make_batch(step)))
-    except BaseException as e:  # Surface data errors in the training thread.
-      q.put((None, e))
-
-  thread = threading.Thread(target=worker, daemon=True)
-  thread.start()
-  try:
-    for _ in range(start, stop):
-      step, item = q.get()
-      if step is None:
-        raise item
-      yield item
-  finally:
-    stop_event.set()
-    while thread.is_alive():  # Unblock a worker waiting on a full queue.
-      try:
-        q.get_nowait()
-      except queue.Empty:
-        thread.join(timeout=0.1)
 
 
 def check_finite(state: TrainState, stage: str) -> None:
@@ -103,6 +69,7 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
     raise ValueError(f"updates_per_call={updates_per_call} must be >= 1 and divide the "
                      f"log interval ({log_every}) and the checkpoint interval ({interval})")
   if batches is None:
+    # The host prepares batches while the device trains.
     batches = lambda a, b: prefetch(make_batch, a, b)
   start = int(state.step)
   show = progress and jax.process_index() == 0

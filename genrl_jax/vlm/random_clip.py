@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any
 
+from genrl_jax import files
 from genrl_jax.vlm import clip_model
 
 # A few merges; the platform notes warn that a merge ending in a bare `</w>` (like
@@ -141,13 +141,10 @@ def ensure_random_clip(seed: int, projection_dim: int, root: str | None = None) 
                            f"seed{seed}-dim{projection_dim}-px{IMAGE_SIZE}-r{RECIPE}")
   if os.path.isfile(os.path.join(directory, "config.json")):
     return directory
-  tmp = f"{directory}.tmp{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  write_random_clip(tmp, seed=seed, projection_dim=projection_dim)
   try:
-    os.rename(tmp, directory)
+    files.write_directory(
+        directory, lambda tmp: write_random_clip(tmp, seed=seed, projection_dim=projection_dim))
   except OSError:  # another process finished first
-    shutil.rmtree(tmp, ignore_errors=True)
     if not os.path.isfile(os.path.join(directory, "config.json")):
       raise
   return directory
