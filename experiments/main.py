@@ -112,15 +112,17 @@ def main(argv):
   logging.info("%s", distributed.identity())
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)
+  stage_names = ALL_STAGES if _MODE.value == "all" else (_MODE.value,)
   try:
     workdir_lib.check_config(config)
+    workdir_lib.check_vlm_files(config, workdir, stage_names)
     workdir_lib.prepare_workdir(config, workdir)
   except (ValueError, FileNotFoundError) as e:  # incl. WorkdirMismatchError
     logging.error("%s", e)
     raise SystemExit(f"error: {e}") from None
   stages = {"collect": data.collect, "data": data.run, "mfwm": mfwm.run,
             "behavior": behavior.run, "eval": evaluation.run}
-  for stage in ALL_STAGES if _MODE.value == "all" else (_MODE.value,):
+  for stage in stage_names:
     logging.info("stage %s (workdir %s)", stage, workdir)
     try:
       stages[stage](config, workdir)

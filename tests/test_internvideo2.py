@@ -15,11 +15,13 @@ import shutil
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 import parity_fixtures
 from genrl_jax import configs
+from genrl_jax.data import npz_import
 from genrl_jax.reference import convert
 from genrl_jax.vlm import embedder as embedder_lib
 from genrl_jax.vlm import internvideo2 as iv
@@ -447,17 +449,22 @@ def test_internvideo2_make_embedder_and_identifier(tmp_path):
   made = embedder_lib.make_embedder(config)
   assert isinstance(made, iv.InternVideo2Embedder) and made.config == tiny_config()
   assert made.identifier == embedder_lib.embedder_identifier(config)
-  assert made.identifier.startswith("internvideo2:internvideo2_tiny_f32@")
+  assert made.identifier == "internvideo2:internvideo2_tiny_f32"
   assert embedder_lib.has_semantics(config)
-  # A moved copy keeps its identifier; bfloat16 compute and other weights get another one.
+  # The identifier names the file: a moved copy keeps it, bfloat16 compute gets another.
   shutil.copy(FIXTURES / "internvideo2_tiny_f32.pt", tmp_path / "internvideo2_tiny_f32.pt")
   assert embedder_lib.embedder_identifier(
       _config(model=str(tmp_path / "internvideo2_tiny_f32.pt"))) == made.identifier
   assert embedder_lib.embedder_identifier(_config(dtype="bfloat16")) == (
       made.identifier + ":bfloat16")
-  shutil.copy(FIXTURES / "internvideo2_tiny_bf16.pt", tmp_path / "internvideo2_tiny_f32.pt")
-  assert embedder_lib.embedder_identifier(
-      _config(model=str(tmp_path / "internvideo2_tiny_f32.pt"))) != made.identifier
+  # No checkpoint given: the official file's name, as the reference's datasets carry it.
+  assert embedder_lib.embedder_identifier(_config(model="")) == npz_import.REFERENCE_VLM
+  # The vocabulary defaults to the checkpoint's folder.
+  shutil.copy(FIXTURES / "vocab.txt", tmp_path / "vocab.txt")
+  moved = embedder_lib.make_embedder(
+      _config(model=str(tmp_path / "internvideo2_tiny_f32.pt"), tokenizer=""))
+  np.testing.assert_array_equal(moved.embed_text(["robot walk fast clean"]),
+                                made.embed_text(["robot walk fast clean"]))
   config.connector.embed_dim += 1
   with pytest.raises(ValueError, match="config.connector.embed_dim"):
     embedder_lib.make_embedder(config)
@@ -467,7 +474,9 @@ def test_internvideo2_config_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"config\.vlm\.model='openai/clip-vit"):
     embedder_lib.make_embedder(_config(model="openai/clip-vit-base-patch32"))
   with pytest.raises(FileNotFoundError, match=r"config\.vlm\.tokenizer=.*vocab\.txt"):
-    embedder_lib.embedder_identifier(_config(tokenizer=str(tmp_path)))
+    embedder_lib.make_embedder(_config(tokenizer=str(tmp_path)))
+  with pytest.raises(FileNotFoundError, match=r"config\.vlm\.model='' is not a file"):
+    embedder_lib.make_embedder(_config(model=""))
   with pytest.raises(ValueError, match=r"config\.vlm\.dtype"):
     embedder_lib.embedder_identifier(_config(dtype="float16"))
   with pytest.raises(ValueError, match=r"config\.vlm\.size_overrides"):
@@ -485,3 +494,65 @@ def test_internvideo2_embedder_from_params():
                              **TOL_CLIP_VIDEO_E2E)
   with pytest.raises(ValueError, match="without a tokenizer"):
     emb.embed_text(["walk"])
+
+
+def test_internvideo2_prompts_an_imported_reference_model(tmp_path):
+  """The paper path at fixture scale: a reference snapshot imported as a workdir (its
+  config names InternVideo2, the paper variant's VLM), then a behaviour prompted by its
+  task's text through our InternVideo2. Without the checkpoint the run stops first,
+  naming it, and writes nothing; with it (under the official file name, the vocabulary
+  next to it), the prompt embeds to the reference's text feature and the behaviour trains."""
+  parity_fixtures.require_fixtures()
+  from genrl_jax.prompts import cache as prompt_cache  # pylint: disable=g-import-not-at-top
+  from genrl_jax.prompts import prompt as prompt_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.reference import import_reference as ir  # pylint: disable=g-import-not-at-top
+  from genrl_jax.stages import behavior as behavior_stage  # pylint: disable=g-import-not-at-top
+  from genrl_jax.stages import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  embed_dim = parity_fixtures.sizes().embed_dim
+  if embed_dim != tiny_config().embed_dim:
+    pytest.skip(f"the GenRL fixtures' embedding size {embed_dim} is not the tiny "
+                f"InternVideo2's {tiny_config().embed_dim}")
+  workdir = ir.import_reference(str(parity_fixtures.fixture_dir() / "snapshot_small.pt"),
+                                str(tmp_path / "run"))
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  assert config.vlm.name == "internvideo2" and config.vlm.model == ""
+  prompts = [str(p) for p in npz("text.npz")["in/prompts"]]
+  task_text = "robot walk fast clean"  # GenRL's stickman_walk prompt, prompt 0 of the fixture
+  assert config.task == "stickman_walk" and task_text in prompts
+  config.tasks = ("stickman_walk",)
+  b = config.behavior
+  b.start, b.num_steps, b.log_every, b.save_every = "data_free", 2, 1, 2
+  b.batch_size, b.batch_length = 8, 4
+
+  def listing():
+    return sorted(os.path.relpath(os.path.join(d, f), workdir)
+                  for d, _, files in os.walk(workdir) for f in files)
+
+  before = listing()
+  with pytest.raises(FileNotFoundError, match=r"config\.vlm\.model='' is not a file.*the "
+                     r"behaviour stage, to embed the text prompt of stickman_walk"):
+    workdir_lib.check_vlm_files(config, workdir, ("data", "mfwm", "behavior", "eval"))
+  with pytest.raises(FileNotFoundError, match=r"config\.vlm\.model=''"):
+    behavior_stage.run(config, workdir, progress=False)
+  assert listing() == before
+
+  # The checkpoint arrives under the official name with its vocabulary: same identifier,
+  # so the imported workdir accepts it.
+  shutil.copy(FIXTURES / "internvideo2_tiny_f32.pt",
+              tmp_path / f"{iv.OFFICIAL_CHECKPOINT}.pt")
+  shutil.copy(FIXTURES / "vocab.txt", tmp_path / "vocab.txt")
+  config.vlm.model = str(tmp_path / f"{iv.OFFICIAL_CHECKPOINT}.pt")
+  config.vlm.size_overrides = ",".join(f"{k}={v}" for k, v in head_overrides().items())
+  config.vlm.batch_size = 8
+  workdir_lib.check_vlm_files(config, workdir, ("behavior",))
+  workdir_lib.prepare_workdir(config, workdir)
+  [run] = behavior_stage.run(config, workdir, progress=False)
+  assert int(run.state.step) == 2
+  identifier = embedder_lib.embedder_identifier(config)
+  assert identifier == npz_import.REFERENCE_VLM
+  prompt = prompt_lib.parse_prompt(text=task_text)
+  cached = prompt_cache.load(prompt_cache.default_cache_dir(workdir), identifier, "text",
+                             prompt_lib.prompt_cache_key(prompt, embed_dim))
+  want = npz("text.npz")["out/text_feat"][prompts.index(task_text)].reshape(-1)
+  np.testing.assert_allclose(cached, want, rtol=0, atol=2e-6)

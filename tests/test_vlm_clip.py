@@ -228,9 +228,13 @@ def _config(tiny_clip_dir, embed_dim=E):
   return config
 
 
-def test_base_config_has_clip_options():
+def test_configs_name_their_vlm():
+  # paper (and small): the reference's InternVideo2, its checkpoint given by the user.
   vlm = configs.load_config("configs/walker.py").vlm
-  assert (vlm.model, vlm.batch_size) == ("openai/clip-vit-base-patch32", 64)
+  assert (vlm.name, vlm.model, vlm.batch_size) == ("internvideo2", "", 64)
+  # tiny: the locally built random-weight CLIP.
+  vlm = configs.load_config("configs/walker.py:tiny").vlm
+  assert (vlm.name, vlm.model) == ("clip", "")
   assert "from_pt" not in vlm  # no weight-format switch: model.safetensors is read as is
 
 

@@ -106,3 +106,29 @@ def test_embed_stage_in_the_data_stage_and_cached_prompts_need_no_vlm(tmp_path, 
   assert behavior_prompt.prompt_embedder(config, cache) is None
   again = prompts_lib.embed_prompt(prompt, None, 16, cache_dir=cache, identifier=identifier)
   np.testing.assert_array_equal(first, again)
+  # An embedded dataset needs no VLM: the data stage does not load it again.
+  data_stage.run(config, str(tmp_path / "w"), progress=False)
+
+
+def test_data_stage_loads_the_vlm_only_for_episodes_without_its_embeddings(tmp_path,
+                                                                            monkeypatch):
+  """InternVideo2 named by the official file, no checkpoint here: a dataset that carries
+  its embeddings (as an imported reference dataset does) passes, one without them stops
+  with a one-line error naming config.vlm.model, before anything is written."""
+  root = synthetic.write_episodes(str(tmp_path / "d"), num=2, length=16)
+  stand_in = embedder_lib.RandomProjectionEmbedder(16)
+  stand_in.identifier = "internvideo2:InternVideo2-stage2_1b-224p-f4"
+  config = synthetic.micro_config(root, **{"vlm.name": "internvideo2", "vlm.model": "",
+                                           "connector.embed_dim": 16})
+  assert embedder_lib.embedder_identifier(config) == stand_in.identifier
+  with pytest.raises(FileNotFoundError, match=r"config\.vlm\.model='' is not a file"):
+    data_stage.run(config, str(tmp_path / "w"), progress=False)
+  with pytest.raises(FileNotFoundError, match=r"config\.vlm\.model=''.*the data stage"):
+    workdir_lib.check_vlm_files(config, str(tmp_path / "w"), ("data",))
+  embed_lib.embed_dataset(root, stand_in, 8, progress=False)
+  monkeypatch.setattr(embedder_lib, "make_embedder",
+                      lambda c: pytest.fail("the VLM was loaded for an embedded dataset"))
+  workdir_lib.check_vlm_files(config, str(tmp_path / "w"), ("data",))
+  assert data_stage.run(config, str(tmp_path / "w"), progress=False) == root
+  dataset = workdir_lib.open_run_dataset(config, str(tmp_path / "w"), with_embeddings=True)
+  assert dataset.embedding == stand_in.identifier

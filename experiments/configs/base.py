@@ -143,22 +143,26 @@ def base_config() -> ml_collections.ConfigDict:
   c.mfwm.keep = 3
 
   c.vlm = ml_collections.ConfigDict()
-  # The video-language model that embeds datasets and prompts: '' (none: datasets must
+  # The video-language model that embeds datasets and prompts: 'internvideo2' (GenRL's
+  # VLM, the reference's choice: `paper` and `small` use it), '' (none: datasets must
   # carry embeddings and prompts must be precomputed embeddings), 'random_projection'
-  # (a stand-in without semantics that needs no download; smoke runs only), 'clip'
+  # (a stand-in without semantics that needs no download; smoke runs only) or 'clip'
   # (CLIP, a clip = the mean of its 8 frames' embeddings; its embedding size, 512 for
-  # ViT-B/32, must equal connector.embed_dim) or 'internvideo2' (GenRL's own VLM, below).
-  c.vlm.name = ""
+  # ViT-B/32, must equal connector.embed_dim; `tiny` and `cpu` use a random-weight one).
+  c.vlm.name = "internvideo2"
   c.vlm.seed = 0  # the stand-ins' weights: random_projection, clip with an empty model
+  # internvideo2: the stage-2 checkpoint file (InternVideo2-stage2_1b-224p-f4.pt, read
+  # without torch); empty: embeddings of the official file are expected where they are
+  # needed (an imported reference dataset, cached or precomputed prompts), and anything
+  # that must be embedded stops before the run writes, naming this option.
   # clip: a Hugging Face hub id (read from the hub cache; downloaded only when online) or a
   # local directory saved with save_pretrained (config.json, model.safetensors, tokenizer);
   # empty: no real model, a small CLIP with random weights is built locally
   # (genrl_jax/vlm/random_clip.py).
-  c.vlm.model = "openai/clip-vit-base-patch32"
+  c.vlm.model = ""
   c.vlm.batch_size = 64  # clip, internvideo2: clips or texts per device call (bounds memory)
-  # internvideo2 (GenRL's VLM): config.vlm.model = the stage-2 checkpoint file
-  # (InternVideo2-stage2_1b-224p-f4.pt, read without torch), config.vlm.tokenizer = a
-  # directory holding bert-large-uncased's vocab.txt, config.connector.embed_dim = 512.
+  # internvideo2: a directory holding bert-large-uncased's vocab.txt; empty: the
+  # checkpoint's folder. Its embedding size is 512 (connector.embed_dim).
   c.vlm.tokenizer = ""
   c.vlm.dtype = "float32"  # internvideo2 matmuls: 'float32' (GenRL's numbers) or 'bfloat16'
   c.vlm.size = "1b"  # internvideo2: head counts (the other sizes are read off the weights)

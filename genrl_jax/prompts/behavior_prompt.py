@@ -113,15 +113,30 @@ def prompt_denoise(config: ml_collections.ConfigDict, prompt: prompt_lib.Prompt)
   return prompt.kind != "video" or bool(config.behavior.prompt.get("denoise_video", True))
 
 
-def prompt_embedder(config: ml_collections.ConfigDict, cache_dir: str):
-  """The VLM needed to embed the behaviour's prompt: None when the prompt is a precomputed
-  embedding or already in the prompt cache (the VLM is then never loaded)."""
+def needs_embedder(config: ml_collections.ConfigDict, cache_dir: str) -> bool:
+  """Whether the behaviour's prompt must be embedded by the VLM: False when it is a
+  precomputed embedding, when no VLM is configured, or when it is in the prompt cache."""
   prompt = config_prompt(config)
   identifier = embedder_lib.embedder_identifier(config)
   if prompt.kind == "embedding" or identifier is None:
-    return None
+    return False
   key = prompt_lib.prompt_cache_key(prompt, config.connector.embed_dim)
   if prompt_cache.load(cache_dir, identifier, prompt.kind, key) is not None:
     logging.info("behavior: prompt embedding of %s read from %s", identifier, cache_dir)
+    return False
+  return True
+
+
+def prompt_embedder(config: ml_collections.ConfigDict, cache_dir: str,
+                    loaded: dict[str, embedder_lib.Embedder] | None = None
+                    ) -> embedder_lib.Embedder | None:
+  """The VLM needed to embed the behaviour's prompt: None when `needs_embedder` says so
+  (the VLM is then never loaded). `loaded`: embedders already built, by identifier; a new
+  one is added there, so several tasks load the VLM once."""
+  if not needs_embedder(config, cache_dir):
     return None
-  return embedder_lib.make_embedder(config)
+  loaded = {} if loaded is None else loaded
+  identifier = embedder_lib.embedder_identifier(config)
+  if identifier not in loaded:
+    loaded[identifier] = embedder_lib.make_embedder(config)
+  return loaded[identifier]

@@ -205,12 +205,12 @@ def train_behavior(config: ml_collections.ConfigDict, workdir: str,
   return BehaviorRun(state, directory, prompt.describe(), fingerprint)
 
 
-def run_task(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
-             ) -> BehaviorRun:
+def run_task(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
+             embedders: dict[str, Embedder] | None = None) -> BehaviorRun:
   """Learns the behaviour of `config.task` from its prompt (`train_behavior`), with the
   run's dataset when there is one and the VLM its prompt needs (none when it is a
-  precomputed embedding or cached); a dataset clip prompt is cut first
-  (`behavior_prompt.resolve_prompt`)."""
+  precomputed embedding or cached; `embedders`: those already loaded, by identifier); a
+  dataset clip prompt is cut first (`behavior_prompt.resolve_prompt`)."""
   dataset = None
   have_data = os.path.exists(os.path.join(workdir_lib.dataset_dir(config, workdir),
                                           dataset_lib.SPEC_FILE))
@@ -220,12 +220,19 @@ def run_task(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
     dataset = workdir_lib.open_run_dataset(config, workdir, with_embeddings=False)
   config = behavior_prompt.resolve_prompt(config, workdir, dataset)
   cache_dir = prompt_cache.default_cache_dir(workdir)
-  return train_behavior(config, workdir, behavior_prompt.prompt_embedder(config, cache_dir),
-                        dataset, progress, cache_dir=cache_dir)
+  embedder = behavior_prompt.prompt_embedder(config, cache_dir, embedders)
+  return train_behavior(config, workdir, embedder, dataset, progress, cache_dir=cache_dir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
         ) -> list[BehaviorRun]:
   """The behaviour stage: `run_task` for every task of `config.tasks` (default:
-  `config.task`)."""
-  return [run_task(c, workdir, progress) for c in configs.task_configs(config)]
+  `config.task`). The VLM is loaded once, and before anything is written when a task's
+  prompt needs it (a missing checkpoint is named then)."""
+  tasks = configs.task_configs(config)
+  cache_dir = prompt_cache.default_cache_dir(workdir)
+  embedders: dict[str, Embedder] = {}
+  for c in tasks:
+    if behavior_prompt.prompt_source(c) != "dataset_video":  # those are cut (written) first
+      behavior_prompt.prompt_embedder(c, cache_dir, embedders)
+  return [run_task(c, workdir, progress, embedders) for c in tasks]

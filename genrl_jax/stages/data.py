@@ -21,15 +21,21 @@ from genrl_jax.vlm import embedder as embedder_lib
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> str:
-  """The data stage. Returns the dataset folder."""
+  """The data stage. Returns the dataset folder. The VLM is loaded only when some shard
+  lacks its embeddings (an imported reference dataset needs no checkpoint); a VLM that
+  cannot be loaded is named before episodes are collected."""
+  identifier = embedder_lib.embedder_identifier(config)
   if config.data.path:
     workdir_lib.check_data_path(config)
     root = config.data.path
   else:
+    missing = embedder_lib.missing_files(config) if identifier else None
+    if missing:  # collected episodes always need embedding
+      raise FileNotFoundError(missing)
     root = collect(config, workdir, progress)
     distributed.barrier("data: collected")  # Process 0 collects; all processes read.
-  embedder = embedder_lib.make_embedder(config)
-  if embedder is not None:
+  if identifier is not None and not workdir_lib.fully_embedded(root, identifier):
+    embedder = embedder_lib.make_embedder(config)
     # Each process embeds its share of the shards.
     stats = embed_lib.embed_dataset(root, embedder, config.connector.n_frames,
                                     batch_size=config.vlm.batch_size,

@@ -36,6 +36,22 @@ RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.k
 RESUMABLE_PREFIXES = ("behavior.", "eval.", "agent.")
 
 
+# Where the VLM's files are, how they are read (head counts the shapes cannot give) and
+# how many clips it embeds per call: these may change in a workdir as long as the VLM's
+# identifier stays (e.g. an imported reference workdir given the InternVideo2 checkpoint
+# later: its identifier names the official file either way).
+VLM_LOCATION_KEYS = ("vlm.model", "vlm.tokenizer", "vlm.batch_size", "vlm.size",
+                     "vlm.size_overrides")
+
+
+def _same_vlm(saved: dict, config: ml_collections.ConfigDict) -> bool:
+  try:
+    return (embedder_lib.embedder_identifier(ml_collections.ConfigDict(saved))
+            == embedder_lib.embedder_identifier(config))
+  except (ValueError, OSError, KeyError, AttributeError):  # e.g. a CLIP folder now gone
+    return False
+
+
 class WorkdirMismatchError(ValueError):
   """The workdir holds a run made with a different config."""
 
@@ -75,6 +91,35 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   check_collector(config.data.collector)
   check_batch_sizes(config)
   check_data_path(config)
+
+
+def check_vlm_files(config: ml_collections.ConfigDict, workdir: str,
+                    stages: tuple[str, ...]) -> None:
+  """Names, before anything is written, a VLM model that `stages` will need but cannot
+  load (e.g. no InternVideo2 checkpoint): the data stage needs it for episodes without
+  its embeddings, the behaviour stage for text and video prompts not in the prompt cache
+  (dataset clips are checked when cut)."""
+  identifier = embedder_lib.embedder_identifier(config)
+  missing = embedder_lib.missing_files(config) if identifier else None
+  if not missing:
+    return
+  from genrl_jax.prompts import cache as prompt_cache  # pylint: disable=g-import-not-at-top
+  needs = []
+  root = dataset_dir(config, workdir)
+  if ("data" in stages or "collect" in stages and not config.data.path) and (
+      not fully_embedded(root, identifier)):
+    needs.append(f"the data stage, to embed the episodes of {root} with {identifier}")
+  if "behavior" in stages:
+    cache_dir = prompt_cache.default_cache_dir(workdir)
+    for c in configs.task_configs(config):
+      if (behavior_prompt.prompt_source(c) != "dataset_video"
+          and behavior_prompt.needs_embedder(c, cache_dir)):
+        prompt = behavior_prompt.config_prompt(c)
+        needs.append(f"the behaviour stage, to embed the {prompt.kind} prompt of {c.task} "
+                     f"({prompt.describe()})")
+  if needs:
+    raise FileNotFoundError(f"{missing}; needed by {' and by '.join(needs)}; nothing was "
+                            "written")
 
 
 def check_data_path(config: ml_collections.ConfigDict) -> None:
@@ -125,6 +170,8 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     differ = sorted(k for k in set(old) | set(new)
                     if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS
                     and not k.startswith(RESUMABLE_PREFIXES))
+    if set(differ) & set(VLM_LOCATION_KEYS) and _same_vlm(saved, config):
+      differ = [k for k in differ if k not in VLM_LOCATION_KEYS]
     if differ:
       details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
       raise WorkdirMismatchError(
@@ -167,6 +214,15 @@ def choose_embedding(config: ml_collections.ConfigDict,
         f"{dataset.root}: the embeddings of {name!r} have dimension {sets[name].embed_dim}; "
         f"config.connector.embed_dim is {config.connector.embed_dim}")
   return name
+
+
+def fully_embedded(root: str, identifier: str) -> bool:
+  """Whether every shard of the dataset at `root` (if any) has `identifier`'s embeddings."""
+  if not os.path.exists(os.path.join(root, dataset_lib.SPEC_FILE)):
+    return False
+  dataset = dataset_lib.open_dataset(root)
+  have = dataset.embedding_sets.get(identifier)
+  return have is not None and {s.name for s in dataset.shards} <= set(have.shards)
 
 
 def open_run_dataset(config: ml_collections.ConfigDict, workdir: str,

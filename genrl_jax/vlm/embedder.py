@@ -17,7 +17,11 @@ embeddings in one space out. `make_embedder(config)` builds the one a config nam
   'internvideo2'       `genrl_jax.vlm.internvideo2.InternVideo2Embedder`: GenRL's video-text
                        model (InternVideo2 stage 2) from the checkpoint file
                        `config.vlm.model` (.pt, read without torch) and the BERT vocabulary
-                       directory `config.vlm.tokenizer`; `config.vlm.dtype` ('float32' or
+                       directory `config.vlm.tokenizer` (empty: the checkpoint's folder).
+                       Its identifier names the checkpoint file (empty `config.vlm.model`:
+                       the official one), so datasets imported from the reference and
+                       cached prompts are found without the checkpoint; loading it needs
+                       the file. `config.vlm.dtype` ('float32' or
                        'bfloat16' matmuls), `config.vlm.size` ('1b': head counts the shapes
                        cannot give) and `config.vlm.size_overrides` ('field=int,...').
 
@@ -27,7 +31,7 @@ for the two stand-ins); the behaviour stage then prompts with dataset clips by d
 `embedder_identifier(config)` gives the identifier the embedder would have without loading
 it, to look up cached prompt embeddings.
 
-Adding another backend (e.g. a video-text model such as ViCLIP or InternVideo2):
+Adding another backend (e.g. a video-text model such as ViCLIP):
   1. Write a class in its own module of this package with the `Embedder` attributes and
      methods: `identifier` (stable, naming the model and its weights: it keys datasets'
      embeddings and the prompt cache), `embed_dim`, `embed_text(list[str]) -> (N, E)` and
@@ -163,13 +167,26 @@ def embedder_identifier(config: ml_collections.ConfigDict) -> str | None:
     return RandomProjectionEmbedder.IDENTIFIER
   if name == "internvideo2":
     from genrl_jax.vlm import internvideo2  # pylint: disable=g-import-not-at-top
-    return internvideo2.internvideo2_identifier(config.vlm.model, config.vlm.tokenizer,
-                                                config.vlm.dtype)
+    return internvideo2.internvideo2_identifier(config.vlm.model, config.vlm.dtype)
   if not config.vlm.model:
     from genrl_jax.vlm import random_clip  # pylint: disable=g-import-not-at-top
     return random_clip.identifier(config.vlm.seed, config.connector.embed_dim)
   from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top
   return clip.clip_identifier(config.vlm.model)
+
+
+def missing_files(config: ml_collections.ConfigDict) -> str | None:
+  """Why `make_embedder(config)` cannot load its model, in one line (naming the config
+  option), checked without loading it; None when nothing is known to be missing (hub
+  models are only found when loaded)."""
+  _check_backend(config.vlm.name)
+  if config.vlm.name == "internvideo2":
+    from genrl_jax.vlm import internvideo2  # pylint: disable=g-import-not-at-top
+    try:
+      internvideo2.check_files(config.vlm.model, config.vlm.tokenizer)
+    except FileNotFoundError as e:
+      return str(e)
+  return None
 
 
 def has_semantics(config: ml_collections.ConfigDict) -> bool:

@@ -36,7 +36,6 @@ matmuls without TF32).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 import re
@@ -592,36 +591,48 @@ def parse_overrides(spec: str, option: str = "config.vlm.size_overrides") -> dic
   return out
 
 
+# The official stage-2 checkpoint's file name without extension: the name of the
+# embeddings the reference's datasets carry (`genrl_jax.data.npz_import.REFERENCE_VLM`).
+OFFICIAL_CHECKPOINT = "InternVideo2-stage2_1b-224p-f4"
+
+
+def tokenizer_dir(checkpoint: str, tokenizer: str) -> str:
+  """The vocabulary directory: `config.vlm.tokenizer`, else the checkpoint's folder."""
+  return os.path.expanduser(tokenizer or os.path.dirname(os.path.abspath(
+      os.path.expanduser(checkpoint))))
+
+
 def check_files(checkpoint: str, tokenizer: str) -> None:
   """One-line errors naming the config option when a file is missing."""
   if not checkpoint or not os.path.isfile(os.path.expanduser(checkpoint)):
     raise FileNotFoundError(
         f"config.vlm.model={checkpoint!r} is not a file: config.vlm.name='internvideo2' "
-        "needs the InternVideo2 stage-2 checkpoint (e.g. InternVideo2-stage2_1b-224p-f4.pt)")
-  if not tokenizer or not os.path.isfile(os.path.join(os.path.expanduser(tokenizer),
-                                                      VOCAB_FILE)):
+        f"needs the InternVideo2 stage-2 checkpoint ({OFFICIAL_CHECKPOINT}.pt, see the "
+        "README's 'InternVideo2' section) to embed text or video")
+  vocab_dir = tokenizer_dir(checkpoint, tokenizer)
+  if not os.path.isfile(os.path.join(vocab_dir, VOCAB_FILE)):
     raise FileNotFoundError(
-        f"config.vlm.tokenizer={tokenizer!r} has no {VOCAB_FILE}: expected a directory "
-        f"holding the BERT WordPiece vocabulary (bert-large-uncased's {VOCAB_FILE})")
+        f"config.vlm.tokenizer={tokenizer!r}: no {VOCAB_FILE} in {vocab_dir}: expected a "
+        f"directory holding the BERT WordPiece vocabulary (bert-large-uncased's "
+        f"{VOCAB_FILE}); empty means the checkpoint's folder")
 
 
-def internvideo2_identifier(checkpoint: str, tokenizer: str, dtype: str = "float32") -> str:
-  """`internvideo2:<checkpoint file name without extension>@<12 hex digits>` (+
-  `:bfloat16` when computed in bfloat16), the digits starting the sha256 of the checkpoint
-  and the vocabulary, so a moved file keeps its identifier and different weights get
-  different ones. (The reference datasets' `clip_video` are recorded by `genrl_jax
-  import-npz` as `internvideo2:InternVideo2-stage2_1b-224p-f4`, without digest.)"""
+def internvideo2_identifier(checkpoint: str, dtype: str = "float32") -> str:
+  """`internvideo2:<checkpoint file name without extension>` (+ `:bfloat16` when computed
+  in bfloat16); with no checkpoint given, that of the official file.
+
+  The file's name, not a digest of its 2.8 GB: the reference's datasets name their
+  `clip_video` embeddings this way (`genrl_jax import-npz` records them as
+  `internvideo2:InternVideo2-stage2_1b-224p-f4`), so a run finds them with or without the
+  checkpoint at hand, and a prompt-cache lookup reads no weights. Weights of another
+  model must therefore come under another file name.
+  """
   if dtype not in DTYPES:
     raise ValueError(f"config.vlm.dtype={dtype!r}: expected one of {sorted(DTYPES)}")
-  check_files(checkpoint, tokenizer)
-  ckpt = os.path.abspath(os.path.expanduser(checkpoint))
-  vocab_dir = os.path.expanduser(tokenizer)
-  digest = sharded.files_digest(os.path.dirname(ckpt), [os.path.basename(ckpt)])
-  digest = hashlib.sha256((digest + sharded.files_digest(vocab_dir, [VOCAB_FILE])).encode()
-                          ).hexdigest()
+  stem = (os.path.splitext(os.path.basename(os.path.expanduser(checkpoint)))[0]
+          if checkpoint else OFFICIAL_CHECKPOINT)
   suffix = "" if dtype == "float32" else f":{dtype}"
-  stem = os.path.splitext(os.path.basename(ckpt))[0]
-  return f"internvideo2:{stem}@{digest[:12]}{suffix}"
+  return f"internvideo2:{stem}{suffix}"
 
 
 class InternVideo2Embedder:
@@ -638,12 +649,15 @@ class InternVideo2Embedder:
                overrides: Mapping[str, int] | None = None, dtype: str = "float32",
                batch_size: int = 64, devices: list[jax.Device] | None = None):
     """Loads the checkpoint (`config.vlm.model`) and the vocabulary directory
-    (`config.vlm.tokenizer`); `size`/`overrides` name what the shapes cannot give (heads);
+    (`config.vlm.tokenizer`, empty: the checkpoint's folder); `size`/`overrides` name what
+    the shapes cannot give (heads);
     `dtype` 'float32' or 'bfloat16' (`config.vlm.dtype`)."""
     sharded.check_batch_size(batch_size)
-    identifier = internvideo2_identifier(checkpoint, tokenizer, dtype)
+    identifier = internvideo2_identifier(checkpoint, dtype)
+    check_files(checkpoint, tokenizer)
     config, params = load(os.path.expanduser(checkpoint), size, **dict(overrides or {}))
-    self._setup(identifier, config, params, Tokenizer(tokenizer, config.max_txt_l), dtype,
+    self._setup(identifier, config, params,
+                Tokenizer(tokenizer_dir(checkpoint, tokenizer), config.max_txt_l), dtype,
                 batch_size, devices)
 
   @classmethod
