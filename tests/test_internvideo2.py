@@ -556,3 +556,32 @@ def test_internvideo2_prompts_an_imported_reference_model(tmp_path):
                              prompt_lib.prompt_cache_key(prompt, embed_dim))
   want = npz("text.npz")["out/text_feat"][prompts.index(task_text)].reshape(-1)
   np.testing.assert_allclose(cached, want, rtol=0, atol=2e-6)
+
+
+def test_internvideo2_data_stage_embeds_episodes_as_the_reference(tmp_path):
+  """The dataset embedding stage with InternVideo2: an episode whose frames are the
+  fixture's clips (clip 0, then clip 1) gets zeros for its first 7 steps and, at the
+  steps where a fixture clip ends, the reference's `clip_video`."""
+  import synthetic  # pylint: disable=g-import-not-at-top
+  from genrl_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.stages import data as data_stage  # pylint: disable=g-import-not-at-top
+  from genrl_jax.stages import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  vision = npz("vision.npz")
+  clips = vision["in/frames_uint8"].transpose(0, 1, 3, 4, 2)  # (B, T, 3, H, W) -> HWC
+  frames = clips.reshape(-1, *clips.shape[2:])
+  n_frames = clips.shape[1]
+  episode = synthetic.random_episode(np.random.default_rng(0), len(frames))
+  episode["observation"] = frames
+  root = str(tmp_path / "d")
+  with dataset_lib.EpisodeWriter(root, dataset_lib.DatasetSpec("walker", 6), 1) as writer:
+    writer.add(episode)
+  config = _config()
+  config.data.path = root
+  config.connector.n_frames = n_frames
+  data_stage.run(config, str(tmp_path / "w"), progress=False)
+  dataset = workdir_lib.open_run_dataset(config, str(tmp_path / "w"), with_embeddings=True)
+  assert dataset.embedding == embedder_lib.embedder_identifier(config)
+  rows = dataset.read_episode(0)["vlm_embedding"]
+  np.testing.assert_array_equal(rows[:n_frames - 1], 0)
+  ends = [(k + 1) * n_frames - 1 for k in range(len(clips))]
+  np.testing.assert_allclose(rows[ends], vision["out/clip_video"], rtol=0, atol=5e-6)
