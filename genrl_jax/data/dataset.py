@@ -67,9 +67,19 @@ def embedding_key(identifier: str) -> str:
   return key
 
 
+# TFDS resolves its modules lazily (etils LazyModule, whose cached_property holds a lock
+# on Python 3.11). Two reader threads touching TFDS for the first time at once (a grain
+# worker process's prefetch threads) can deadlock: one holds that lock waiting for the
+# import lock of a module the other is importing, which in turn waits for that lock. So
+# the first import and every shard opening (which resolves more lazy modules) go through
+# this one lock.
+_TFDS_LOCK = threading.RLock()
+
+
 def _tfds():
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds
+  with _TFDS_LOCK:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    return tfds
 
 
 def _episode_features(spec: DatasetSpec):
@@ -346,7 +356,8 @@ def _read_metadata(path: str) -> dict:
 
 def _open_source(path: str):
   try:
-    return _tfds().builder_from_directory(path).as_data_source(split="train")
+    with _TFDS_LOCK:  # see _tfds
+      return _tfds().builder_from_directory(path).as_data_source(split="train")
   except Exception as e:  # TFDS raises several types for missing or damaged files
     raise DatasetError(f"{path}: cannot open the shard ({type(e).__name__}: {e})") from e
 
