@@ -349,7 +349,7 @@ def test_import_reference_writes_what_the_pipeline_reads(imported):
 
 def test_import_reference_mfwm_stage_resumes_from_it(imported, monkeypatch):
   config = _config_from_command(imported)
-  # `build_mfwm` as `run_mfwm` calls it, with zeros for the random init (its values do not
+  # `mfwm.build` as the mfwm stage calls it, with zeros for the random init (its values do not
   # matter for a restore and compiling the init takes most of a minute on CPU).
   init = mfwm_lib.init_params
   zeros = lambda mfwm, key: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),

@@ -174,11 +174,11 @@ def base_config() -> ml_collections.ConfigDict:
   b.prompt = ml_collections.ConfigDict(dict(text="", video="", embedding=""))
   # Where the default prompt (all of the above empty) comes from: "text" (the task's text
   # prompt), "dataset_video" (the clip of the task's own collected episodes with the
-  # highest task reward, genrl_jax/behavior/dataset_clips.py) or "auto": dataset_video
+  # highest task reward, genrl_jax/prompts/dataset_clips.py) or "auto": dataset_video
   # when the VLM is a stand-in without semantics, else text.
   b.prompt.source = "auto"
   # Video prompts' embeddings go through the aligner, as text ones (the reference); False:
-  # straight to the connector (behavior.stage.prompt_denoise says when that matters).
+  # straight to the connector (prompts.behavior_prompt.prompt_denoise says when that matters).
   b.prompt.denoise_video = True
   b.name = ""  # checkpoint directory <workdir>/behavior/<name>; empty: config.task
   b.seed = -1  # the behaviour's RNG seed; -1: config.seed (sweeps give each run its own)
@@ -271,7 +271,7 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     b = c.behavior
     # The random CLIP's clip embeddings lie close together (mean pairwise cosine 0.9) and
     # the aligner maps them to their common mean: video prompts skip it here
-    # (behavior.stage.prompt_denoise; the reference passes them through it).
+    # (prompts.behavior_prompt.prompt_denoise; the reference passes them through it).
     b.prompt.denoise_video = False
     b.actor.units = b.critic.units = 128
     b.actor.layers = b.critic.layers = 2

@@ -97,7 +97,8 @@ def prompt_target(mfwm: mfwm_lib.MFWM, params: Params, embedding: jax.Array, num
   once instead of at every update.
 
   The embedding `(E,)` is repeated over `length (+1)` steps and every column, mapped by the
-  aligner (unless `denoise` is False, see `behavior.stage.prompt_denoise`) and rolled out by the connector from its learned initial state (spec 4.6): with
+  aligner (unless `denoise` is False, see `prompts.behavior_prompt.prompt_denoise`) and
+  rolled out by the connector from its learned initial state (spec 4.6): with
   the mode when `config.target_sample` is False (the initial stoch is still drawn per
   column), and the first step dropped when `config.skip_first_target`. `config` is
   `config.behavior.reward`.

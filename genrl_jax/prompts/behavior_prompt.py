@@ -28,7 +28,7 @@ PROMPT_SOURCES = ("auto", "text", "dataset_video")
 def prompt_source(config: ml_collections.ConfigDict) -> str:
   """Where the behaviour's prompt comes from: 'custom' (one of `behavior.prompt.text`,
   `.video`, `.embedding` is set), else 'text' (the task's text prompt) or 'dataset_video'
-  (a clip of the task's own episodes, `dataset_prompts`), as `behavior.prompt.source`
+  (a clip of the task's own episodes, `dataset_clips`), as `behavior.prompt.source`
   says; 'auto' picks dataset_video for a stand-in VLM without semantics (text prompts
   would name nothing), text otherwise."""
   p = config.behavior.prompt

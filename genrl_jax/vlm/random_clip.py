@@ -12,7 +12,7 @@ random CLIP of recipe 2 was built with it), then kernels redrawn as below.
 Its embeddings carry NO meaning: text prompts embedded by it say nothing about the task.
 They do tell frames apart, so a *video* prompt cut from the dataset still names a target
 the connector can decode; this is why the `tiny` variant prompts with clips of its own
-episodes (`genrl_jax/behavior/dataset_clips.py`). Telling frames apart needs large
+episodes (`genrl_jax/prompts/dataset_clips.py`). Telling frames apart needs large
 kernels: with transformers' Flax CLIP initial std of 0.01 every image maps to nearly one
 embedding, and even with std 1/sqrt(fan_in) 8-frame clips of random stickman episodes (a
 small body on a large, fixed background) get a mean pairwise cosine of 0.995 (min 0.975);
