@@ -106,8 +106,7 @@ def check_vlm_files(config: ml_collections.ConfigDict, workdir: str,
   from genrl_jax.prompts import cache as prompt_cache  # pylint: disable=g-import-not-at-top
   needs = []
   root = dataset_dir(config, workdir)
-  if ("data" in stages or "collect" in stages and not config.data.path) and (
-      not fully_embedded(root, identifier)):
+  if "data" in stages and not fully_embedded(root, identifier):
     needs.append(f"the data stage, to embed the episodes of {root} with {identifier}")
   if "behavior" in stages:
     cache_dir = prompt_cache.default_cache_dir(workdir)
