@@ -20,6 +20,7 @@ from genrl_jax import files
 from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.data import input_pipeline
 from genrl_jax.prompts import behavior_prompt
+from genrl_jax.prompts import cache as prompt_cache
 from genrl_jax.vlm import embedder as embedder_lib
 
 # Keys that may differ between a workdir's saved config and a resumed run's config.
@@ -103,7 +104,6 @@ def check_vlm_files(config: ml_collections.ConfigDict, workdir: str,
   missing = embedder_lib.missing_files(config) if identifier else None
   if not missing:
     return
-  from genrl_jax.prompts import cache as prompt_cache  # pylint: disable=g-import-not-at-top
   needs = []
   root = dataset_dir(config, workdir)
   if "data" in stages and not fully_embedded(root, identifier):
