@@ -212,7 +212,7 @@ def test_internvideo2_1b_key_table_maps_onto_the_model():
               summary["text"]["heads"], summary["text"]["intermediate"],
               summary["text"]["vocab"], summary["text"]["max_txt_l"], summary["embed_dim"],
               summary["vision"]["tokens"])
-  shapes = convert._flatten(iv.param_shapes(config))  # pylint: disable=protected-access
+  shapes = convert.flatten_params(iv.param_shapes(config))
   keys = {e["key"]: e for e in table["keys"]}
   needed, unneeded = iv.needed_keys(list(keys) + [e["key"] for e in table["checkpoint_only"]],
                                     config.fusion_layer)
@@ -225,7 +225,7 @@ def test_internvideo2_1b_key_table_maps_onto_the_model():
     rule, path = next((r, p) for r, p in rules if p is not None)
     fake = np.broadcast_to(np.int8(0), keys[key]["shape"])  # no value, just the shape
     # pylint: disable-next=protected-access
-    assert convert._to_flax_array(fake, rule.layout).shape == shapes[path].shape, key
+    assert convert.to_flax_array(fake, rule.layout).shape == shapes[path].shape, key
     mapped[path] = key
   assert sorted(mapped) == sorted(shapes), "params left unmapped"
   assert sum(np.prod(s.shape, dtype=np.int64) for s in shapes.values()) == summary[

@@ -59,7 +59,7 @@ def _check_rank(x: np.ndarray, layout: Layout, name: str) -> None:
                      f"got shape {tuple(x.shape)}")
 
 
-def _to_flax_array(x: np.ndarray, layout: Layout, name: str = "array") -> np.ndarray:
+def to_flax_array(x: np.ndarray, layout: Layout, name: str = "array") -> np.ndarray:
   x = np.asarray(x)
   _check_rank(x, layout, name)
   if layout is Layout.COPY:
@@ -67,12 +67,19 @@ def _to_flax_array(x: np.ndarray, layout: Layout, name: str = "array") -> np.nda
   return np.ascontiguousarray(np.transpose(x, _TO_FLAX_AXES[layout]))
 
 
-def _to_torch_array(x: np.ndarray, layout: Layout, name: str = "array") -> np.ndarray:
+def to_torch_array(x: np.ndarray, layout: Layout, name: str = "array") -> np.ndarray:
   x = np.asarray(x)
   _check_rank(x, layout, name)
   if layout is Layout.COPY:
     return x.copy()
   return np.ascontiguousarray(np.transpose(x, np.argsort(_TO_FLAX_AXES[layout])))
+
+
+def torch_shape(shape: tuple[int, ...], layout: Layout) -> tuple[int, ...]:
+  """The torch-layout shape of a Flax-layout array of `shape`."""
+  if layout is Layout.COPY:
+    return tuple(shape)
+  return tuple(shape[a] for a in np.argsort(_TO_FLAX_AXES[layout]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,13 +134,14 @@ def prefixed(rules: Iterable[Rule], torch_prefix: str, flax_prefix: str) -> tupl
                for r in rules)
 
 
-def _linear(torch: str, flax: str, stride: int = 1, offset: int = 0) -> tuple[Rule, ...]:
+def linear_rules(torch: str, flax: str, stride: int = 1, offset: int = 0) -> tuple[Rule, ...]:
   """nn.Linear `<torch>.weight/.bias` -> Dense `<flax>/kernel/bias`."""
   return (Rule(f"{torch}.weight", f"{flax}/kernel", Layout.LINEAR, stride, offset),
           Rule(f"{torch}.bias", f"{flax}/bias", Layout.COPY, stride, offset))
 
 
-def _layer_norm(torch: str, flax: str, stride: int = 1, offset: int = 0) -> tuple[Rule, ...]:
+def layer_norm_rules(torch: str, flax: str, stride: int = 1, offset: int = 0
+                     ) -> tuple[Rule, ...]:
   """nn.LayerNorm `<torch>.weight/.bias` -> LayerNorm `<flax>/scale/bias`."""
   return (Rule(f"{torch}.weight", f"{flax}/scale", Layout.COPY, stride, offset),
           Rule(f"{torch}.bias", f"{flax}/bias", Layout.COPY, stride, offset))
@@ -141,7 +149,7 @@ def _layer_norm(torch: str, flax: str, stride: int = 1, offset: int = 0) -> tupl
 
 def _dense_norm(torch: str, flax: str) -> tuple[Rule, ...]:
   """A reference `Sequential(Linear, NormLayer)` -> our `DenseNormAct` (`dense`, `norm`)."""
-  return _linear(f"{torch}.0", f"{flax}/dense") + _layer_norm(f"{torch}.1._layer", f"{flax}/norm")
+  return linear_rules(f"{torch}.0", f"{flax}/dense") + layer_norm_rules(f"{torch}.1._layer", f"{flax}/norm")
 
 
 def rssm_prior_rules() -> tuple[Rule, ...]:
@@ -149,38 +157,38 @@ def rssm_prior_rules() -> tuple[Rule, ...]:
   connector, which has no posterior layers)."""
   return (_dense_norm("_img_in", "img_in")
           + (Rule("_cell._layer.weight", "cell/dense/kernel", Layout.LINEAR),)
-          + _layer_norm("_cell._norm", "cell/norm")
+          + layer_norm_rules("_cell._norm", "cell/norm")
           + _dense_norm("_ensemble_img_out.0", "img_out")
-          + _linear("_ensemble_img_dist.0", "img_dist"))
+          + linear_rules("_ensemble_img_dist.0", "img_dist"))
 
 
 def rssm_posterior_rules() -> tuple[Rule, ...]:
   """Posterior layers of the world-model RSSM."""
-  return _dense_norm("_obs_out", "obs_out") + _linear("_obs_dist", "obs_dist")
+  return _dense_norm("_obs_out", "obs_out") + linear_rules("_obs_dist", "obs_dist")
 
 
 def mlp_rules(out_layer: bool = True) -> tuple[Rule, ...]:
   """Reference `MLP` (`dense{i}`, `norm{i}._layer`, `_out._out`) -> our `MLP`
   (`layer{i}/dense`, `layer{i}/norm`, `out`): reward head and critics; the actor uses the
   trunk alone (`out_layer=False`) and adds its own heads (`actor_rules`)."""
-  rules = _linear("dense{i}", "layer{i}/dense") + _layer_norm("norm{i}._layer", "layer{i}/norm")
-  return rules + (_linear("_out._out", "out") if out_layer else ())
+  rules = linear_rules("dense{i}", "layer{i}/dense") + layer_norm_rules("norm{i}._layer", "layer{i}/norm")
+  return rules + (linear_rules("_out._out", "out") if out_layer else ())
 
 
 def encoder_rules() -> tuple[Rule, ...]:
   """`_conv_model.{3i}` = Conv2d, `.{3i+1}.norm` = ImgChLayerNorm (`3i+2` is the SiLU)."""
   return (Rule("_conv_model.{i}.weight", "conv{i}/kernel", Layout.CONV, 3, 0),
           Rule("_conv_model.{i}.bias", "conv{i}/bias", Layout.COPY, 3, 0)
-          ) + _layer_norm("_conv_model.{i}.norm", "norm{i}", 3, 1)
+          ) + layer_norm_rules("_conv_model.{i}.norm", "norm{i}", 3, 1)
 
 
 def decoder_rules() -> tuple[Rule, ...]:
   """`_conv_in.0` = Linear, `_conv_model.{3i}` = ConvTranspose2d, `.{3i+1}.norm` = LN (the
   last block's norm is an identity without params)."""
-  return (_linear("_conv_in.0", "conv_in")
+  return (linear_rules("_conv_in.0", "conv_in")
           + (Rule("_conv_model.{i}.weight", "deconv{i}/kernel", Layout.CONV_TRANSPOSE, 3, 0),
              Rule("_conv_model.{i}.bias", "deconv{i}/bias", Layout.COPY, 3, 0))
-          + _layer_norm("_conv_model.{i}.norm", "norm{i}", 3, 1))
+          + layer_norm_rules("_conv_model.{i}.norm", "norm{i}", 3, 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,11 +223,11 @@ WORLD_MODEL = RuleTable(
 def initial_state_rules() -> tuple[Rule, ...]:
   """`VideoSSM.initial_state_pred` = Sequential(Linear, NormLayer, SiLU, Linear, NormLayer,
   SiLU, Linear) -> our `MLP(hidden, 2, out=deter)` (`layer{0,1}/{dense,norm}`, `out`)."""
-  return (_linear("initial_state_pred.0", "layer0/dense")
-          + _layer_norm("initial_state_pred.1._layer", "layer0/norm")
-          + _linear("initial_state_pred.3", "layer1/dense")
-          + _layer_norm("initial_state_pred.4._layer", "layer1/norm")
-          + _linear("initial_state_pred.6", "out"))
+  return (linear_rules("initial_state_pred.0", "layer0/dense")
+          + layer_norm_rules("initial_state_pred.1._layer", "layer0/norm")
+          + linear_rules("initial_state_pred.3", "layer1/dense")
+          + layer_norm_rules("initial_state_pred.4._layer", "layer1/norm")
+          + linear_rules("initial_state_pred.6", "out"))
 
 
 def aligner_rules() -> tuple[Rule, ...]:
@@ -228,9 +236,9 @@ def aligner_rules() -> tuple[Rule, ...]:
   norm (`up.0`) or with an identity residual simply has no such keys)."""
   rules: tuple[Rule, ...] = ()
   for group in ("down", "mid", "up"):
-    rules += (_linear(f"{group}.{{i}}.layer", f"{group}{{i}}/layer")
-              + _layer_norm(f"{group}.{{i}}.norm_layer._layer", f"{group}{{i}}/norm")
-              + _linear(f"{group}.{{i}}.res_proj", f"{group}{{i}}/res_proj"))
+    rules += (linear_rules(f"{group}.{{i}}.layer", f"{group}{{i}}/layer")
+              + layer_norm_rules(f"{group}.{{i}}.norm_layer._layer", f"{group}{{i}}/norm")
+              + linear_rules(f"{group}.{{i}}.res_proj", f"{group}{{i}}/res_proj"))
   return rules
 
 
@@ -245,12 +253,12 @@ CONNECTOR = RuleTable(
            + prefixed(aligner_rules(), "aligner.", "aligner/")))
 
 
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   flat = {}
   for name, value in params.items():
     path = f"{prefix}{name}"
     if isinstance(value, Mapping):
-      flat.update(_flatten(value, path + "/"))
+      flat.update(flatten_params(value, path + "/"))
     else:
       flat[path] = value
   return flat
@@ -283,7 +291,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], table: RuleTable, prefix: str =
     for rule in table.rules:
       path = rule.match_torch(rel)
       if path is not None:
-        flat[path] = _to_flax_array(np.asarray(value), rule.layout, key)
+        flat[path] = to_flax_array(np.asarray(value), rule.layout, key)
         break
     else:
       unknown.append(key)
@@ -308,12 +316,12 @@ def flax_to_torch(params: Mapping[str, Any], table: RuleTable, prefix: str = ""
   Every leaf must be mapped by a rule (ValueError naming the unmapped paths).
   """
   out, unknown = {}, []
-  for path, value in _flatten(params).items():
+  for path, value in flatten_params(params).items():
     rule, key = _flax_rule(path, table)
     if rule is None:
       unknown.append(path)
     else:
-      out[prefix + key] = _to_torch_array(np.asarray(value), rule.layout, path)
+      out[prefix + key] = to_torch_array(np.asarray(value), rule.layout, path)
   if unknown:
     raise ValueError(f"{table.name}: no conversion rule for Flax param paths {sorted(unknown)}")
   return out
@@ -323,7 +331,7 @@ def check_params(params: Mapping[str, Any], expected: Mapping[str, Any], table: 
                  prefix: str = "") -> None:
   """Raises if `params` lacks a leaf of `expected` (KeyError naming the torch keys) or has
   a leaf of another shape (ValueError). `expected` may hold `jax.ShapeDtypeStruct`s."""
-  have, want = _flatten(params), _flatten(expected)
+  have, want = flatten_params(params), flatten_params(expected)
   name = lambda path: f"{prefix}{_flax_rule(path, table)[1]}"
   missing = [name(p) for p in want if p not in have]
   if missing:
@@ -556,7 +564,7 @@ def actor_rules() -> tuple[Rule, ...]:
   """Reference actor `MLP` with a `normal` `DistLayer` -> our `Actor`: the trunk is an
   `MLP` without output layer, `_out._out` is the mean head, `_out._std` the std head."""
   return (prefixed(mlp_rules(out_layer=False), "", "trunk/")
-          + _linear("_out._out", "mean") + _linear("_out._std", "std"))
+          + linear_rules("_out._out", "mean") + linear_rules("_out._std", "std"))
 
 
 # Keys relative to a behaviour prefix (every key there is owned, so an unknown one is an

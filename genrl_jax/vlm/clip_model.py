@@ -41,6 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genrl_jax.reference import convert
+
 SAFETENSORS_FILE = "model.safetensors"
 MSGPACK_FILE = "flax_model.msgpack"
 WEIGHT_FILES = (SAFETENSORS_FILE, MSGPACK_FILE)  # in order of preference
@@ -368,35 +370,21 @@ def param_shapes(config: ClipConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
   return {path: tuple(v.shape) for path, v in flatten_dict(shapes["params"]).items()}
 
 
-# Dense kernels are (in, out) in Flax and (out, in) in PyTorch; the patch conv is HWIO in
-# Flax, OIHW in PyTorch.
-def _kernel_to_torch(x: np.ndarray) -> np.ndarray:
-  return x.transpose(3, 2, 0, 1) if x.ndim == 4 else x.T
+# The converter table: Flax leaf name -> PyTorch leaf name. Kernels change layout as
+# `convert.Layout` says (dense kernels LINEAR, the patch conv CONV); the rest is copied.
+TORCH_LEAVES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias",
+                "class_embedding": "class_embedding", "logit_scale": "logit_scale"}
 
 
-def _kernel_from_torch(x: np.ndarray) -> np.ndarray:
-  return x.transpose(2, 3, 1, 0) if x.ndim == 4 else x.T
-
-
-def _same(x: np.ndarray) -> np.ndarray:
-  return x
-
-
-# The converter table, read both ways: Flax leaf name -> (PyTorch leaf name, Flax ->
-# PyTorch array map, PyTorch -> Flax map).
-TORCH_LEAVES = {
-    "kernel": ("weight", _kernel_to_torch, _kernel_from_torch),
-    "scale": ("weight", _same, _same),
-    "embedding": ("weight", _same, _same),
-    "bias": ("bias", _same, _same),
-    "class_embedding": ("class_embedding", _same, _same),
-    "logit_scale": ("logit_scale", _same, _same),
-}
+def _layout(path: tuple[str, ...], ndim: int) -> convert.Layout:
+  if path[-1] != "kernel":
+    return convert.Layout.COPY
+  return {2: convert.Layout.LINEAR, 4: convert.Layout.CONV}[ndim]
 
 
 def torch_key(path: tuple[str, ...]) -> str:
   """The PyTorch state-dict key of a Flax parameter path."""
-  return ".".join([*path[:-1], TORCH_LEAVES[path[-1]][0]])
+  return ".".join([*path[:-1], TORCH_LEAVES[path[-1]]])
 
 
 def to_torch_state(params: Any) -> dict[str, np.ndarray]:
@@ -404,8 +392,9 @@ def to_torch_state(params: Any) -> dict[str, np.ndarray]:
   state = {}
   for path, value in flatten_dict(params).items():
     # np.array, not np.ascontiguousarray: the latter turns the scalar logit_scale into (1,).
-    state[torch_key(path)] = np.array(TORCH_LEAVES[path[-1]][1](np.asarray(value)),
-                                      order="C")
+    value = np.asarray(value)
+    state[torch_key(path)] = np.array(
+        convert.to_torch_array(value, _layout(path, value.ndim), torch_key(path)), order="C")
   return state
 
 
@@ -438,12 +427,12 @@ def _checked(arrays: dict[str, np.ndarray], config: ClipConfig, source: str,
     name = names[path]
     if name not in arrays:
       raise ValueError(f"{source}: missing weight {name!r}")
-    to_file, from_file = TORCH_LEAVES[path[-1]][1:] if torch else (_same, _same)
-    want = tuple(jax.eval_shape(to_file, jax.ShapeDtypeStruct(shape, jnp.float32)).shape)
+    layout = _layout(path, len(shape)) if torch else convert.Layout.COPY
+    want = convert.torch_shape(shape, layout)
     if tuple(np.shape(arrays[name])) != want:
       raise ValueError(f"{source}: weight {name!r} has shape {tuple(np.shape(arrays[name]))}"
                        f" but config.json asks for {want}")
-    flat[path] = np.asarray(from_file(np.asarray(arrays[name])), np.float32)
+    flat[path] = np.asarray(convert.to_flax_array(arrays[name], layout, name), np.float32)
   return unflatten_dict(flat)
 
 

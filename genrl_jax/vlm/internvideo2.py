@@ -408,7 +408,7 @@ _V, _T = "vision_encoder.", "text_encoder.bert."
 def _rules() -> tuple[convert.Rule, ...]:
   """Torch key <-> Flax path for every needed entry (keys as in the checkpoint)."""
   R, L = convert.Rule, convert.Layout  # pylint: disable=invalid-name
-  lin, ln = convert._linear, convert._layer_norm  # pylint: disable=protected-access
+  lin, ln = convert.linear_rules, convert.layer_norm_rules
   block = ((R("norm1.weight", "norm1/scale"), R("attn.qkv.weight", "attn/qkv/kernel", L.LINEAR))
            + lin("attn.proj", "attn/proj")
            + (R("attn.q_norm.weight", "attn/q_norm/scale"),
