@@ -191,6 +191,12 @@ def test_open_loop_errors_by_hand():
   assert errors["open_loop_mse"] == pytest.approx(0.16)
   assert errors["mean_frame_mse"] == pytest.approx(0.01)
   assert errors["open_loop_ratio"] == pytest.approx(16.0)
+  # Step by step: filtered 0.04 / 0.01, imagined 0.16 / 0.01; each step has its own
+  # baseline (a step whose truth is near the mean frame's colour: a large ratio).
+  assert open_loop.ratio_by_step(video, mean) == pytest.approx([4.0, 4.0, 16.0, 16.0])
+  video[:, 3, :, :2] = 26  # truth of step 3: 26/255 ~ 0.102, next to the mean's 0.1
+  ratios = open_loop.ratio_by_step(video, mean)
+  assert ratios[:3] == pytest.approx([4.0, 4.0, 16.0]) and ratios[3] > 1e3
 
 
 def test_prompt_target_errors_compare_frame_by_frame_against_the_clip_and_mean_frame():
@@ -232,6 +238,8 @@ def test_mfwm_open_loop_report_scores_heldout_episodes_against_the_mean_frame(tm
   assert "open_loop_mse" in tensorboard.read_events(
       str(tmp_path / "w" / "tensorboard" / "mfwm"))["scalars"]
   assert json.loads((tmp_path / "w" / "mfwm" / "open_loop.json").read_text()) == saved
+  assert len(saved["ratio_by_step"]) == config.batch_length
+  assert all(np.isfinite(r) and r >= 0 for r in saved["ratio_by_step"])
 
 
 def test_results_table_and_figure_carry_the_learning_report(tmp_path):

@@ -12,8 +12,9 @@ mean frame against the same true frames, on held-out episodes
 (`config.mfwm.heldout_episodes`; the training ones when none are held out). A model that
 draws nothing but the background scores about 1 (the ratio); one that draws the agent
 where it is, well below. They go to `metrics.jsonl`/TensorBoard (stage `mfwm`) and
-`<workdir>/mfwm/open_loop.json`. The behaviour stage scores its decoded prompt targets
-against the same mean frame (`training_mean_frame`).
+`<workdir>/mfwm/open_loop.json`, which also holds the ratio at each step of the window
+(`ratio_by_step`: filtered steps, then imagined ones). The behaviour stage scores its
+decoded prompt targets against the same mean frame (`training_mean_frame`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,21 @@ def open_loop_errors(video: np.ndarray, context: int, mean: np.ndarray) -> dict[
   return out
 
 
+def ratio_by_step(video: np.ndarray, mean: np.ndarray) -> list[float]:
+  """`open_loop_video`'s `(B, T, H, 3W, 3)` and the mean frame `(H, W, 3)` in [0, 1] -> for
+  each step `t` of `T` (filtered, then imagined), the model's per-pixel MSE over the
+  mean frame's, both against the true frames of step `t`: where along the imagined
+  horizon the model stops drawing the agent (the ratio reaching 1)."""
+  video = np.asarray(video)
+  width = video.shape[3] // 3
+  truth = video[..., :width, :].astype(np.float32) / 255.0
+  model = video[..., width:2 * width, :].astype(np.float32) / 255.0
+  axes = (0, 2, 3, 4)
+  model_mse = ((model - truth) ** 2).mean(axes)
+  mean_mse = ((truth - np.asarray(mean, np.float32)) ** 2).mean(axes)
+  return [float(m / max(b, 1e-12)) for m, b in zip(model_mse, mean_mse)]
+
+
 def prompt_target_errors(decoded: np.ndarray, clip: np.ndarray, mean: np.ndarray | None
                          ) -> dict[str, float]:
   """The decoded prompt target `(T, H, W, 3)` uint8 against the prompt clip `(N, H, W, 3)`
@@ -183,7 +199,8 @@ def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib
   # One compiled program: op-by-op dispatch of the filter and imagination is slower.
   run = jax.jit(lambda p, b, k: open_loop_video(model, p, b, k, context))
   params = host_copy(world_model_params)
-  errors = open_loop_errors(np.asarray(run(params, batch, None)), context, mean)
+  scored_video = np.asarray(run(params, batch, None))
+  errors = open_loop_errors(scored_video, context, mean)
   video = run(params, {k: v[:num_sequences] for k, v in batch.items()}, key)
   directory = os.path.join(workdir, "mfwm")
   path = os.path.join(directory, OPEN_LOOP_FILE)
@@ -194,7 +211,7 @@ def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib
     writer.write(step, errors)
   files.write_json(os.path.join(directory, ERRORS_FILE), dict(
       errors, step=int(step), split=split, sequences=num_scored, context=context,
-      length=length))
+      length=length, ratio_by_step=ratio_by_step(scored_video, mean)))
   return path
 
 
