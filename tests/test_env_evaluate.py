@@ -29,15 +29,18 @@ class _Scripted:
     return actions, carry + 1
 
 
-def _by_hand(seed: int, episodes: int, action_dim: int) -> list[float]:
-  """Episodes played one after the other on one env, as the reference evaluates."""
-  env = make_env(TASK, seed=seed, fast_render=True, time_limit=0.5)
+def _by_hand(seed: int, episodes: int, action_dim: int, zero: bool = False,
+             render: bool = True) -> list[float]:
+  """Episodes played one after the other on one env, as the reference evaluates, with
+  `_Scripted`'s actions (or zeros)."""
+  env = make_env(TASK, seed=seed, fast_render=True, time_limit=0.5, render=render)
   out = []
   for _ in range(episodes):
     env.reset()
     total, t, last = 0.0, 0, False
     while not last:
-      ts = env.step(np.sin(0.3 * t + np.arange(action_dim)).astype(np.float32))
+      action = np.sin(0.3 * t + np.arange(action_dim)) * (0.0 if zero else 1.0)
+      ts = env.step(action.astype(np.float32))
       total, t, last = total + float(ts["reward"]), t + 1, ts["is_last"]
     out.append(total)
   return out
@@ -141,3 +144,35 @@ def test_recorded_frames_start_with_the_reset_frame():
   np.testing.assert_array_equal(result.frames[0][0], first[0])
   np.testing.assert_array_equal(result.frames[1][0], first[1])
   assert not (result.frames[0][0] == result.frames[0][-1]).all()
+
+
+def test_zero_policy_baseline_is_all_zero_actions_on_the_evaluation_seeds(tmp_path):
+  from genrl_jax.stages import eval as eval_stage  # pylint: disable=g-import-not-at-top
+  config = _eval_config(2)
+  seed = config.seed * 1000 + eval_stage.EVAL_SEED_SALT
+  action_dim = make_env(TASK, seed=0, render=False).action_dim
+  result = eval_stage.baseline_returns(config, "zero", 2, progress=False)
+  expected = _by_hand(seed, 2, action_dim, zero=True, render=False)
+  np.testing.assert_allclose(result.returns, expected, rtol=1e-6)
+  scripted = _by_hand(seed, 2, action_dim, render=False)
+  assert not np.allclose(expected, scripted)  # the check can tell the actions apart
+  random = eval_stage.random_baseline(config, str(tmp_path), progress=False)
+  np.testing.assert_allclose(
+      eval_stage.baseline_returns(config, "random", 2, progress=False).returns,
+      random["returns"])
+  with pytest.raises(ValueError, match="baseline policy 'expert'"):
+    eval_stage.baseline_returns(config, "expert", 2, progress=False)
+
+
+def test_baselines_script_prints_both_policies_per_task(capsys):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "baselines.py")
+  spec = importlib.util.spec_from_file_location("baselines_script", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  rows = module.main([f"--tasks={TASK}", "--episodes=2", "--time_limit=0.5"])
+  assert [r["task"] for r in rows] == [TASK]
+  assert all(np.isfinite(rows[0][k]) for k in ("random_mean", "random_std", "zero_mean",
+                                                  "zero_std"))
+  assert f"| {TASK} | {rows[0]['random_mean']:.1f} +- " in capsys.readouterr().out

@@ -45,6 +45,20 @@ class RandomPolicy:
     return self._rng.uniform(-1, 1, (num, self.action_dim)).astype(np.float32), carry
 
 
+class ZeroPolicy:
+  """All-zero actions: a passive baseline (the body goes limp). On tasks a body reaches by
+  falling (the lying-down ones) it scores far above the random policy, which flails."""
+
+  def __init__(self, action_dim: int):
+    self.action_dim = action_dim
+
+  def initial_carry(self, num: int) -> None:
+    return None
+
+  def __call__(self, obs, carry, step):
+    return np.zeros((len(obs["is_first"]), self.action_dim), np.float32), carry
+
+
 @dataclasses.dataclass
 class EvalResult:
   """Per-episode returns `(E,)` and lengths (agent steps), by episode index, and the

@@ -68,6 +68,28 @@ def _write_gif(path: str, frames: np.ndarray, workdir: str, stage: str, step: in
     writer.gif("eval_episode", step, gif, frames.shape[1], frames.shape[2])
 
 
+BASELINES = ("random", "zero")
+
+
+def baseline_returns(config: ml_collections.ConfigDict, policy: str, episodes: int,
+                     progress: bool = True) -> evaluate_lib.EvalResult:
+  """`episodes` episodes of a baseline policy on `config.task`, on the environment seeds of
+  the behaviour's evaluation, nothing rendered: `policy` 'random' (uniform actions, the
+  learning report's baseline) or 'zero' (all-zero actions, `evaluate.ZeroPolicy`)."""
+  if policy not in BASELINES:
+    raise ValueError(f"baseline policy {policy!r}: expected one of {BASELINES}")
+  seed = config.seed * 1000 + EVAL_SEED_SALT
+  env_kwargs = {"time_limit": config.eval.time_limit} if config.eval.time_limit > 0 else {}
+  with parallel_envs.make_envs(config.task, config.eval.num_envs, seed,
+                               parallel=config.eval.num_envs > 1,
+                               env_kwargs={**env_kwargs, "render": False},
+                               action_repeat=config.data.action_repeat) as envs:
+    actor = (evaluate_lib.RandomPolicy(envs.action_dim, seed + RANDOM_POLICY_SALT)
+             if policy == "random" else evaluate_lib.ZeroPolicy(envs.action_dim))
+    return evaluate_lib.evaluate(envs, actor, episodes, task=config.task, record_episodes=0,
+                                 progress=progress and jax.process_index() == 0)
+
+
 def random_baseline(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
                     ) -> dict[str, Any]:
   """The random policy's returns on `config.task`: `config.eval.random_episodes` episodes
@@ -87,14 +109,7 @@ def random_baseline(config: ml_collections.ConfigDict, workdir: str, progress: b
       saved = json.load(f)
     if all(saved.get(k) == v for k, v in settings.items()):
       return saved
-  env_kwargs = {"time_limit": config.eval.time_limit} if config.eval.time_limit > 0 else {}
-  with parallel_envs.make_envs(config.task, config.eval.num_envs, seed,
-                               parallel=config.eval.num_envs > 1,
-                               env_kwargs={**env_kwargs, "render": False},
-                               action_repeat=config.data.action_repeat) as envs:
-    policy = evaluate_lib.RandomPolicy(envs.action_dim, seed + RANDOM_POLICY_SALT)
-    result = evaluate_lib.evaluate(envs, policy, n, task=config.task, record_episodes=0,
-                                   progress=progress and jax.process_index() == 0)
+  result = baseline_returns(config, "random", n, progress)
   out = dict(settings, returns=[float(r) for r in result.returns],
              mean_return=result.mean_return, std_return=float(np.std(result.returns)),
              source=f"measured ({n} episodes)")
