@@ -71,6 +71,11 @@ def _write_gif(path: str, frames: np.ndarray, workdir: str, stage: str, step: in
 BASELINES = ("random", "zero")
 
 
+def eval_seed(config: ml_collections.ConfigDict) -> int:
+  """The seed of the evaluation's first environment: behaviours and baselines alike."""
+  return config.seed * 1000 + EVAL_SEED_SALT
+
+
 def baseline_returns(config: ml_collections.ConfigDict, policy: str, episodes: int,
                      progress: bool = True) -> evaluate_lib.EvalResult:
   """`episodes` episodes of a baseline policy on `config.task`, on the environment seeds of
@@ -78,7 +83,7 @@ def baseline_returns(config: ml_collections.ConfigDict, policy: str, episodes: i
   learning report's baseline) or 'zero' (all-zero actions, `evaluate.ZeroPolicy`)."""
   if policy not in BASELINES:
     raise ValueError(f"baseline policy {policy!r}: expected one of {BASELINES}")
-  seed = config.seed * 1000 + EVAL_SEED_SALT
+  seed = eval_seed(config)
   env_kwargs = {"time_limit": config.eval.time_limit} if config.eval.time_limit > 0 else {}
   with parallel_envs.make_envs(config.task, config.eval.num_envs, seed,
                                parallel=config.eval.num_envs > 1,
@@ -99,7 +104,7 @@ def random_baseline(config: ml_collections.ConfigDict, workdir: str, progress: b
   if n < 1:
     raise ValueError(f"config.eval.random_episodes={n}: expected >= 1 (the learning "
                      "report's random-policy baseline)")
-  seed = config.seed * 1000 + EVAL_SEED_SALT
+  seed = eval_seed(config)
   settings = {"task": config.task, "episodes": n, "seed": seed,
               "action_repeat": int(config.data.action_repeat),
               "time_limit": float(config.eval.time_limit)}
@@ -163,7 +168,7 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
   actor_params = checkpoints.restore_subtree(directory, ("params", "actor"), step)
   model = wm_lib.make_world_model(config, action_dim)
   behavior = learner.make_behavior(config, action_dim)
-  seed = config.seed * 1000 + EVAL_SEED_SALT
+  seed = eval_seed(config)
   policy = policy_lib.BehaviorPolicy(
       model, behavior.actor, {"world_model": mfwm_params["world_model"],
                               "actor": actor_params}, seed=seed,
