@@ -10,6 +10,7 @@ two groups, each clipped to its own global norm, as the reference's two optimize
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -60,6 +61,7 @@ def make_mfwm(config: ml_collections.ConfigDict, action_dim: int, with_connector
   return MFWM(world_model, connector, aligner_lib.Aligner(c.embed_dim, world_model.dtype))
 
 
+@functools.partial(jax.jit, static_argnums=0)  # as wm_lib.init_world_model, same values
 def init_params(mfwm: MFWM, key: jax.Array) -> Params:
   k_wm, k_conn, k_align = jax.random.split(key, 3)
   params = {"world_model": wm_lib.init_world_model(mfwm.world_model, k_wm)}

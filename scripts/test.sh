@@ -7,6 +7,15 @@ bash scripts/setup.sh || exit 1
 # reuses freed memory instead of page-faulting it in again every step.
 exports=$(.venv/bin/python -m genrl_jax.host_allocator) || exit 1
 eval "$exports"
+# One persistent XLA compilation cache for this run's test processes (pytest workers and the
+# jobs they start): a program that several test files, or a test and its subprocess,
+# compile (the same micro MFWM, the same eager ops) is compiled once. Fresh per run, so a
+# run's time does not depend on earlier runs; removed at the end.
+cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/genrl_jax_test_xla_cache.XXXXXX") || exit 1
+trap 'rm -rf "$cache_dir"' EXIT
+export JAX_COMPILATION_CACHE_DIR="$cache_dir"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1
 # Test files are spread over up to 4 worker processes (one per core), each file whole in
 # one worker, so module fixtures are built once.
 .venv/bin/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile "$@" tests
