@@ -19,6 +19,11 @@ MFWM and 500 behaviour updates and the prompts through the aligner (before
 prompts not through the aligner): walker_stand 176.0 +- 46.3, walker_lying_down 478.4 +-
 291.5 (offline), 178.8 +- 80.6 and 457.9 +- 323.4 (data-free): none beats the random
 policy by 2 std; open loop 0.99 x the mean frame's, prompt targets 0.67 x and 0.46 x.
+With `--config.tasks=('walker_lying_down','walker_sit_knees')` (and the same
+`data.collect_tasks`), `:cpu`, offline starts (2026-12-06, README "Does it learn?"):
+walker_sit_knees 223.7 +- 194.2 against random 76.7 +- 33.7 (beats it; normalised 0.15),
+walker_lying_down 587.2 +- 19.4 against 433.7 +- 65.0 (beats it; normalised 0.52; zero
+actions give 570.9 +- 222.0); with `behavior.actor_entropy=3e-3` 93.2 and 548.1 (neither).
 """
 
 from configs import base
