@@ -168,8 +168,7 @@ def test_mfwm_open_loop_report_writes_the_gif_and_the_tensorboard_video(tmp_path
     config.batch_length = 8
   dataset = dataset_lib.open_dataset(episodes)
   model = wm_lib.make_world_model(config, dataset.spec.action_dim)
-  # Compiled once: op-by-op initialisation compiles hundreds of small programs.
-  params = jax.jit(lambda key: wm_lib.init_world_model(model, key))(jax.random.key(0))
+  params = wm_lib.init_world_model(model, jax.random.key(0))  # jitted itself
   path = open_loop.write_mfwm_open_loop(config, dataset, params, str(tmp_path / "w"), 7,
                                         num_sequences=2)
   assert path == str(tmp_path / "w" / "mfwm" / "open_loop.gif")
@@ -220,7 +219,7 @@ def test_mfwm_open_loop_report_scores_heldout_episodes_against_the_mean_frame(tm
     config.mfwm.heldout_episodes = 1
   dataset = dataset_lib.open_dataset(episodes)
   model = wm_lib.make_world_model(config, dataset.spec.action_dim)
-  params = jax.jit(lambda key: wm_lib.init_world_model(model, key))(jax.random.key(0))
+  params = wm_lib.init_world_model(model, jax.random.key(0))
   workdir = str(tmp_path / "w")
   open_loop.write_mfwm_open_loop(config, dataset, params, workdir, 7, num_sequences=2,
                                  num_scored=4)
