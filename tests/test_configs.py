@@ -43,6 +43,18 @@ def test_every_domain_config_loads_in_every_variant(domain, variant):
     assert config.task in config.tasks and not config.data.collect_tasks
 
 
+def test_cpu_variant_keeps_its_own_tasks_where_a_domain_names_them():
+  # walker's `cpu` budget learns lying_down and sit_knees (walker_stand did not beat the
+  # random policy at that budget); `tiny` keeps stand and lying_down.
+  tiny = configs.load_config("configs/walker.py:tiny")
+  cpu = configs.load_config("configs/walker.py:cpu")
+  assert tiny.tasks == ("walker_stand", "walker_lying_down")
+  assert cpu.tasks == cpu.data.collect_tasks == ("walker_lying_down", "walker_sit_knees")
+  # A domain without its own `cpu` tasks keeps the `tiny` ones.
+  stickman = configs.load_config("configs/stickman.py:cpu")
+  assert stickman.tasks == configs.load_config("configs/stickman.py:tiny").tasks
+
+
 def test_config_docstrings_state_the_command():
   for domain in DOMAINS:
     path = os.path.join(REPO, "experiments", "configs", f"{domain}.py")

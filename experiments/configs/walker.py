@@ -33,4 +33,7 @@ from configs import base
 
 def get_config(arg=None):
   return base.domain_config("walker_walk", arg,
-                            tiny_tasks=("walker_stand", "walker_lying_down"))
+                            tiny_tasks=("walker_stand", "walker_lying_down"),
+                            # walker_stand did not beat the random policy at the `cpu`
+                            # budget (176.0 +- 46.3 vs 140.0 +- 26.4); sit_knees did.
+                            cpu_tasks=("walker_lying_down", "walker_sit_knees"))
