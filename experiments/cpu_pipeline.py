@@ -13,6 +13,11 @@ task again from data-free starts (behaviour `<task>_data_free`, same MFWM; skip 
 `--no_data_free`). Extra arguments go to every main.py call (e.g.
 `--config.mfwm.num_steps=500`). Like main.py it resumes: a second call with the same
 workdir skips what is done.
+
+Measured (2026-12-06, 2-core CPU, `--domains=stickman,walker`): 51 min 5 s; from offline
+starts stickman_legs_up, stickman_lying_down and walker_lying_down beat the random policy
+by 2 std with normalised scores 0.45, 0.53 and 0.72, walker_sit_knees does not (0.05);
+7 of the 8 behaviours (data-free ones included) beat it (README "Does it learn?").
 """
 
 from __future__ import annotations
