@@ -23,8 +23,9 @@ policy at that budget: 176.0 +- 46.3 against 140.0 +- 26.4, 2026-12-04). On one
 walker_lying_down 753.1 +- 278.3 against the random policy's 433.7 +- 65.0 (beats it by
 2 std, normalised 0.72), walker_sit_knees 139.2 +- 207.3 against 76.7 +- 33.7 (does not,
 0.05); with the actor at 3e-4, 587.2 +- 19.4 (0.52) and 223.7 +- 194.2 (0.15); 300
-updates at 3e-4 gave 897.6 +- 45.5 (0.90) and 349.6 +- 207.3 (0.295, under the 0.3 goal); zero actions give
-570.9 +- 222.0 and 60.8 +- 19.0. Data-free starts at 3e-4: 799.6 +- 20.9 (0.78) and
+updates at 3e-4 gave 897.6 +- 45.5 (0.90) and 349.6 +- 207.3 (0.295, under the 0.3
+goal); zero actions give 570.9 +- 222.0 and 60.8 +- 19.0. Data-free starts: at 3e-5
+806.4 +- 19.9 (0.79) and 296.2 +- 182.6 (0.23); at 3e-4 799.6 +- 20.9 (0.78) and
 344.6 +- 231.3 (0.29).
 """
 
