@@ -320,8 +320,11 @@ def domain_config(task: str, arg: str | None, tiny_tasks: tuple[str, ...] = (),
   variants = [v.strip() for v in (arg or "paper").split(",")]
   for variant in variants:
     apply_variant(c, variant)
-  kept = (cpu_tasks or tiny_tasks) if "cpu" in variants else (
-      tiny_tasks if "tiny" in variants else ())
+  kept = ()
+  if "cpu" in variants:
+    kept = cpu_tasks or tiny_tasks
+  elif "tiny" in variants:
+    kept = tiny_tasks
   if kept:
     c.tasks = tuple(kept)
     c.data.collect_tasks = tuple(kept)
