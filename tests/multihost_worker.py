@@ -33,7 +33,9 @@ def _parse():
   p.add_argument("--num_processes", type=int)
   p.add_argument("--process_id", type=int)
   p.add_argument("--init_timeout", type=int, default=60)
-  p.add_argument("--heartbeat_timeout", type=int, default=10)
+  p.add_argument("--heartbeat_timeout", type=int, default=100,
+                 help="seconds; a short one only where a test wants a dead process found "
+                 "fast: a loaded 2-core CI machine can starve heartbeats for 10 s")
   p.add_argument("--out", required=True)
   p.add_argument("--global_batch", type=int, default=8)
   p.add_argument("--dump_steps", default="", help="comma-separated steps to train to and "
