@@ -145,7 +145,8 @@ def test_end_to_end_tiny_pipeline_metrics_plots_and_tensorboard(run):
   mfwm = metrics.read_metrics(workdir, "mfwm")
   assert [r["step"] for r in mfwm] == [40, 80, 120, 120]  # training, then the open-loop report
   _assert_training_rows(mfwm[:-1], MFWM_METRICS, changes=("observation_loss", "model_loss"))
-  assert all(np.isfinite(mfwm[-1][k]) for k in ("open_loop_mse", "mean_frame_mse"))
+  assert all(np.isfinite(mfwm[-1][k]) for k in ("open_loop_mse", "mean_frame_mse",
+                                                "last_frame_mse", "last_frame_ratio"))
   for task in TASKS:
     rows = metrics.read_metrics(workdir, f"behavior_{task}")
     # The prompt target's errors, training, then the evaluation's report.

@@ -190,6 +190,18 @@ def test_open_loop_errors_by_hand():
   assert errors["open_loop_mse"] == pytest.approx(0.16)
   assert errors["mean_frame_mse"] == pytest.approx(0.01)
   assert errors["open_loop_ratio"] == pytest.approx(16.0)
+  assert errors["last_frame_mse"] == 0 and errors["last_frame_ratio"] == 0  # truth stands still
+  truth_moves = video.copy()
+  # Truth by step: 0.4, 0 (the last filtered: the one held), then imagined 0.2 and 1.0.
+  for step, value in ((0, 102), (2, 51), (3, 255)):
+    truth_moves[:, step, :, :2] = value
+  moved = open_loop.open_loop_errors(truth_moves, 2, mean)
+  # held frame vs truth: (0.04 + 1) / 2 steps; mean frame vs truth: (0.01 + 0.81) / 2
+  assert moved["last_frame_mse"] == pytest.approx(0.52)
+  assert moved["last_frame_ratio"] == pytest.approx(0.52 / 0.41)
+  held = open_loop.last_frame_held(truth_moves, 2)
+  assert open_loop.ratio_by_step(held, mean)[2:] == pytest.approx([0.04 / 0.01, 1.0 / 0.81])
+  assert open_loop.open_loop_errors(held, 2, mean)["open_loop_mse"] == pytest.approx(0.52)
   # Step by step: filtered 0.04 / 0.01, imagined 0.16 / 0.01; each step has its own
   # baseline (a step whose truth is near the mean frame's colour: a large ratio).
   assert open_loop.ratio_by_step(video, mean) == pytest.approx([4.0, 4.0, 16.0, 16.0])
@@ -225,8 +237,10 @@ def test_mfwm_open_loop_report_scores_heldout_episodes_against_the_mean_frame(tm
                                  num_scored=4)
   saved = open_loop.read_open_loop_errors(workdir)
   assert saved["split"] == "heldout" and saved["step"] == 7 and saved["sequences"] == 4
-  for key in ("open_loop_mse", "recon_mse", "mean_frame_mse", "open_loop_ratio"):
+  for key in ("open_loop_mse", "recon_mse", "mean_frame_mse", "open_loop_ratio",
+              "last_frame_mse", "last_frame_ratio"):
     assert np.isfinite(saved[key]) and saved[key] >= 0
+  assert len(saved["last_frame_ratio_by_step"]) == 8 - saved["context"]
   # The mean frame is that of the two training episodes' windows, not the held-out one's.
   train, heldout = input_pipeline.heldout_split(dataset, 1)
   mean = open_loop.training_mean_frame(config, dataset)

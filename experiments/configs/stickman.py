@@ -9,7 +9,8 @@ Produces: in the workdir, the collected episodes, Orbax checkpoints of the MFWM 
 paper tasks of Stickman) under `behavior/<task>/` (with `prompt_target.gif`, the prompt
 decoded by the MFWM, and `eval_episode.gif`), `results.md`/`results.csv`, `metrics.jsonl`,
 `plots/` and `tensorboard/`. With `:tiny` on a 2-core CPU: 10 min 31 s (`time`, set-up
-done, 2026-12-05; 14 min 53 s on a slower day of this VM): 9 random episodes in each of
+done, 2026-12-05; 14 min 53 s on a slower day of this VM, 12 min 58 s on 2026-12-06
+with the same figures): 9 random episodes in each of
 stickman_legs_up and stickman_lying_down (the last of each held out), embedded by a
 locally built random-weight CLIP (it says so), 1500 MFWM updates at lr 1e-3, each task
 prompted with the 8 frames of its own episodes with the highest task reward (sent to the
@@ -17,7 +18,8 @@ connector without the aligner), 500 behaviour updates per task at lr 3e-4, 10 ev
 and 10 random-policy episodes per task. Measured (README "Does it learn?", 2026-12-05):
 stickman_legs_up 503.6 +- 350.5 against the random policy's 188.7 +- 48.3 (beats it by
 2 std, normalised 0.474); stickman_lying_down 498.7 +- 104.8 against 298.1 +- 188.3 (does
-not, normalised 0.203); open-loop MSE on held-out episodes 1.04 x the mean frame's;
+not, normalised 0.203); open-loop MSE on held-out episodes 1.04 x the mean frame's
+(holding the last true frame instead: 1.54 x);
 prompt targets 0.85 x and 0.57 x their clips' mean-frame MSE.
 Before (issue 17: 4 episodes per task, 300 MFWM updates at 1e-4, 200 behaviour updates
 at 3e-5, prompts through the aligner): stickman_stand 79 +- 37, lying_down 581 +- 88,

@@ -15,6 +15,9 @@ where it is, well below. They go to `metrics.jsonl`/TensorBoard (stage `mfwm`) a
 `<workdir>/mfwm/open_loop.json`, which also holds the ratio at each step of the window
 (`ratio_by_step`: filtered steps, then imagined ones). The behaviour stage scores its
 decoded prompt targets against the same mean frame (`training_mean_frame`).
+A second baseline, the last filtered true frame held (`last_frame_mse`/`_ratio`, and
+`last_frame_ratio_by_step` over the imagined steps), says how fast the true frames move
+away from the context: a model scores below it only where it predicts the motion.
 """
 
 from __future__ import annotations
@@ -95,14 +98,21 @@ def open_loop_errors(video: np.ndarray, context: int, mean: np.ndarray) -> dict[
   """`open_loop_video`'s `(B, T, H, 3W, 3)` (truth | model | error) and the mean frame
   `(H, W, 3)` in [0, 1] -> `open_loop_mse` (imagined frames `t >= context`),
   `recon_mse` (filtered frames), `mean_frame_mse` (the mean frame against the imagined
-  frames' truth) and `open_loop_ratio` = open_loop_mse / mean_frame_mse."""
+  frames' truth), `open_loop_ratio` = open_loop_mse / mean_frame_mse, and a second
+  baseline, `last_frame_mse` (the last filtered step's true frame held for every imagined
+  step) with `last_frame_ratio` = last_frame_mse / mean_frame_mse: how fast the frames
+  move away from where the context left them (above 1: faster than the mean frame's
+  error, so that a model must predict the motion to score below 1)."""
   video = np.asarray(video)
   width = video.shape[3] // 3
   truth, model = video[..., :width, :], video[..., width:2 * width, :]
+  held = np.broadcast_to(truth[:, context - 1:context], truth[:, context:].shape)
   out = {"open_loop_mse": frame_mse(model[:, context:], truth[:, context:]),
          "recon_mse": frame_mse(model[:, :context], truth[:, :context]),
-         "mean_frame_mse": frame_mse(truth[:, context:], mean)}
+         "mean_frame_mse": frame_mse(truth[:, context:], mean),
+         "last_frame_mse": frame_mse(held, truth[:, context:])}
   out["open_loop_ratio"] = out["open_loop_mse"] / max(out["mean_frame_mse"], 1e-12)
+  out["last_frame_ratio"] = out["last_frame_mse"] / max(out["mean_frame_mse"], 1e-12)
   return out
 
 
@@ -119,6 +129,16 @@ def ratio_by_step(video: np.ndarray, mean: np.ndarray) -> list[float]:
   model_mse = ((model - truth) ** 2).mean(axes)
   mean_mse = ((truth - np.asarray(mean, np.float32)) ** 2).mean(axes)
   return [float(m / max(b, 1e-12)) for m, b in zip(model_mse, mean_mse)]
+
+
+def last_frame_held(video: np.ndarray, context: int) -> np.ndarray:
+  """`open_loop_video`'s `(B, T, H, 3W, 3)` with the model's imagined frames (`t >=
+  context`) replaced by the last filtered step's true frame: the persistence baseline's
+  video (its error column is left as it was)."""
+  video = np.array(video)
+  width = video.shape[3] // 3
+  video[:, context:, :, width:2 * width] = video[:, context - 1:context, :, :width]
+  return video
 
 
 def prompt_target_errors(decoded: np.ndarray, clip: np.ndarray, mean: np.ndarray | None
@@ -211,7 +231,9 @@ def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib
     writer.write(step, errors)
   files.write_json(os.path.join(directory, ERRORS_FILE), dict(
       errors, step=int(step), split=split, sequences=num_scored, context=context,
-      length=length, ratio_by_step=ratio_by_step(scored_video, mean)))
+      length=length, ratio_by_step=ratio_by_step(scored_video, mean),
+      last_frame_ratio_by_step=ratio_by_step(last_frame_held(scored_video, context),
+                                             mean)[context:]))
   return path
 
 
