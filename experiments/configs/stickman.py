@@ -17,7 +17,8 @@ prompted with the 8 frames of its own episodes with the highest task reward (sen
 connector without the aligner), 500 behaviour updates per task at lr 3e-4, 10 evaluation
 and 10 random-policy episodes per task. Measured (README "Does it learn?", 2026-12-05):
 stickman_legs_up 503.6 +- 350.5 against the random policy's 188.7 +- 48.3 (beats it by
-2 std, normalised 0.474); stickman_lying_down 498.7 +- 104.8 against 298.1 +- 188.3 (does
+2 std, normalised 0.474; behaviour seeds 2 and 3: 646.5 +- 328.7 and 518.5 +- 320.2, both
+beat it); stickman_lying_down 498.7 +- 104.8 against 298.1 +- 188.3 (does
 not, normalised 0.203); open-loop MSE on held-out episodes 1.04 x the mean frame's
 (holding the last true frame instead: 1.54 x);
 prompt targets 0.85 x and 0.57 x their clips' mean-frame MSE.
