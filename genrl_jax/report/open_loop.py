@@ -106,7 +106,7 @@ def open_loop_errors(video: np.ndarray, context: int, mean: np.ndarray) -> dict[
   video = np.asarray(video)
   width = video.shape[3] // 3
   truth, model = video[..., :width, :], video[..., width:2 * width, :]
-  held = np.broadcast_to(truth[:, context - 1:context], truth[:, context:].shape)
+  held = last_frame_held(video, context)[:, context:, :, width:2 * width]
   out = {"open_loop_mse": frame_mse(model[:, context:], truth[:, context:]),
          "recon_mse": frame_mse(model[:, :context], truth[:, :context]),
          "mean_frame_mse": frame_mse(truth[:, context:], mean),
