@@ -33,9 +33,10 @@ def _parse():
   p.add_argument("--num_processes", type=int)
   p.add_argument("--process_id", type=int)
   p.add_argument("--init_timeout", type=int, default=60)
-  p.add_argument("--heartbeat_timeout", type=int, default=100,
-                 help="seconds; a short one only where a test wants a dead process found "
-                 "fast: a loaded 2-core CI machine can starve heartbeats for 10 s")
+  p.add_argument("--heartbeat_timeout", type=int, default=None,
+                 help="seconds (default: distributed.initialize's); a short one only where "
+                 "a test wants a dead process found fast: a loaded 2-core CI machine can "
+                 "starve heartbeats for 10 s")
   p.add_argument("--out", required=True)
   p.add_argument("--global_batch", type=int, default=8)
   p.add_argument("--dump_steps", default="", help="comma-separated steps to train to and "
@@ -91,7 +92,9 @@ def main():
   job = distributed.resolve_job("auto", args.coordinator_address, args.num_processes,
                                 args.process_id)
   if job is not None:
-    distributed.initialize(job, args.init_timeout, args.heartbeat_timeout)
+    timeouts = {} if args.heartbeat_timeout is None else {
+        "heartbeat_timeout": args.heartbeat_timeout}
+    distributed.initialize(job, args.init_timeout, **timeouts)
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
