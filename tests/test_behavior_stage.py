@@ -226,6 +226,9 @@ def test_eval_stage_plays_each_behaviour_and_writes_the_results_table(trained, f
   assert summary["checkpoint_step"] == 3 and summary["prompt"] == first_run.prompt
   assert summary["vlm"] == "random-projection"
   assert np.isfinite(summary["mean_return"]) and summary["normalized_score"] is not None
+  # 11-step episodes hold no window of horizon + 1 = 17 steps: no imagination gap, and
+  # the synthetic dataset names no task.
+  assert [summary[k] for k in eval_stage.EVAL_METRICS[-5:]] == [None] * 5
   with open(os.path.join(first_run.directory, "eval.json")) as f:
     assert json.load(f)["returns"] == summary["returns"]
   import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
@@ -240,6 +243,20 @@ def test_eval_stage_plays_each_behaviour_and_writes_the_results_table(trained, f
   assert eval_stage.run(config, workdir, progress=False)[0] == summary
   with pytest.raises(checkpoints.CheckpointError, match="run the behavior stage first"):
     eval_stage.run(_config(episodes, **{"task": "walker_run"}), workdir, progress=False)
+  # The same behaviour played in another task (a cross-task control): evaluated there, in
+  # its own files; the own-task evaluation is kept and both are rows of the table.
+  own = open(os.path.join(first_run.directory, "eval.json")).read()
+  cross_config = _config(episodes, **{"task": "walker_run", "tasks": (),
+                                      "behavior.name": "walker_walk", "eval.episodes": 2,
+                                      "eval.time_limit": 0.5})
+  (cross,) = eval_stage.run(cross_config, workdir, progress=False)
+  assert cross["task"] == "walker_run" and cross["behavior"] == "walker_walk"
+  assert os.path.isfile(os.path.join(first_run.directory, "eval_walker_run.json"))
+  assert os.path.isfile(os.path.join(first_run.directory, "eval_episode_walker_run.gif"))
+  assert open(os.path.join(first_run.directory, "eval.json")).read() == own
+  csv_lines = open(os.path.join(workdir, "results.csv")).read().splitlines()
+  assert len(csv_lines) == 3 and csv_lines[2].startswith("walker_walk,walker_walk")
+  assert csv_lines[1].startswith("walker_run,walker_walk")
 
 
 def test_eval_state_mean_filters_with_the_posterior_mode(trained, first_run, monkeypatch):

@@ -25,7 +25,9 @@ from genrl_jax import configs  # pylint: disable=g-import-not-at-top,wrong-impor
 
 TASKS = tuple(configs.load_config("configs/stickman.py:tiny").tasks)
 REPORT_COLUMNS = ("random_mean_return", "random_std_return", "prompt_target_mse",
-                  "prompt_mean_frame_mse", "open_loop_mse", "open_loop_mean_frame_mse")
+                  "prompt_mean_frame_mse", "open_loop_mse", "open_loop_mean_frame_mse",
+                  "latent_reward", "replayed_latent_reward", "imagined_latent_reward",
+                  "dataset_latent_reward", "dataset_replayed_latent_reward")
 # Tiny sizes with 4x16 batches: a few hundred updates in all take a few minutes on 2 cores.
 BUDGET = ("--config.data.collect_episodes=2", "--config.batch_size=4",
           "--config.batch_length=16", "--config.behavior.batch_size=4",
@@ -154,8 +156,10 @@ def test_end_to_end_tiny_pipeline_metrics_plots_and_tensorboard(run):
     _assert_training_rows(rows[1:-1], BEHAVIOR_METRICS,
                           changes=("imag_critic_loss", "imag_actor_loss"))
     assert all(np.isfinite(rows[0][k]) for k in ("prompt_target_mse", "prompt_mean_frame_mse"))
-    assert all(np.isfinite(rows[-1][k]) for k in ("eval_mean_return", "eval_random_mean_return",
-                                                  "eval_beats_random"))
+    assert all(np.isfinite(rows[-1][k]) for k in (
+        "eval_mean_return", "eval_random_mean_return", "eval_beats_random",
+        "eval_latent_reward", "eval_replayed_latent_reward", "eval_imagined_latent_reward",
+        "eval_dataset_latent_reward", "eval_dataset_replayed_latent_reward"))
   plots = os.listdir(os.path.join(workdir, "plots"))
   assert "mfwm.png" in plots and all(f"behavior_{t}.png" in plots for t in TASKS)
   assert "results.png" in plots

@@ -22,6 +22,16 @@ beat it); stickman_lying_down 498.7 +- 104.8 against 298.1 +- 188.3 (does
 not, normalised 0.203); open-loop MSE on held-out episodes 1.04 x the mean frame's
 (holding the last true frame instead: 1.54 x);
 prompt targets 0.85 x and 0.57 x their clips' mean-frame MSE.
+The imagination gap (eval stage, 2026-12-07; GenRL's reward of the episodes as the model
+filters them / of the model's rollouts of the same actions / of the actor's imagined
+rollouts; random dataset episodes): legs_up 0.19 / 0.48 / 0.54 (random 0.19), lying_down
+0.30 / 0.42 / 0.44 (0.12): the behaviours exploit the model's errors. Cross-task controls:
+the lying_down behaviour played in legs_up 299.7 +- 86.3, legs_up's in lying_down 377.8 +-
+270.7 (own tasks: 503.6, 498.7). Four other tasks with these settings (`--config.tasks=` and
+`--config.data.collect_tasks=` of stickman_headstand, sit_knees, lunge_pose, boxing,
+`--config.mfwm.heldout_episodes=4`): lunge_pose 212.9 +- 117.0 beats the random policy's
+117.0 +- 43.5 by 2 std; headstand 135.9 +- 100.1 (random 83.5 +- 44.0), sit_knees 47.4 +-
+108.8 (72.3 +- 33.2) and boxing 27.2 +- 12.5 (82.6 +- 9.2) do not (README, "Does it learn?").
 Before (issue 17: 4 episodes per task, 300 MFWM updates at 1e-4, 200 behaviour updates
 at 3e-5, prompts through the aligner): stickman_stand 79 +- 37, lying_down 581 +- 88,
 both at random level, and a world model drawing the floor only.

@@ -59,14 +59,20 @@ class ZeroPolicy:
     return np.zeros((len(obs["is_first"]), self.action_dim), np.float32), carry
 
 
+RECORDED_KEYS = ("observation", "action", "is_first")
+
+
 @dataclasses.dataclass
 class EvalResult:
   """Per-episode returns `(E,)` and lengths (agent steps), by episode index, and the
-  frames `(T + 1, H, W, 3)` of the first `record_episodes` episodes."""
+  frames `(T + 1, H, W, 3)` of the first `record_episodes` episodes; `recorded` holds
+  those episodes whole (`observation`, `action`: the action that led to each frame,
+  `is_first`; `(T + 1, ...)` each), to filter them through a world model."""
   task: str
   returns: np.ndarray
   lengths: np.ndarray
   frames: list[np.ndarray]
+  recorded: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
 
   @property
   def mean_return(self) -> float:
@@ -104,7 +110,7 @@ def evaluate(envs: Any, policy: Policy, num_episodes: int, *, task: str | None =
     raise ValueError("evaluate needs the task name (task=...) for the score bounds")
   carry = policy.initial_carry(envs.num_envs)
   driver = driver_lib.EpisodeDriver(envs, range(num_episodes))
-  returns, lengths, frames = {}, {}, {}  # by episode index
+  returns, lengths, recorded = {}, {}, {}  # by episode index
   step = 0
   bar = tqdm.tqdm(total=num_episodes, desc=f"eval {task}", disable=not progress,
                   dynamic_ncols=True)
@@ -122,11 +128,12 @@ def evaluate(envs: Any, policy: Policy, num_episodes: int, *, task: str | None =
         ret += np.float64(s["reward"])
       returns[f.episode], lengths[f.episode] = ret, len(f.steps) - 1
       if f.episode < record_episodes:
-        frames[f.episode] = f.arrays(("observation",))["observation"]
+        recorded[f.episode] = f.arrays(RECORDED_KEYS)
       bar.update(1)
       bar.set_postfix(mean_return=f"{np.mean(list(returns.values())):.1f}")
     step += 1
   bar.close()
   return EvalResult(task, np.asarray([returns[e] for e in sorted(returns)], np.float64),
                     np.asarray([lengths[e] for e in sorted(lengths)]),
-                    [frames[e] for e in sorted(frames)])
+                    [recorded[e]["observation"] for e in sorted(recorded)],
+                    [recorded[e] for e in sorted(recorded)])

@@ -1,6 +1,7 @@
 """The results table of a workdir: one row per evaluated behaviour (Markdown and CSV).
 
-Rows come from `<workdir>/behavior/<name>/eval.json` (written by the eval stage), sorted
+Rows come from `<workdir>/behavior/<name>/eval.json` (written by the eval stage) and
+`eval_<task>.json` (the behaviour played in another task: a cross-task control), sorted
 by task then behaviour name. The prompt_kind column says what the behaviour was asked with
 (`text`, `video`, `video (dataset clip)`: a clip cut from the run's own episodes, or
 `embedding`), the prompt column what exactly (`text: "..."`, `video: file.gif`, ...) and the
@@ -12,6 +13,13 @@ how it was measured), `beats_random` (mean return > random mean + 2 std), the de
 prompt target's per-pixel MSE against the prompt clip next to the MSE of the training
 episodes' mean frame against the same clip, and the MFWM's open-loop MSE next to the mean
 frame's (`open_loop_split`: on held-out or training episodes).
+
+The imagination gap's columns (`behavior/latent_gap.py`): GenRL's reward, the one the
+behaviour was trained on, of the evaluation episodes as the world model filters them
+(`latent_reward`), of the model's rollouts of the episodes' own actions
+(`replayed_latent_reward`) and of the actor's imagined rollouts (`imagined_latent_reward`)
+from the same states, and the first two for random-policy episodes of the task from the
+run's dataset (`dataset_latent_reward`, `dataset_replayed_latent_reward`).
 """
 
 from __future__ import annotations
@@ -30,13 +38,16 @@ COLUMNS = ("task", "behavior", "prompt_kind", "prompt", "vlm", "start", "episode
            # The learning report (stages/eval.py, report/open_loop.py).
            "random_mean_return", "random_std_return", "random_source", "beats_random",
            "prompt_target_mse", "prompt_mean_frame_mse", "open_loop_mse",
-           "open_loop_mean_frame_mse", "open_loop_split")
+           "open_loop_mean_frame_mse", "open_loop_split",
+           # The imagination gap (behavior/latent_gap.py).
+           "latent_reward", "replayed_latent_reward", "imagined_latent_reward",
+           "dataset_latent_reward", "dataset_replayed_latent_reward")
 
 
 def read_results(workdir: str) -> list[dict[str, Any]]:
   """The eval.json contents of every evaluated behaviour of `workdir`, sorted."""
   rows = []
-  for path in glob.glob(os.path.join(workdir, "behavior", "*", "eval.json")):
+  for path in glob.glob(os.path.join(workdir, "behavior", "*", "eval*.json")):
     with open(path) as f:
       rows.append(json.load(f))
   return sorted(rows, key=lambda r: (r.get("task", ""), r.get("behavior", "")))

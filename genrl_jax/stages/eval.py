@@ -12,8 +12,16 @@ reference's protocol). It writes, next to the checkpoint:
                     the random policy's mean/std return on the same environment seeds,
                     `beats_random` (mean return above the random mean + 2 std), the
                     decoded prompt target's error against the prompt clip and the MFWM's
-                    open-loop error, each with its mean-frame baseline
+                    open-loop error, each with its mean-frame baseline; the imagination
+                    gap (`imagination_gap`): GenRL's reward of the episodes as the world
+                    model sees them, of the model's rollouts of their actions and of the
+                    actor's imagined rollouts from the same states, and of the task's
+                    random-policy dataset episodes
   eval_episode.gif  the first `config.eval.record_episodes` episodes (frames as seen)
+
+(`eval_<task>.json` and `eval_episode_<task>.gif` when `config.task` is not the task the
+behaviour was trained for: a cross-task control, e.g. `--config.task=stickman_legs_up
+--config.behavior.name=stickman_lying_down`, which keeps the own-task evaluation)
 
 and then the workdir's results table (`results.md`, `results.csv`, `report/results.py`)
 and `plots/results.png` over every evaluated behaviour. A behaviour already evaluated at
@@ -39,15 +47,19 @@ from genrl_jax import configs
 from genrl_jax import files
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
+from genrl_jax.behavior import latent_gap
 from genrl_jax.behavior import learner
 from genrl_jax.behavior import policy as policy_lib
+from genrl_jax.data import dataset as dataset_lib
 from genrl_jax.envs import evaluate as evaluate_lib
 from genrl_jax.envs import parallel as parallel_envs
+from genrl_jax.prompts import dataset_clips
 from genrl_jax.report import open_loop
 from genrl_jax.report import plots
 from genrl_jax.report import results as results_lib
 from genrl_jax.report import tensorboard
 from genrl_jax.report.metrics import MetricWriter
+from genrl_jax.stages import workdir as workdir_lib
 from genrl_jax.train import checkpoints
 
 EVAL_FILE = "eval.json"
@@ -57,7 +69,9 @@ RANDOM_POLICY_SALT = 0x4A2D
 RANDOM_DIR = "random_policy"
 # eval.json entries also written to metrics.jsonl / TensorBoard (as eval_<key>).
 EVAL_METRICS = ("mean_return", "std_return", "random_mean_return", "random_std_return",
-                "beats_random")
+                "beats_random") + ("latent_reward", "replayed_latent_reward",
+                                   "imagined_latent_reward", "dataset_latent_reward",
+                                   "dataset_replayed_latent_reward")
 
 
 def _write_gif(path: str, frames: np.ndarray, workdir: str, stage: str, step: int) -> None:
@@ -144,6 +158,53 @@ def learning_report(summary: dict[str, Any], random: dict[str, Any], meta: dict[
   }
 
 
+def imagination_gap(config: ml_collections.ConfigDict, workdir: str, mfwm: mfwm_lib.MFWM,
+                    mfwm_params: Any, target: dict[str, Any], episodes: list[dict[str, Any]],
+                    actor: Any, actor_params: Any) -> dict[str, Any]:
+  """The report's imagination-gap columns (`behavior/latent_gap.py`): GenRL's reward of
+  the evaluation `episodes` as the world model sees them (`latent_reward`), of the model's
+  rollouts of their own actions (`replayed_latent_reward`) and of the actor's imagined
+  rollouts (`imagined_latent_reward`) from the same states, and the first two for up to
+  `config.eval.latent_episodes` random-policy episodes of the task from the run's dataset
+  (`dataset_latent_reward`, `dataset_replayed_latent_reward`; None when it holds none of
+  the task's)."""
+  out = dict.fromkeys(EVAL_METRICS[-5:])
+  n = int(config.eval.latent_episodes)
+  # Episodes shorter than one window of horizon + 1 steps (a short time limit) hold none.
+  fits = lambda e: len(e["is_first"]) > config.behavior.horizon
+  episodes = [e for e in episodes if fits(e)]
+  if n <= 0 or not episodes:
+    return out
+  key = jax.random.key(eval_seed(config))
+  kwargs = dict(stride=int(config.eval.latent_stride))
+  wm_params = mfwm_params["world_model"]
+  ours = latent_gap.latent_rewards(mfwm, wm_params, target, episodes[:n], key, config.behavior,
+                                   actor=actor, actor_params=actor_params, **kwargs)
+  out.update(latent_reward=ours["realized"], replayed_latent_reward=ours["replayed"],
+             imagined_latent_reward=ours["imagined"])
+  root = workdir_lib.dataset_dir(config, workdir)
+  if os.path.isdir(root):
+    dataset = dataset_lib.open_dataset(root)
+    positions = dataset_clips.task_episodes(dataset, config.task)[:n]
+    data = [e for e in map(dataset.read_episode, positions) if fits(e)]
+    if data:
+      random = latent_gap.latent_rewards(mfwm, wm_params, target, data,
+                                         jax.random.fold_in(key, 1), config.behavior, **kwargs)
+      out.update(dataset_latent_reward=random["realized"],
+                 dataset_replayed_latent_reward=random["replayed"])
+  return out
+
+
+def eval_files(task: str, trained_task: str) -> tuple[str, str]:
+  """The names of a behaviour's eval JSON and GIF when played in `task`: `eval.json` and
+  `eval_episode.gif` in the task it was trained for, `eval_<task>.json` and
+  `eval_episode_<task>.gif` in another (a cross-task control keeps the own-task result)."""
+  if task == trained_task:
+    return EVAL_FILE, VIDEO_FILE
+  stem, video_stem = os.path.splitext(EVAL_FILE)[0], os.path.splitext(VIDEO_FILE)[0]
+  return f"{stem}_{task}.json", f"{video_stem}_{task}.gif"
+
+
 def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
                       progress: bool = True) -> dict[str, Any]:
   """Evaluates the behaviour `behavior_name(config)` of `config.task`; returns eval.json's
@@ -154,19 +215,23 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
   if step is None:
     raise checkpoints.CheckpointError(f"no behaviour checkpoint in {directory}; run the "
                                       "behavior stage first (--mode=behavior)")
-  path = os.path.join(directory, EVAL_FILE)
+  trained = checkpoints.read_checkpoint_config(directory, step)
+  meta = trained.get("behavior_run", {})
+  eval_file, video_file = eval_files(config.task, trained.get("task", config.task))
+  path = os.path.join(directory, eval_file)
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
     if (saved.get("checkpoint_step") == step and saved.get("episodes") == config.eval.episodes
-        and saved.get("random_episodes") == config.eval.random_episodes):
-      logging.info("eval %s: already evaluated at step %d", name, step)
+        and saved.get("random_episodes") == config.eval.random_episodes
+        and saved.get("task") == config.task):
+      logging.info("eval %s: already evaluated on %s at step %d", name, config.task, step)
       return saved
-  meta = checkpoints.read_checkpoint_config(directory, step).get("behavior_run", {})
   mfwm_params = mfwm_lib.load(os.path.join(workdir, "mfwm"))
   action_dim = wm_lib.action_dim_of(mfwm_params["world_model"], config)
   actor_params = checkpoints.restore_subtree(directory, ("params", "actor"), step)
-  model = wm_lib.make_world_model(config, action_dim)
+  mfwm = mfwm_lib.make_mfwm(config, action_dim)
+  model = mfwm.world_model
   behavior = learner.make_behavior(config, action_dim)
   seed = eval_seed(config)
   policy = policy_lib.BehaviorPolicy(
@@ -181,8 +246,11 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
     if envs.action_dim != action_dim:
       raise ValueError(f"{config.task} has {envs.action_dim}-d actions; the MFWM in "
                        f"{workdir}/mfwm acts with {action_dim}")
+    # Kept whole: the first record_episodes go to the GIF, the first latent_episodes are
+    # filtered through the world model for the imagination gap.
     result = evaluate_lib.evaluate(envs, policy, config.eval.episodes, task=config.task,
-                                   record_episodes=config.eval.record_episodes,
+                                   record_episodes=max(config.eval.record_episodes,
+                                                       config.eval.latent_episodes),
                                    progress=progress and jax.process_index() == 0)
   summary = dict(result.summary(), behavior=name, checkpoint_step=int(step),
                  prompt=meta.get("prompt", ""), prompt_kind=meta.get("prompt_kind", ""),
@@ -191,13 +259,18 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
                  lengths=[int(n) for n in result.lengths])
   summary.update(learning_report(summary, random_baseline(config, workdir, progress), meta,
                                  open_loop.read_open_loop_errors(workdir)))
+  target = checkpoints.restore_subtree(directory, ("prompt_target",), step)
+  summary.update(imagination_gap(config, workdir, mfwm, mfwm_params, target, result.recorded,
+                                 behavior.actor, actor_params))
+  recorded = result.frames[:config.eval.record_episodes]
   if jax.process_index() == 0:
-    if result.frames:
-      _write_gif(os.path.join(directory, VIDEO_FILE), np.concatenate(result.frames),
+    if recorded:
+      _write_gif(os.path.join(directory, video_file), np.concatenate(recorded),
                  workdir, f"behavior_{name}", int(step))
     files.write_json(path, summary)
     with MetricWriter(workdir, f"behavior_{name}") as writer:
-      writer.write(int(step), {f"eval_{k}": summary[k] for k in EVAL_METRICS})
+      writer.write(int(step), {f"eval_{k}": summary[k] for k in EVAL_METRICS
+                               if summary.get(k) is not None})
   score = summary["normalized_score"]
   logging.info("eval %s: return %.1f +- %.1f over %d episodes%s; random policy %.1f +- %.1f "
                "(%s)", name, summary["mean_return"], summary["std_return"],
