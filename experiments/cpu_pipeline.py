@@ -8,7 +8,11 @@ For each domain, runs `experiments/main.py --config=configs/<domain>.py:cpu` in
 task, the behaviour's mean return +- std next to the random policy's (measured in the same
 run), whether it beats it by 2 std, the normalised score, the decoded prompt target's
 per-pixel MSE against its clip next to the mean frame's, and the MFWM's open-loop MSE on
-held-out episodes next to the mean frame's. After the offline behaviours it learns each
+held-out episodes next to the mean frame's, and the imagination gap (GenRL's reward of the
+evaluation episodes as the model filters them, of the model's replay of their actions, of
+the actor's imagined rollouts, and of random dataset episodes; `behavior/latent_gap.py`;
+measured by the eval stage since 2026-12-07, after the figures below). After the offline
+behaviours it learns each
 task again from data-free starts (behaviour `<task>_data_free`, same MFWM; skip with
 `--no_data_free`). Extra arguments go to every main.py call (e.g.
 `--config.mfwm.num_steps=500`). Like main.py it resumes: a second call with the same
@@ -72,10 +76,16 @@ def _number(value, digits: int = 1) -> str:
   return "" if value is None else f"{value:.{digits}f}"
 
 
+# The imagination gap's columns (stages/eval.py), in the order printed.
+LATENT = ("latent_reward", "replayed_latent_reward", "imagined_latent_reward",
+          "dataset_latent_reward")
+
+
 def report_table(rows: list[dict]) -> str:
   """The learning report of results rows (`report.results.read_results`) as text."""
   header = (f"{'behaviour':<30} {'start':<9} {'return':>15} {'random policy':>15} {'beats':>5} {'norm.':>6} "
-            f"{'prompt/mean-frame MSE':>22} {'open-loop/mean-frame MSE':>25}")
+            f"{'prompt/mean-frame MSE':>22} {'open-loop/mean-frame MSE':>25} "
+            f"{'latent reward real/replay/imag/random':>38}")
   lines = [header, "-" * len(header)]
   for r in rows:
     pair = lambda a, b: (f"{_number(r.get(a), 4)} / {_number(r.get(b), 4)}"
@@ -86,7 +96,8 @@ def report_table(rows: list[dict]) -> str:
         f"{'yes' if r.get('beats_random') else 'no':>5} "
         f"{_number(r.get('normalized_score'), 3):>6} "
         f"{pair('prompt_target_mse', 'prompt_mean_frame_mse'):>22} "
-        f"{pair('open_loop_mse', 'open_loop_mean_frame_mse'):>25}")
+        f"{pair('open_loop_mse', 'open_loop_mean_frame_mse'):>25} "
+        f"{'/'.join(_number(r.get(k), 2) or '-' for k in LATENT):>38}")
   return "\n".join(lines)
 
 

@@ -278,3 +278,28 @@ def test_results_table_and_figure_carry_the_learning_report(tmp_path):
   assert iio.imread(path).ndim == 3
   with pytest.raises(ValueError, match="no evaluated behaviours"):
     plots.plot_results([], path)
+
+
+def test_cpu_pipeline_report_table_prints_the_learning_report_and_the_imagination_gap():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "experiments", "cpu_pipeline.py")
+  spec = importlib.util.spec_from_file_location("cpu_pipeline", path)
+  cpu_pipeline = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cpu_pipeline)
+  full = {"task": "stickman_legs_up", "behavior": "stickman_legs_up", "start": "offline",
+          "mean_return": 503.6, "std_return": 350.5, "random_mean_return": 188.7,
+          "random_std_return": 48.3, "beats_random": True, "normalized_score": 0.474,
+          "prompt_target_mse": 0.0094, "prompt_mean_frame_mse": 0.0111,
+          "open_loop_mse": 0.0122, "open_loop_mean_frame_mse": 0.0118,
+          "latent_reward": 0.189, "replayed_latent_reward": 0.478,
+          "imagined_latent_reward": 0.538, "dataset_latent_reward": 0.187}
+  bare = {"task": "walker_stand", "mean_return": 105.4, "std_return": 104.8}
+  lines = cpu_pipeline.report_table([full, bare]).splitlines()
+  assert len(lines) == 4 and "latent reward real/replay/imag/random" in lines[0]
+  assert lines[2].split() == ["stickman_legs_up", "offline", "503.6", "+-350.5", "188.7",
+                              "+-", "48.3", "yes", "0.474", "0.0094", "/", "0.0111", "0.0122",
+                              "/", "0.0118", "0.19/0.48/0.54/0.19"]
+  # What was not measured prints as "-" (the behaviour column falls back on the task).
+  assert lines[3].split()[0] == "walker_stand" and lines[3].split()[-3:] == ["-", "-", "-/-/-/-"]
