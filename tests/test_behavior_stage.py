@@ -228,7 +228,7 @@ def test_eval_stage_plays_each_behaviour_and_writes_the_results_table(trained, f
   assert np.isfinite(summary["mean_return"]) and summary["normalized_score"] is not None
   # 11-step episodes hold no window of horizon + 1 = 17 steps: no imagination gap, and
   # the synthetic dataset names no task.
-  assert [summary[k] for k in eval_stage.EVAL_METRICS[-5:]] == [None] * 5
+  assert [summary[k] for k in eval_stage.LATENT_METRICS] == [None] * 5
   with open(os.path.join(first_run.directory, "eval.json")) as f:
     assert json.load(f)["returns"] == summary["returns"]
   import imageio.v3 as iio  # pylint: disable=g-import-not-at-top

@@ -67,11 +67,12 @@ VIDEO_FILE = "eval_episode.gif"
 EVAL_SEED_SALT = 7919
 RANDOM_POLICY_SALT = 0x4A2D
 RANDOM_DIR = "random_policy"
+# The imagination gap's eval.json entries (`imagination_gap`; None where not measured).
+LATENT_METRICS = ("latent_reward", "replayed_latent_reward", "imagined_latent_reward",
+                  "dataset_latent_reward", "dataset_replayed_latent_reward")
 # eval.json entries also written to metrics.jsonl / TensorBoard (as eval_<key>).
 EVAL_METRICS = ("mean_return", "std_return", "random_mean_return", "random_std_return",
-                "beats_random") + ("latent_reward", "replayed_latent_reward",
-                                   "imagined_latent_reward", "dataset_latent_reward",
-                                   "dataset_replayed_latent_reward")
+                "beats_random") + LATENT_METRICS
 
 
 def _write_gif(path: str, frames: np.ndarray, workdir: str, stage: str, step: int) -> None:
@@ -168,7 +169,7 @@ def imagination_gap(config: ml_collections.ConfigDict, workdir: str, mfwm: mfwm_
   `config.eval.latent_episodes` random-policy episodes of the task from the run's dataset
   (`dataset_latent_reward`, `dataset_replayed_latent_reward`; None when it holds none of
   the task's)."""
-  out = dict.fromkeys(EVAL_METRICS[-5:])
+  out = dict.fromkeys(LATENT_METRICS)
   n = int(config.eval.latent_episodes)
   # Episodes shorter than one window of horizon + 1 steps (a short time limit) hold none.
   fits = lambda e: len(e["is_first"]) > config.behavior.horizon
