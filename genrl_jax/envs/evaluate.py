@@ -64,15 +64,19 @@ RECORDED_KEYS = ("observation", "action", "is_first")
 
 @dataclasses.dataclass
 class EvalResult:
-  """Per-episode returns `(E,)` and lengths (agent steps), by episode index, and the
-  frames `(T + 1, H, W, 3)` of the first `record_episodes` episodes; `recorded` holds
-  those episodes whole (`observation`, `action`: the action that led to each frame,
-  `is_first`; `(T + 1, ...)` each), to filter them through a world model."""
+  """Per-episode returns `(E,)` and lengths (agent steps), by episode index, and the first
+  `record_episodes` episodes whole (`recorded`: `observation`, `action`, the action that
+  led to each frame, and `is_first`, `(T + 1, ...)` each), e.g. to filter them through a
+  world model."""
   task: str
   returns: np.ndarray
   lengths: np.ndarray
-  frames: list[np.ndarray]
   recorded: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
+
+  @property
+  def frames(self) -> list[np.ndarray]:
+    """The recorded episodes' frames, `(T + 1, H, W, 3)` each."""
+    return [r["observation"] for r in self.recorded]
 
   @property
   def mean_return(self) -> float:
@@ -135,5 +139,4 @@ def evaluate(envs: Any, policy: Policy, num_episodes: int, *, task: str | None =
   bar.close()
   return EvalResult(task, np.asarray([returns[e] for e in sorted(returns)], np.float64),
                     np.asarray([lengths[e] for e in sorted(lengths)]),
-                    [recorded[e]["observation"] for e in sorted(recorded)],
                     [recorded[e] for e in sorted(recorded)])
