@@ -79,13 +79,11 @@ def _number(value, digits: int = 1) -> str:
   return "" if value is None else f"{value:.{digits}f}"
 
 
-# The imagination gap's columns (stages/eval.py), in the order printed.
-LATENT = ("latent_reward", "replayed_latent_reward", "imagined_latent_reward",
-          "dataset_latent_reward")
-
-
 def report_table(rows: list[dict]) -> str:
   """The learning report of results rows (`report.results.read_results`) as text."""
+  from genrl_jax.stages import eval as eval_stage  # pylint: disable=g-import-not-at-top
+  # The imagination gap's realized, replayed and imagined rewards and the random episodes'.
+  latent = eval_stage.LATENT_METRICS[:4]
   header = (f"{'behaviour':<30} {'start':<9} {'return':>15} {'random policy':>15} {'beats':>5} {'norm.':>6} "
             f"{'prompt/mean-frame MSE':>22} {'open-loop/mean-frame MSE':>25} "
             f"{'latent reward real/replay/imag/random':>38}")
@@ -100,7 +98,7 @@ def report_table(rows: list[dict]) -> str:
         f"{_number(r.get('normalized_score'), 3):>6} "
         f"{pair('prompt_target_mse', 'prompt_mean_frame_mse'):>22} "
         f"{pair('open_loop_mse', 'open_loop_mean_frame_mse'):>25} "
-        f"{'/'.join(_number(r.get(k), 2) or '-' for k in LATENT):>38}")
+        f"{'/'.join(_number(r.get(k), 2) or '-' for k in latent):>38}")
   return "\n".join(lines)
 
 
