@@ -11,6 +11,7 @@ import synthetic
 from genrl_jax.stages import mfwm as mfwm_stage
 from genrl_jax.stages import workdir as workdir_lib
 from genrl_jax.train import checkpoints
+from genrl_jax.train import host_info
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,8 @@ def test_checkpoints_every_n_steps_keep_last_k_and_hold_the_config(episodes, tmp
   assert sorted(int(p) for p in os.listdir(ckpt_dir) if p.isdigit()) == [6, 7]
   saved = checkpoints.read_checkpoint_config(str(ckpt_dir))
   assert saved["world_model"]["deter"] == 32 and saved["mfwm"]["num_steps"] == 7
+  # ... and the machine that computed it (train/host_info.py).
+  assert saved["host"] == json.loads(json.dumps(host_info.describe_host()))
 
 
 def test_partial_restore_loads_only_the_world_model(episodes, tmp_path):

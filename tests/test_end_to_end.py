@@ -107,9 +107,17 @@ def test_end_to_end_tiny_pipeline_checkpoints_restore(run):
     directory = os.path.join(workdir, "behavior", task)
     actor = checkpoints.restore_subtree(directory, ("params", "actor"))
     assert all(np.isfinite(np.asarray(x)).all() for x in __import__("jax").tree.leaves(actor))
-    meta = checkpoints.read_checkpoint_config(directory)["behavior_run"]
+    saved = checkpoints.read_checkpoint_config(directory)
+    meta = saved["behavior_run"]
     assert meta["prompt_kind"] == "video (dataset clip)"
     assert meta["prompt"] == f"video: {task}.gif"
+    # The report names the MFWM: the one the open-loop report scored, bit for bit.
+    assert meta["mfwm_fingerprint"] == checkpoints.params_fingerprint(params)
+    with open(os.path.join(directory, "eval.json")) as f:
+      assert json.load(f)["mfwm_fingerprint"] == meta["mfwm_fingerprint"][:12]
+    assert saved["host"]["numerics"] and saved["host"]["backend"] == "cpu"
+  with open(os.path.join(workdir, "mfwm", "open_loop.json")) as f:
+    assert json.load(f)["mfwm_fingerprint"] == checkpoints.params_fingerprint(params)
 
 
 def test_end_to_end_tiny_pipeline_videos_decode(run):

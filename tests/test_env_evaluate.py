@@ -133,7 +133,17 @@ def test_random_baseline_is_measured_once_per_setting_and_reported(tmp_path, mon
       "random_mean_return": 100.0, "random_std_return": 10.0, "random_episodes": 3,
       "random_source": "measured (3 episodes)", "beats_random": None,
       "prompt_target_mse": 0.1, "prompt_mean_frame_mse": None, "open_loop_mse": 0.2,
-      "open_loop_mean_frame_mse": 0.3, "open_loop_split": "train"}
+      "open_loop_mean_frame_mse": 0.3, "open_loop_split": "train", "mfwm_fingerprint": None}
+  # The behaviour's MFWM named (12 hex); open-loop errors of another MFWM left out.
+  errors = {"open_loop_mse": 0.2, "mean_frame_mse": 0.3, "split": "train",
+            "mfwm_fingerprint": "ab" * 32}
+  same = eval_stage.learning_report({"mean_return": 0.0}, random,
+                                    {"mfwm_fingerprint": "ab" * 32}, errors)
+  assert same["mfwm_fingerprint"] == "ab" * 6 and same["open_loop_mse"] == 0.2
+  other = eval_stage.learning_report({"mean_return": 0.0}, random,
+                                     {"mfwm_fingerprint": "cd" * 32}, errors)
+  assert other["mfwm_fingerprint"] == "cd" * 6
+  assert other["open_loop_mse"] is other["open_loop_mean_frame_mse"] is None
 
 
 def test_recorded_frames_start_with_the_reset_frame():

@@ -190,7 +190,7 @@ def host_copy(tree: Any) -> Any:
 def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib.EpisodeDataset,
                          world_model_params: Params, workdir: str, step: int,
                          num_sequences: int = 4, context: int = 5,
-                         num_scored: int = 16) -> str:
+                         num_scored: int = 16, mfwm_fingerprint: str | None = None) -> str:
   """The open-loop video of `num_sequences` dataset windows of `config.batch_length` steps
   (the first `context` filtered, the rest imagined) -> `<workdir>/mfwm/open_loop.gif` and
   TensorBoard (run `mfwm`, tag `open_loop`, at `step`); and the open-loop errors of
@@ -199,7 +199,8 @@ def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib
   (`config.mfwm.heldout_episodes`), else from the training ones. Returns the GIF's path.
 
   Sequences and latent samples are drawn from `config.seed` (not from the training
-  streams). Call it on process 0 only.
+  streams). `mfwm_fingerprint` (`checkpoints.params_fingerprint` of the MFWM's params) goes
+  to the JSON, which names the model it scored. Call it on process 0 only.
   """
   length = config.batch_length
   context = min(context, length - 1)
@@ -230,7 +231,7 @@ def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib
   with metrics_lib.MetricWriter(workdir, "mfwm") as writer:
     writer.write(step, errors)
   files.write_json(os.path.join(directory, ERRORS_FILE), dict(
-      errors, step=int(step), split=split, sequences=num_scored, context=context,
+      errors, step=int(step), mfwm_fingerprint=mfwm_fingerprint, split=split, sequences=num_scored, context=context,
       length=length, ratio_by_step=ratio_by_step(scored_video, mean),
       last_frame_ratio_by_step=ratio_by_step(last_frame_held(scored_video, context),
                                              mean)[context:]))

@@ -20,6 +20,10 @@ behaviour was trained on, of the evaluation episodes as the world model filters 
 (`replayed_latent_reward`) and of the actor's imagined rollouts (`imagined_latent_reward`)
 from the same states, and the first two for random-policy episodes of the task from the
 run's dataset (`dataset_latent_reward`, `dataset_replayed_latent_reward`).
+
+`mfwm_fingerprint`: the first 12 hex of the fingerprint of the MFWM the behaviour learned
+in (`train.checkpoints.params_fingerprint`); the open-loop columns are left empty when
+`mfwm/open_loop.json` scored another MFWM (one trained again after the behaviour).
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ COLUMNS = ("task", "behavior", "prompt_kind", "prompt", "vlm", "start", "episode
            "open_loop_mean_frame_mse", "open_loop_split",
            # The imagination gap (behavior/latent_gap.py).
            "latent_reward", "replayed_latent_reward", "imagined_latent_reward",
-           "dataset_latent_reward", "dataset_replayed_latent_reward")
+           "dataset_latent_reward", "dataset_replayed_latent_reward",
+           # Which MFWM (checkpoints.params_fingerprint, 12 hex): rows of two runs with the
+           # same fingerprint were computed in the same model, bit for bit.
+           "mfwm_fingerprint")
 
 
 def read_results(workdir: str) -> list[dict[str, Any]]:

@@ -145,8 +145,16 @@ def learning_report(summary: dict[str, Any], random: dict[str, Any], meta: dict[
                     open_loop_errors: dict[str, Any]) -> dict[str, Any]:
   """The report columns of one behaviour: the random-policy baseline and whether the
   behaviour beats it by 2 std, the prompt target's and the MFWM's open-loop errors with
-  their mean-frame baselines (None where not measured)."""
+  their mean-frame baselines (None where not measured), and the fingerprint of the
+  behaviour's MFWM (12 hex). Open-loop errors of another MFWM than the behaviour's (the
+  MFWM trained again since) are not reported."""
   bar = random["mean_return"] + 2.0 * random["std_return"]
+  fingerprint = meta.get("mfwm_fingerprint")
+  scored = open_loop_errors.get("mfwm_fingerprint")
+  if fingerprint and scored and scored != fingerprint:
+    logging.warning("eval: mfwm/open_loop.json scored MFWM %s..., the behaviour learned in "
+                    "%s...; its open-loop errors are left out", scored[:12], fingerprint[:12])
+    open_loop_errors = {}
   return {
       "random_mean_return": random["mean_return"], "random_std_return": random["std_return"],
       "random_episodes": len(random["returns"]), "random_source": random["source"],
@@ -156,6 +164,7 @@ def learning_report(summary: dict[str, Any], random: dict[str, Any], meta: dict[
       "open_loop_mse": open_loop_errors.get("open_loop_mse"),
       "open_loop_mean_frame_mse": open_loop_errors.get("mean_frame_mse"),
       "open_loop_split": open_loop_errors.get("split"),
+      "mfwm_fingerprint": fingerprint[:12] if fingerprint else None,
   }
 
 

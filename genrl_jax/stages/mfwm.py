@@ -1,7 +1,7 @@
 """The mfwm stage: trains the multimodal foundation world model (world model, connector,
 aligner; the world model alone when the episodes have no VLM embeddings) on the run's
 episodes, resuming from `<workdir>/mfwm`; then writes the open-loop report
-(`report.open_loop`) on the held-out episodes.
+(`report.open_loop`) on the held-out episodes, with the trained MFWM's fingerprint.
 """
 
 from __future__ import annotations
@@ -70,8 +70,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
     ckpt.close()
   if jax.process_index() == 0:
     try:  # A report: its failure must not fail a finished training.
-      open_loop.write_mfwm_open_loop(config, dataset, state.params["world_model"], workdir,
-                                     int(state.step))
+      # The fingerprint behaviours record of the MFWM they learn in (the last checkpoint's
+      # params): report rows can tell whether their open-loop figures are of that MFWM.
+      params = open_loop.host_copy(state.params)
+      open_loop.write_mfwm_open_loop(config, dataset, params["world_model"], workdir,
+                                     int(state.step),
+                                     mfwm_fingerprint=checkpoints.params_fingerprint(params))
     except Exception:  # pylint: disable=broad-except
       logging.warning("mfwm: could not write the open-loop video", exc_info=True)
   return state

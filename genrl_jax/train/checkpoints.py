@@ -1,7 +1,9 @@
 """Orbax checkpoints: periodic atomic saves, keep-last-K, automatic resume, partial restore.
 
 Each checkpoint step directory holds two items: `state` (the train-state pytree) and
-`config` (the run's config as JSON), so a checkpoint always says what produced it.
+`config` (the run's config as JSON, with `host`: the machine, library versions and
+numerics fingerprint that computed it, `host_info.describe_host`), so a checkpoint always
+says what produced it.
 Orbax writes into a temporary directory and renames it when complete, so an interrupted
 save never shadows the previous checkpoint.
 
@@ -22,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from genrl_jax.train import distributed
+from genrl_jax.train import host_info
 
 
 class CheckpointError(RuntimeError):
@@ -69,8 +72,11 @@ class Checkpointer:
         "a filesystem all hosts share?)")
     if exists:
       return False
+    # The host of the process that writes the JSON (process 0), as of this save: a run
+    # resumed elsewhere records the machine each checkpoint was computed on.
+    config = dict(self._config, host=host_info.describe_host())
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              config=ocp.args.JsonSave(self._config))
+                              config=ocp.args.JsonSave(config))
     saved = self._manager.save(step, args=args, force=True)
     self._manager.wait_until_finished()
     return saved
