@@ -232,7 +232,8 @@ def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib
     writer.write(step, errors)
   files.write_json(os.path.join(directory, ERRORS_FILE), dict(
       errors, step=int(step), mfwm_fingerprint=mfwm_fingerprint, split=split,
-      sequences=num_scored, context=context, length=length, ratio_by_step=ratio_by_step(scored_video, mean),
+      sequences=num_scored, context=context, length=length,
+      ratio_by_step=ratio_by_step(scored_video, mean),
       last_frame_ratio_by_step=ratio_by_step(last_frame_held(scored_video, context),
                                              mean)[context:]))
   return path
