@@ -24,8 +24,8 @@ by 2 std with normalised scores 0.45, 0.53 and 0.72, walker_sit_knees does not (
 7 of the 8 behaviours (data-free ones included) beat it (README "Does it learn?").
 `--domains=cheetah` (26 min 42 s): open loop 0.62, but none of its 4 behaviours beats it.
 Rerun 2026-12-07, `--domains=stickman --no_data_free` (21 min 3 s): a different MFWM
-(open loop 1.00 against 0.99; cause not found), legs_up normalised 0.221 (beats random),
-lying_down 0.522.
+(open loop 1.00 against 0.99; not the code nor the data, most likely another host:
+README "Reproducibility"), legs_up normalised 0.221 (beats random), lying_down 0.522.
 """
 
 from __future__ import annotations

@@ -42,9 +42,11 @@ random policy by 2 std (zero actions give 35.2 +- 82.3 and 619.3 +- 272.6); data
 394.7 +- 459.9 and 764.8 +- 204.2; open loop 0.99 x the mean frame's. With the actor at
 3e-4 (the `cpu` default before): 562.5 +- 309.1 and 351.1 +- 173.0. Rerun on 2026-12-07
 (`cpu_pipeline.py --domains=stickman --no_data_free`, 21 min 3 s): a different MFWM (open
-loop 1.00; cause not found), legs_up 296.3 +- 438.4 (beats random, normalised 0.221) and
+loop 1.00; not the code nor the data, most likely another host: README
+"Reproducibility"), legs_up 296.3 +- 438.4 (beats random, normalised 0.221) and
 lying_down 685.3 +- 89.4 (0.522); imagination gap 0.24 / 0.32 / 0.33 and 0.51 / 0.54 /
-0.54 (random episodes 0.11, 0.08).
+0.54 (random episodes 0.11, 0.08). That MFWM taken on to 6000 updates: open loop 0.988,
+reconstruction 0.48 (README "Does it learn?").
 """
 
 from configs import base
