@@ -23,6 +23,9 @@ starts stickman_legs_up, stickman_lying_down and walker_lying_down beat the rand
 by 2 std with normalised scores 0.45, 0.53 and 0.72, walker_sit_knees does not (0.05);
 7 of the 8 behaviours (data-free ones included) beat it (README "Does it learn?").
 `--domains=cheetah` (26 min 42 s): open loop 0.62, but none of its 4 behaviours beats it.
+`--domains=quadruped` (2026-12-07, 29 min 42 s): open loop 0.91; lie_down normalised
+0.786 (data-free 0.892), stand 0.324, none above a 2-std bar that exceeds the maximum
+return (bimodal random returns from random start orientations).
 Rerun 2026-12-07, `--domains=stickman --no_data_free` (21 min 3 s): a different MFWM
 (open loop 1.00 against 0.99; not the code nor the data, most likely another host:
 README "Reproducibility"), legs_up normalised 0.221 (beats random), lying_down 0.522.
