@@ -28,7 +28,10 @@ by 2 std with normalised scores 0.45, 0.53 and 0.72, walker_sit_knees does not (
 return (bimodal random returns from random start orientations).
 Rerun 2026-12-07, `--domains=stickman --no_data_free` (21 min 3 s): a different MFWM
 (open loop 1.00 against 0.99; not the code nor the data, most likely another host:
-README "Reproducibility"), legs_up normalised 0.221 (beats random), lying_down 0.522.
+README "Reproducibility"), legs_up normalised 0.221 (beats random), lying_down 0.522;
+`--domains=walker,stickman` on that host (walker 25.8 min): walker_lying_down 0.928,
+walker_sit_knees -0.083, so two tasks in two domains from offline starts (three
+data-free: legs_up 0.477, lying_down 0.814, walker_lying_down 0.915).
 """
 
 from __future__ import annotations

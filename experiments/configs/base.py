@@ -306,8 +306,9 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     # "Does it learn?" beat the random policy by 2 std with normalised scores >= 0.3
     # (same MFWMs, one setting changed at a time; 300 updates and actor lr 1e-4 were tried;
     # with a second behaviour seed two of the three did, stickman_lying_down missed by 2.1;
-    # a stickman rerun on 2026-12-07 trained a different MFWM, on which legs_up beat random
-    # at normalised 0.221 only: README). At 3e-5 the imagination gap is also smaller.
+    # a stickman rerun on 2026-12-07, on another host, trained a different MFWM, on which
+    # legs_up beat random at normalised 0.221 only, so two tasks passed there: README).
+    # At 3e-5 the imagination gap is also smaller.
     c.behavior.actor_optimizer.lr = 3e-5
     c.behavior.num_steps, c.behavior.log_every, c.behavior.save_every = 600, 100, 300
     return

@@ -26,7 +26,11 @@ walker_lying_down 753.1 +- 278.3 against the random policy's 433.7 +- 65.0 (beat
 updates at 3e-4 gave 897.6 +- 45.5 (0.90) and 349.6 +- 207.3 (0.295, under the 0.3
 goal); zero actions give 570.9 +- 222.0 and 60.8 +- 19.0. Data-free starts: at 3e-5
 806.4 +- 19.9 (0.79) and 296.2 +- 182.6 (0.23); at 3e-4 799.6 +- 20.9 (0.78) and
-344.6 +- 231.3 (0.29).
+344.6 +- 231.3 (0.29). On another host (2026-12-07, `python experiments/cpu_pipeline.py
+--domains=walker,stickman`, walker 25.8 min) the same config trained another MFWM (open
+loop 0.98; README "Reproducibility"): walker_lying_down 917.1 +- 31.7 (0.93; data-free
+906.7 +- 30.1, 0.92), walker_sit_knees 29.7 +- 15.0 (-0.08; data-free 112.9 +- 131.7,
+0.02).
 """
 
 from configs import base
