@@ -10,7 +10,7 @@ paper tasks of Stickman) under `behavior/<task>/` (with `prompt_target.gif`, the
 decoded by the MFWM, and `eval_episode.gif`), `results.md`/`results.csv`, `metrics.jsonl`,
 `plots/` and `tensorboard/`. With `:tiny` on a 2-core CPU: 10 min 31 s (`time`, set-up
 done, 2026-12-05; 14 min 53 s on a slower day of this VM, 12 min 58 s on 2026-12-06
-and 12 min 52 s on 2026-12-07, with the same figures): 9 random episodes in each of
+and 12 min 52 s and 14 min 23 s on 2026-12-07, with the same figures): 9 random episodes in each of
 stickman_legs_up and stickman_lying_down (the last of each held out), embedded by a
 locally built random-weight CLIP (it says so), 1500 MFWM updates at lr 1e-3, each task
 prompted with the 8 frames of its own episodes with the highest task reward (sent to the
