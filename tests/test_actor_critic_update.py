@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax.agents import task_agent
@@ -44,6 +45,7 @@ def _close(a, b, what):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, err_msg=what, **TOL), a, b)
 
 
+@pytest.mark.slow
 def test_task_agent_update_equals_the_learner_update_given_the_reward_head_reward():
   settings = _settings()
   modules = task_agent.build_modules(settings, ACTION_DIM)

@@ -503,6 +503,7 @@ METRIC_RTOL, METRIC_ATOL = 1e-5, 1e-6
 UPDATE_ATOL = 2e-7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", ["offline", "data_free"])
 def test_behavior_step_on_1_device_equals_8_devices(start):
   assert jax.device_count() == 8, "conftest.py should simulate 8 CPU devices"
@@ -525,6 +526,7 @@ def test_behavior_step_on_1_device_equals_8_devices(start):
   assert int(one.nonfinite_step) == int(eight.nonfinite_step) == -1
 
 
+@pytest.mark.slow
 def test_several_data_free_updates_per_call_equal_one_call_per_update():
   # 4 updates in one lax.scan (keys folded on the device from the step) against 4 calls of
   # the single step (keys from the host): the same updates, metrics averaged over them.

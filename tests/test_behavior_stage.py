@@ -67,6 +67,7 @@ def first_run(trained):
   return behavior_stage.run_task(_config(episodes), workdir, progress=False)
 
 
+@pytest.mark.slow
 def test_behavior_stage_trains_checkpoints_and_writes_the_prompt_video(trained, first_run):
   _, workdir = trained
   run = first_run
@@ -80,6 +81,7 @@ def test_behavior_stage_trains_checkpoints_and_writes_the_prompt_video(trained, 
   assert run.prompt == 'text: "walk fast clean"'  # the reference's walker_walk prompt
 
 
+@pytest.mark.slow
 def test_behavior_stage_resumes_bit_identically(trained, first_run):
   episodes, workdir = trained
   behavior_stage.run_task(_config(episodes, **{"behavior.name": "split",
@@ -92,6 +94,7 @@ def test_behavior_stage_resumes_bit_identically(trained, first_run):
   assert all(jax.tree.leaves(equal))
 
 
+@pytest.mark.slow
 def test_behavior_stage_data_free_runs_without_episodes(trained):
   episodes, workdir = trained
   run = behavior_stage.run_task(_config(episodes, **{"behavior.name": "free",
@@ -101,6 +104,7 @@ def test_behavior_stage_data_free_runs_without_episodes(trained):
   assert int(run.state.step) == 1
 
 
+@pytest.mark.slow
 def test_behavior_stage_data_free_with_several_updates_per_call(trained):
   # 5 updates, 2 per call: chunks at 0 and 2, then update 4 alone; logged every 2 updates
   # (chunk means) and at the end; checkpoints at 2, 4 and 5.
@@ -121,6 +125,7 @@ def test_behavior_stage_data_free_with_several_updates_per_call(trained):
                                   ).all_steps() == [4, 5]
 
 
+@pytest.mark.slow
 def test_behavior_checkpoint_of_another_prompt_is_refused(trained, first_run):
   episodes, workdir = trained
   other = _config(episodes, **{"behavior.prompt.text": "lying down"})
@@ -128,6 +133,7 @@ def test_behavior_checkpoint_of_another_prompt_is_refused(trained, first_run):
     behavior_stage.run_task(other, workdir, progress=False)
 
 
+@pytest.mark.slow
 def test_behavior_checkpoint_of_another_mfwm_is_refused(trained, first_run, tmp_path):
   """A copy of the behaviour whose recorded MFWM fingerprint differs (as after retraining
   the MFWM): resuming it is refused, and the checkpoint is left as it was."""
@@ -159,6 +165,7 @@ def test_behavior_stage_refuses_an_mfwm_without_connector(tmp_path):
     behavior_stage.train_behavior(config, str(tmp_path / "w"), None, None, progress=False)
 
 
+@pytest.mark.slow
 def test_behavior_stage_text_prompt_without_embedder_is_refused(trained):
   episodes, workdir = trained
   config = _config(episodes, **{"behavior.name": "none"})
@@ -167,6 +174,7 @@ def test_behavior_stage_text_prompt_without_embedder_is_refused(trained):
                            progress=False)
 
 
+@pytest.mark.slow
 def test_behavior_stage_two_prompts_given_is_refused(trained):
   episodes, workdir = trained
   config = _config(episodes, **{"behavior.prompt.text": "walk",
@@ -175,6 +183,7 @@ def test_behavior_stage_two_prompts_given_is_refused(trained):
     behavior_prompt.config_prompt(config)
 
 
+@pytest.mark.slow
 def test_act_filters_and_returns_mean_actions_in_eval(trained, first_run):
   episodes, workdir = trained
   run = first_run
@@ -199,6 +208,7 @@ def test_act_filters_and_returns_mean_actions_in_eval(trained, first_run):
   np.testing.assert_allclose(r_reset[0], r_fresh[0], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_behavior_policy_evaluates_in_the_environment_deterministically(trained, first_run):
   episodes, workdir = trained
   config = _config(episodes)
@@ -217,6 +227,7 @@ def test_behavior_policy_evaluates_in_the_environment_deterministically(trained,
   assert results[0].normalized_score is not None
 
 
+@pytest.mark.slow
 def test_eval_stage_plays_each_behaviour_and_writes_the_results_table(trained, first_run):
   episodes, workdir = trained
   config = _config(episodes, **{"eval.episodes": 2, "eval.time_limit": 0.5})
@@ -259,6 +270,7 @@ def test_eval_stage_plays_each_behaviour_and_writes_the_results_table(trained, f
   assert csv_lines[1].startswith("walker_run,walker_walk")
 
 
+@pytest.mark.slow
 def test_eval_state_mean_filters_with_the_posterior_mode(trained, first_run, monkeypatch):
   episodes, workdir = trained
   made = []

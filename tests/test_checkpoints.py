@@ -23,6 +23,7 @@ def _params(state):
   return jax.tree.map(np.asarray, jax.device_get(state.params))
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_to_an_uninterrupted_run(episodes, tmp_path):
   straight = mfwm_stage.run(synthetic.micro_config(episodes), str(tmp_path / "a"),
                                progress=False)
@@ -37,6 +38,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(episodes, tmp_path):
                jax.device_get(straight.opt_state), jax.device_get(resumed.opt_state))
 
 
+@pytest.mark.slow
 def test_checkpoints_every_n_steps_keep_last_k_and_hold_the_config(episodes, tmp_path):
   config = synthetic.micro_config(episodes, **{"mfwm.num_steps": 7, "mfwm.save_every": 2,
                                                "mfwm.keep": 2})
@@ -58,6 +60,7 @@ def test_partial_restore_loads_only_the_world_model(episodes, tmp_path):
     checkpoints.restore_subtree(str(tmp_path / "mfwm"), ("params", "connector"))
 
 
+@pytest.mark.slow
 def test_checkpoint_of_other_sizes_is_refused_without_touching_it(episodes, tmp_path):
   mfwm_stage.run(synthetic.micro_config(episodes), str(tmp_path), progress=False)
   ckpt_dir = tmp_path / "mfwm"

@@ -117,6 +117,7 @@ def test_dataset_plan2explore_ensemble_loss_decreases_on_a_fixed_batch():
   assert losses[-1] < 0.5 * losses[0], losses[::10]
 
 
+@pytest.mark.slow
 def test_dataset_task_agent_actor_critic_update_improves_the_imagined_return():
   config = _config(**{"agent.dreamer.actor_lr": 3e-3, "agent.dreamer.critic_lr": 3e-3})
   settings = task_agent.agent_settings(config, "dreamer")
@@ -149,6 +150,7 @@ def test_dataset_task_agent_actor_critic_update_improves_the_imagined_return():
                                           state.params["world_model"])))
 
 
+@pytest.mark.slow
 def test_dataset_collection_with_dreamer_agent_writes_episodes_with_its_source(tmp_path):
   config = _config()
   workdir = str(tmp_path / "run")
@@ -178,6 +180,7 @@ def test_dataset_collection_with_dreamer_agent_writes_episodes_with_its_source(t
   assert again.new_episode_ids == [] and dataset_lib.open_dataset(root).num_episodes == 4
 
 
+@pytest.mark.slow
 def test_dataset_collection_interrupted_keeps_episodes_and_resumes_from_the_agent(
     tmp_path, monkeypatch):
   config = _config()
@@ -217,6 +220,7 @@ def test_dataset_collection_interrupted_keeps_episodes_and_resumes_from_the_agen
   assert {p: after[p] for p in before} == before  # earlier shards were not rewritten
 
 
+@pytest.mark.slow
 def test_dataset_collection_with_plan2explore_through_run_collect(tmp_path, monkeypatch):
   config = _config(**{"data.collector": "plan2explore", "data.num_envs": 2,
                       "data.collect_episodes": 5})

@@ -23,6 +23,8 @@ MAIN = os.path.join(ROOT, "experiments", "main.py")
 sys.path.insert(0, ROOT)
 from genrl_jax import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+pytestmark = pytest.mark.slow  # whole pipelines in subprocesses: the full tier only
+
 TASKS = tuple(configs.load_config("configs/stickman.py:tiny").tasks)
 REPORT_COLUMNS = ("random_mean_return", "random_std_return", "prompt_target_mse",
                   "prompt_mean_frame_mse", "open_loop_mse", "open_loop_mean_frame_mse",

@@ -41,6 +41,7 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess:
                         env={**environ, **env}, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @needs_tcmalloc
 def test_reexec_under_tcmalloc_stops_the_page_faults_of_repeated_large_buffers():
   tuned, system = _run(FAULTS), _run(FAULTS, GENRL_JAX_MALLOC="system")

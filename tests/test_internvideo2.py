@@ -1,7 +1,7 @@
 """InternVideo2 (stage 2, GenRL's path) against the PyTorch reference fixtures.
 
-Fixtures: `<repo>/../shared/fixtures/internvideo2_torch_reference` (override with
-GENRL_INTERNVIDEO2_FIXTURES); format and tolerances in its README (section 9). Every size
+Fixtures: `tests/fixtures/internvideo2_torch_reference` (override with
+`$GENRL_INTERNVIDEO2_FIXTURES`); format and tolerances in its README (section 9). Every size
 here is read from the fixture files (config JSON, array shapes), never written down.
 """
 
@@ -28,9 +28,7 @@ from genrl_jax.vlm import internvideo2 as iv
 
 pytest.importorskip("transformers")
 
-FIXTURES = Path(os.environ.get(
-    "GENRL_INTERNVIDEO2_FIXTURES",
-    Path(__file__).resolve().parents[1].parent / "shared/fixtures/internvideo2_torch_reference"))
+FIXTURES = parity_fixtures.internvideo2_fixture_dir()
 parity_fixtures.require_fixtures(FIXTURES, "InternVideo2 reference")
 
 # README section 9: (rtol, atol).
@@ -41,7 +39,10 @@ TOL_CLIP_VIDEO = dict(rtol=0, atol=2e-6)
 TOL_CLIP_VIDEO_E2E = dict(rtol=0, atol=5e-6)
 TOL_TEXT = dict(rtol=1e-5, atol=1e-5)
 TOL_TEXT_FEAT = dict(rtol=0, atol=2e-6)
-TOL_COSINE, TOL_LOGITS, TOL_SOFTMAX = (dict(rtol=0, atol=a) for a in (1e-6, 1e-4, 1e-6))
+TOL_COSINE, TOL_LOGITS = dict(rtol=0, atol=1e-6), dict(rtol=0, atol=1e-4)
+# Probabilities are not given a tolerance of their own: they are bounded by what TOL_LOGITS
+# implies (`parity_fixtures.softmax_atol`: each probability p moves by at most
+# p * expm1(2 * 1e-4)), which holds on saturated and unsaturated logits alike.
 # bfloat16 keeps 8 mantissa bits (relative rounding <= 2^-9 = 2e-3 per value), so the unit
 # features (entries up to ~0.46 here) move by ~1e-3. Measured on these fixtures (CPU):
 #   bf16 .pt (up-cast exactly), float32 compute: max|diff| 2.0e-3 video, 3.7e-3 text,
@@ -403,12 +404,19 @@ def test_internvideo2_similarity():
   logits = (100.0 * video) @ text.T
   np.testing.assert_allclose(logits, sim["out/logits_x100"], **TOL_LOGITS)
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
-  np.testing.assert_allclose(probs, sim["out/softmax"], **TOL_SOFTMAX)
+  bound = parity_fixtures.softmax_atol(sim["out/softmax"], TOL_LOGITS["atol"])
+  assert np.all(np.abs(probs - sim["out/softmax"]) <= bound), np.abs(probs - sim["out/softmax"])
   order = np.argsort(-probs, axis=-1)
-  np.testing.assert_array_equal(order, sim["out/topk_index"])
-  np.testing.assert_array_equal(order, sim["out/predict_label_index"])
-  np.testing.assert_allclose(np.take_along_axis(probs, order, -1), sim["out/topk_probs"],
-                             **TOL_SOFTMAX)
+  # The ranking is only determined where the reference's neighbouring logits differ by more
+  # than the two logits' tolerances; within that, ties may come out either way.
+  ranked = np.take_along_axis(sim["out/logits_x100"], sim["out/topk_index"], -1)
+  decided = np.all(-np.diff(ranked, axis=-1) > 2 * TOL_LOGITS["atol"], axis=-1)
+  assert decided.any(), "no clip's prompt ranking is decided beyond the logit tolerance"
+  np.testing.assert_array_equal(order[decided], sim["out/topk_index"][decided])
+  np.testing.assert_array_equal(order[decided], sim["out/predict_label_index"][decided])
+  top = np.take_along_axis(probs, order, -1)
+  bound = parity_fixtures.softmax_atol(sim["out/topk_probs"], TOL_LOGITS["atol"])
+  assert np.all(np.abs(top - sim["out/topk_probs"]) <= bound)
 
 
 # --- bfloat16 --------------------------------------------------------------------------
@@ -496,6 +504,7 @@ def test_internvideo2_embedder_from_params():
     emb.embed_text(["walk"])
 
 
+@pytest.mark.slow
 def test_internvideo2_prompts_an_imported_reference_model(tmp_path):
   """The paper path at fixture scale: a reference snapshot imported as a workdir (its
   config names InternVideo2, the paper variant's VLM), then a behaviour prompted by its

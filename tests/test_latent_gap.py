@@ -91,6 +91,7 @@ def _by_hand(mfwm, params, actor, actor_params, target, episodes, config):
   return [float(np.mean(x)) for x in (realized, replayed, imagined)], len(realized)
 
 
+@pytest.mark.slow
 def test_latent_rewards_match_the_reward_of_each_window_and_its_imagined_rollout():
   config = _config()
   mfwm, params = _random_mfwm()

@@ -40,6 +40,7 @@ def _toy_task(batch=16, length=16, positions=6, embed_dim=16, stoch=4, discrete=
   return jnp.asarray(embed), post
 
 
+@pytest.mark.slow
 def test_connector_kl_falls_by_half_when_embeddings_are_a_function_of_the_frames():
   embed, post = _toy_task()
   connector = connector_lib.Connector(embed_dim=16, n_frames=8, deter=32, hidden=32, stoch=4,
@@ -69,6 +70,7 @@ def test_connector_kl_falls_by_half_when_embeddings_are_a_function_of_the_frames
   assert np.mean(distances[-5:]) < np.mean(distances[:5])
 
 
+@pytest.mark.slow
 def test_mfwm_stage_trains_connector_and_aligner_on_embedded_episodes(tmp_path):
   episodes = synthetic.write_episodes(str(tmp_path / "eps"), embed_dim=16)
   state = mfwm_stage.run(synthetic.micro_config(episodes), str(tmp_path / "w"),
@@ -86,6 +88,7 @@ def test_mfwm_stage_trains_connector_and_aligner_on_embedded_episodes(tmp_path):
                jax.device_get(state.params["connector"]))
 
 
+@pytest.mark.slow
 def test_world_model_only_checkpoint_initialises_the_mfwm(tmp_path):
   plain = synthetic.write_episodes(str(tmp_path / "plain"))
   wm_state = mfwm_stage.run(synthetic.micro_config(plain), str(tmp_path / "wm"),
@@ -103,6 +106,7 @@ def test_world_model_only_checkpoint_initialises_the_mfwm(tmp_path):
     mfwm_stage.run(bigger, str(tmp_path / "other"), progress=False)
 
 
+@pytest.mark.slow
 def test_decode_prompt_video_returns_uint8_frames():
   config = synthetic.micro_config()
   mfwm = mfwm_lib.make_mfwm(config, 6)

@@ -166,11 +166,10 @@ def test_parity_connector_imagine(prefix):
 
 
 def _initkl_chunks(stoch: np.ndarray, n_chunks: int | None = None) -> jax.Array:
-  """A recorded initial stoch `(B, S, K)` (one chunk) or `(B, C, S, K)` -> `(B, C, S, K)`,
+  """Recorded initial stochs `(B * C, S, K)` (rows in (batch, chunk) order) -> `(B, C, S, K)`,
   C = `n_chunks` (default: the initial-KL chunk starts of the fixture set)."""
   n_chunks = len(SIZES.initial_kl_starts) if n_chunks is None else n_chunks
-  stoch = jnp.asarray(stoch)
-  return stoch.reshape((stoch.shape[0], n_chunks) + stoch.shape[-2:])
+  return jnp.asarray(pf.chunk_rows(stoch, n_chunks, item_ndim=2))
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,10 +1,14 @@
-"""The fixture helper of the parity tests (`tests/parity_fixtures.py`): a missing reference
-set skips locally but fails under CI=true, and every size comes from the set's files."""
+"""The fixture helper of the parity tests (`tests/parity_fixtures.py`): the repository's
+reference sets are found without `../shared`, a missing set fails (never skips), every size
+comes from the set's files, and the helpers that reshape records and read snapshot steps
+hold for any chunk count and step."""
 
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -22,28 +26,41 @@ def _outcome(fn, *args) -> BaseException | None:
   return None
 
 
-def test_require_fixtures_skips_when_missing_outside_ci(tmp_path, monkeypatch):
-  monkeypatch.delenv("CI", raising=False)
+def test_the_reference_sets_are_in_the_repository(monkeypatch):
+  """A fresh clone tests itself: with neither variable set, both sets come from
+  `tests/fixtures/`, inside the repository."""
+  monkeypatch.delenv(pf.FIXTURE_ENV, raising=False)
+  monkeypatch.delenv(pf.INTERNVIDEO2_ENV, raising=False)
+  tests_dir = pf.Path(pf.__file__).resolve().parent
+  for directory in (pf.fixture_dir(), pf.internvideo2_fixture_dir()):
+    assert directory.parent == tests_dir / "fixtures", directory
+    assert (directory / "README.md").is_file(), directory
+    assert _outcome(pf.require_fixtures, directory) is None
+  assert (pf.fixture_dir() / "agent_state_dict.npz").is_file()
+  assert (pf.internvideo2_fixture_dir() / "similarity.npz").is_file()
+
+
+@pytest.mark.parametrize("ci", ["true", None])
+def test_require_fixtures_fails_when_missing(tmp_path, monkeypatch, ci):
+  """Missing fixtures fail the module, in CI or not: parity tests never pass by skipping."""
+  if ci is None:
+    monkeypatch.delenv("CI", raising=False)
+  else:
+    monkeypatch.setenv("CI", ci)
   raised = _outcome(pf.require_fixtures, tmp_path / "absent")
-  assert type(raised) is pytest.skip.Exception and "not found" in str(raised), repr(raised)
+  assert type(raised) is pytest.fail.Exception, repr(raised)
+  assert "absent" in str(raised) and pf.FIXTURE_ENV in str(raised), repr(raised)
 
 
-def test_require_fixtures_fails_when_missing_under_ci(tmp_path, monkeypatch):
-  monkeypatch.setenv("CI", "true")
-  raised = _outcome(pf.require_fixtures, tmp_path / "absent")
-  assert type(raised) is pytest.fail.Exception and "CI=true" in str(raised), repr(raised)
-
-
-def test_require_fixtures_default_folder_follows_the_env_var(tmp_path, monkeypatch):
-  monkeypatch.setenv("CI", "true")
+def test_require_fixtures_default_folder_follows_the_env_vars(tmp_path, monkeypatch):
   monkeypatch.setenv(pf.FIXTURE_ENV, str(tmp_path / "absent"))
   assert pf.fixture_dir() == tmp_path / "absent"
   raised = _outcome(pf.require_fixtures)
   assert type(raised) is pytest.fail.Exception and "absent" in str(raised), repr(raised)
   monkeypatch.setenv(pf.FIXTURE_ENV, str(tmp_path))
   assert _outcome(pf.require_fixtures) is None  # present: neither skips nor fails
-  monkeypatch.delenv("CI")
-  assert _outcome(pf.require_fixtures) is None
+  monkeypatch.setenv(pf.INTERNVIDEO2_ENV, str(tmp_path / "iv2"))
+  assert pf.internvideo2_fixture_dir() == tmp_path / "iv2"
 
 
 def _edited_copy(directory) -> None:
@@ -120,3 +137,99 @@ def test_a_copied_set_loads_from_its_own_folder(tmp_path):
   a, b = pf.load_fixture("encoder"), pf.load_fixture("encoder", tmp_path)
   assert a is not b and a is pf.load_fixture("encoder")
   assert sorted(a.params) == sorted(b.params)
+
+
+# --- helpers that must hold on any reference set ----------------------------------------
+
+
+@pytest.mark.parametrize("batch,chunks", [(1, 1), (2, 1), (2, 3), (3, 3), (3, 5)])
+def test_chunk_rows_keeps_batch_chunk_order(batch, chunks):
+  """Row `b * C + c` of a `(B * C, S, K)` record is sample b, chunk c."""
+  b, c = np.meshgrid(np.arange(batch), np.arange(chunks), indexing="ij")
+  code = (100 * b + c).reshape(-1).astype(np.float32)  # (B * C,) in (batch, chunk) order
+  rows = np.broadcast_to(code[:, None, None], (batch * chunks, 4, 5))
+  out = pf.chunk_rows(rows, chunks, item_ndim=2)
+  assert out.shape == (batch, chunks, 4, 5)
+  np.testing.assert_array_equal(out[..., 0, 0], 100 * b + c)
+  # Already split records pass through unchanged; a 1-axis item (deter) works alike.
+  np.testing.assert_array_equal(pf.chunk_rows(out, chunks, item_ndim=2), out)
+  deter = pf.chunk_rows(rows[..., 0], chunks, item_ndim=1)
+  np.testing.assert_array_equal(deter[..., 0], 100 * b + c)
+
+
+def test_chunk_rows_rejects_a_partial_sample():
+  with pytest.raises(ValueError, match="7 recorded rows .* 3 chunks"):
+    pf.chunk_rows(np.zeros((7, 2, 2)), 3, item_ndim=2)
+
+
+class _Agent:
+  """Pickled as a class of a module the reader cannot import, like the reference's agent."""
+
+  def __init__(self):
+    self.weights = {"w": [1.0, 2.0]}
+
+
+def _snapshot(path, payload) -> None:
+  """A torch-style zip archive: `<top>/data.pkl` (protocol 2) plus one storage entry."""
+  data = pickle.dumps(payload, protocol=2)
+  data = data.replace(_Agent.__module__.encode(), b"agent.genrl")  # no such module here
+  with zipfile.ZipFile(path, "w") as z:
+    z.writestr("snapshot/data.pkl", data)
+    z.writestr("snapshot/data/0", b"\0" * 16)
+
+
+@pytest.mark.parametrize("step", [500, 25000, 7])
+def test_snapshot_metadata_reads_the_recorded_step(tmp_path, step):
+  path = tmp_path / "snap.pt"
+  _snapshot(path, {"agent": _Agent(), "_global_step": step, "_global_episode": 3,
+                   "wandb_run_id": "x1"})
+  assert pf.snapshot_metadata(path) == {"_global_step": step, "_global_episode": 3,
+                                        "wandb_run_id": "x1"}
+  _snapshot(path, _Agent())  # a bare agent (the released models): no metadata
+  assert pf.snapshot_metadata(path) == {}
+
+
+def test_snapshot_metadata_of_the_fixture_set():
+  metadata = pf.snapshot_metadata(pf.fixture_dir() / "snapshot_small.pt")
+  assert set(metadata) == {"_global_step", "_global_episode"}
+  assert metadata["_global_step"] > 0
+
+
+def _worst_case_move(logits: np.ndarray, atol: float) -> np.ndarray:
+  """Per entry, the largest |softmax(z + d) - softmax(z)| over |d| <= atol (float64): +atol
+  on the entry and -atol on the others, or the reverse."""
+  p = lambda z: np.exp(z - z.max(-1, keepdims=True)) / np.exp(
+      z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
+  eye = np.eye(logits.shape[-1])
+  up = np.stack([p(logits + atol * (2 * e - 1))[..., i] for i, e in enumerate(eye)], -1)
+  down = np.stack([p(logits - atol * (2 * e - 1))[..., i] for i, e in enumerate(eye)], -1)
+  return np.maximum(np.abs(up - p(logits)), np.abs(down - p(logits)))
+
+
+@pytest.mark.parametrize("logits", [
+    [[40.0, 36.0, 30.0]],  # top-two gap of 4: unsaturated
+    [[90.0, 12.0, 11.0], [0.0, 0.0, 0.0]],  # saturated, and a three-way tie
+    [[5.0, -3.0, 1.0, 4.5]]])
+def test_softmax_atol_bounds_the_worst_logit_move(logits):
+  logits, atol = np.asarray(logits, np.float64), 1e-4
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  move = _worst_case_move(logits, atol)
+  bound = pf.softmax_atol(p, atol)
+  assert np.all(move <= bound), (move, bound)
+  rounding = 8 * np.finfo(np.float32).eps * p
+  assert np.all(bound - rounding <= 2.1 * move)  # and is loose by 2x at most
+  # float32 logits within the tolerance, as a model's would be
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    z = (logits + rng.uniform(-atol, atol, logits.shape)).astype(np.float32)
+    q = np.exp(z - z.max(-1, keepdims=True))
+    q /= q.sum(-1, keepdims=True)
+    assert np.all(np.abs(q - p) <= bound)
+
+
+def test_an_absolute_probability_tolerance_fails_on_unsaturated_logits():
+  """Why the InternVideo2 test bounds probabilities through the logits: with a top-two gap
+  of 4, logits 1e-4 apart (inside their own tolerance) move probabilities by over 1e-6."""
+  logits = np.asarray([[40.0, 36.0, 30.0]])
+  assert _worst_case_move(logits, 1e-4).max() > 1e-6

@@ -17,6 +17,7 @@ from genrl_jax.report import results
 from genrl_jax.report import tensorboard
 
 
+@pytest.mark.slow
 def test_open_loop_video_predictions_ignore_frames_after_the_context():
   config = synthetic.micro_config()
   model = wm_lib.make_world_model(config, 6)
@@ -161,6 +162,7 @@ def test_open_loop_gif_stacks_the_sequences_vertically(tmp_path):
   assert open(path, "rb").read() == gif
 
 
+@pytest.mark.slow
 def test_mfwm_open_loop_report_writes_the_gif_and_the_tensorboard_video(tmp_path):
   episodes = synthetic.write_episodes(str(tmp_path / "eps"), num=2, length=12)
   config = synthetic.micro_config(episodes)
@@ -222,6 +224,7 @@ def test_prompt_target_errors_compare_frame_by_frame_against_the_clip_and_mean_f
     open_loop.prompt_target_errors(decoded[:, :1], clip, None)
 
 
+@pytest.mark.slow
 def test_mfwm_open_loop_report_scores_heldout_episodes_against_the_mean_frame(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   episodes = synthetic.write_episodes(str(tmp_path / "eps"), num=3, length=12)

@@ -31,6 +31,7 @@ def _run(config, devices, num_steps, with_connector):
   return jax.device_get(state), history
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_connector", [False, True], ids=["world_model", "mfwm"])
 def test_train_step_on_1_device_equals_8_devices(with_connector):
   assert jax.device_count() == 8, "conftest.py should simulate 8 CPU devices"
@@ -48,6 +49,7 @@ def test_train_step_on_1_device_equals_8_devices(with_connector):
   assert int(eight.step) == 3
 
 
+@pytest.mark.slow
 def test_world_model_step_output_is_replicated_and_state_donated():
   config = synthetic.micro_config()
   mesh = parallel.make_mesh()
@@ -108,6 +110,7 @@ def test_batch_size_not_divisible_by_device_count_is_refused():
     parallel.shard_batch({"x": np.zeros((6, 3))}, mesh)
 
 
+@pytest.mark.slow
 def test_compute_dtype_bfloat16_keeps_float32_params_and_distributions():
   config = synthetic.micro_config(compute_dtype="bfloat16")
   mesh = parallel.make_mesh(jax.devices()[:1])
