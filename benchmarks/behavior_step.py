@@ -50,12 +50,12 @@ from genrl_jax import host_allocator  # pylint: disable=wrong-import-position
 
 host_allocator.reexec_with_tcmalloc()  # before JAX starts (see the module)
 
-from genrl_jax import configs  # pylint: disable=wrong-import-position
+from genrl_jax import experiment_config  # pylint: disable=wrong-import-position
 from genrl_jax import mfwm as mfwm_lib  # pylint: disable=wrong-import-position
 from genrl_jax import world_model as wm_lib  # pylint: disable=wrong-import-position
 from genrl_jax.behavior import learner  # pylint: disable=wrong-import-position
 from genrl_jax.envs import registry  # pylint: disable=wrong-import-position
-from genrl_jax.train import parallel  # pylint: disable=wrong-import-position
+from genrl_jax.train import mesh as mesh_lib  # pylint: disable=wrong-import-position
 from genrl_jax.train.state import step_rng  # pylint: disable=wrong-import-position
 
 REFERENCE_SECONDS = {"small": 7.27, "paper": 25.5}  # reference s/update, 2-core CPU
@@ -116,7 +116,7 @@ def memory_report() -> str:
 def bench(size: str, start: str, args: argparse.Namespace) -> None:
   """Builds, compiles and times the behaviour update of one (size, start mode)."""
   domain, _ = registry.split_task(args.task)
-  config = configs.load_config(f"configs/{domain}.py:{size}")
+  config = experiment_config.load_config(f"configs/{domain}.py:{size}")
   with config.unlocked():
     config.task = args.task
     config.compute_dtype = args.dtype
@@ -129,7 +129,7 @@ def bench(size: str, start: str, args: argparse.Namespace) -> None:
   b = config.behavior
   args.size_name = size
   action_dim = args.action_dim or task_action_dim(args.task)
-  mesh = parallel.make_mesh()
+  mesh = mesh_lib.make_mesh()
 
   mfwm = mfwm_lib.make_mfwm(config, action_dim)
   mfwm_params = mfwm_lib.init_params(mfwm, jax.random.key(0))
@@ -152,9 +152,9 @@ def bench(size: str, start: str, args: argparse.Namespace) -> None:
                                    optimizer=optimizer, config=config)
   # The step donates its state: place a copy so `state` stays valid for the layout.
   state = jax.device_put(jax.tree.map(jnp.copy, state), learner.state_shardings(state, mesh))
-  mfwm_params = parallel.replicate(mfwm_params, mesh)
+  mfwm_params = mesh_lib.replicate(mfwm_params, mesh)
   if start == "offline":
-    batch = parallel.shard_batch(make_batch(b.batch_size, b.batch_length, action_dim), mesh)
+    batch = mesh_lib.shard_batch(make_batch(b.batch_size, b.batch_length, action_dim), mesh)
   else:
     batch = {}
 

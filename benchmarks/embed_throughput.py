@@ -12,7 +12,7 @@ images, 8 px patches). `--base` builds a CLIP of the real ViT-B/32 configuration
 depend on the values. Each model is saved to a temporary directory and loaded through
 `ClipEmbedder`, as a real run would. Input: random uint8 clips of 8 frames of
 `--frame_size` px (64 = the environments' frames, resized inside the jitted call).
-`--vlm=internvideo2` builds the real 1B InternVideo2 stage-2 model (`internvideo2.SIZES
+`--vlm=internvideo2` builds the real 1B InternVideo2 stage-2 model (`internvideo2_model.SIZES
 ['1b']`: 40 blocks of width 1408 on 1 + 8*256 = 2049 tokens per clip, 224 px) with random
 weights (the module's own initialisers, float32) and runs `InternVideo2Embedder.embed_video`
 (resize of the 64 px frames to 224 px inside the jitted call) with `--dtype` matmuls; the
@@ -41,6 +41,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 from genrl_jax.vlm import clip  # pylint: disable=wrong-import-position
 from genrl_jax.vlm import internvideo2  # pylint: disable=wrong-import-position
+from genrl_jax.vlm import internvideo2_model  # pylint: disable=wrong-import-position
 import tiny_clip  # pylint: disable=wrong-import-position
 
 
@@ -69,8 +70,8 @@ def build_clip(args) -> tuple[object, str, str]:
 
 def build_internvideo2(args) -> tuple[object, str, str]:
   """`(embedder, name, size description)` of the 1B InternVideo2 with random weights."""
-  config = internvideo2.SIZES["1b"]
-  init = jax.jit(internvideo2.init_params, static_argnums=0)
+  config = internvideo2_model.SIZES["1b"]
+  init = jax.jit(internvideo2_model.init_params, static_argnums=0)
   params = jax.block_until_ready(init(config, jax.random.key(0)))
   embedder = internvideo2.InternVideo2Embedder.from_params(
       config, params, "internvideo2:random-1b", dtype=args.dtype, batch_size=args.batch_size)
@@ -87,7 +88,7 @@ def main():
   parser.add_argument("--batch_size", type=int, default=64, help="config.vlm.batch_size")
   parser.add_argument("--iters", type=int, default=3, help="timed calls after the first")
   parser.add_argument("--vlm", choices=("clip", "internvideo2"), default="clip")
-  parser.add_argument("--dtype", choices=tuple(internvideo2.DTYPES), default="float32",
+  parser.add_argument("--dtype", choices=tuple(internvideo2_model.DTYPES), default="float32",
                       help="internvideo2: matmul dtype (config.vlm.dtype)")
   args = parser.parse_args()
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, "

@@ -21,7 +21,7 @@ import numpy as np
 
 import genrl_jax.envs  # noqa: F401  (selects MUJOCO_GL first)
 from genrl_jax.envs import make_env
-from genrl_jax.envs.parallel import ParallelEnvs
+from genrl_jax.envs.vector import ParallelEnvs
 
 DEFAULT_TASKS = ["walker_walk", "cheetah_run", "quadruped_run", "stickman_walk"]
 KITCHEN_TASK = "kitchen_microwave"

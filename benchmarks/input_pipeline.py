@@ -25,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from genrl_jax.data import dataset as dataset_lib  # pylint: disable=wrong-import-position
+from genrl_jax.data import dataset_reader  # pylint: disable=wrong-import-position
+from genrl_jax.data import dataset_writer  # pylint: disable=wrong-import-position
 from genrl_jax.data import input_pipeline  # pylint: disable=wrong-import-position
 
 
@@ -46,8 +48,8 @@ def smooth_episode(rng: np.random.Generator, length: int, action_dim: int = 6) -
 def write_dataset(root: str, episodes: int, length: int) -> float:
   rng = np.random.default_rng(0)
   start = time.perf_counter()
-  with dataset_lib.EpisodeWriter(root, dataset_lib.DatasetSpec("walker", 6), 16,
-                                 vlm="benchmark") as writer:
+  with dataset_writer.EpisodeWriter(root, dataset_lib.DatasetSpec("walker", 6), 16,
+                                    vlm="benchmark") as writer:
     for _ in range(episodes):
       writer.add(smooth_episode(rng, length))
   return time.perf_counter() - start
@@ -82,8 +84,8 @@ def main():
           f"({args.episodes * args.episode_length / seconds:.0f} steps/s), "
           f"{size / 2**20:.0f} MiB on disk", flush=True)
   try:
-    dataset = dataset_lib.open_dataset(root, embedding=next(iter(
-        dataset_lib.open_dataset(root).embedding_sets), None))
+    dataset = dataset_reader.open_dataset(root, embedding=next(iter(
+        dataset_reader.open_dataset(root).embedding_sets), None))
     print(f"dataset: {dataset.num_episodes} episodes, {dataset.num_steps} steps; batch "
           f"{args.batch_size}x{args.length}; {os.cpu_count()} CPUs", flush=True)
     for workers in [int(w) for w in args.workers.split(",")]:

@@ -58,13 +58,13 @@ def main():
 def _bench(args):
   import jax  # pylint: disable=g-import-not-at-top
   import world_model_step  # pylint: disable=g-import-not-at-top (benchmarks/ is on sys.path)
-  from genrl_jax import configs  # pylint: disable=g-import-not-at-top
+  from genrl_jax import experiment_config  # pylint: disable=g-import-not-at-top
   from genrl_jax import mfwm as mfwm_lib  # pylint: disable=g-import-not-at-top
-  from genrl_jax.train import parallel  # pylint: disable=g-import-not-at-top
+  from genrl_jax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from genrl_jax.train.state import step_rng  # pylint: disable=g-import-not-at-top
 
   show = jax.process_index() == 0
-  config = configs.load_config(f"configs/walker.py:{args.size}")
+  config = experiment_config.load_config(f"configs/walker.py:{args.size}")
   with config.unlocked():
     config.compute_dtype = args.dtype
   per_device = args.per_device_batch or max(1, config.batch_size // 8)
@@ -81,7 +81,7 @@ def _bench(args):
           "efficiency |\n|---|---|---|---|---|---|---|", flush=True)
   first = None
   for n in counts:
-    mesh = parallel.make_mesh(jax.devices()[:n])
+    mesh = mesh_lib.make_mesh(jax.devices()[:n])
     with_connector = args.model == "mfwm"
     _, state, step_fn = mfwm_lib.build(config, world_model_step.ACTION_DIM, mesh,
                                             with_connector)
@@ -90,7 +90,7 @@ def _bench(args):
                                         config.batch_length,
                                         config.connector.embed_dim if with_connector else None,
                                         seed=jax.process_index())
-    batch = parallel.shard_batch(local, mesh)
+    batch = mesh_lib.shard_batch(local, mesh)
     t0 = time.perf_counter()
     compiled = step_fn.lower(state, batch, step_rng(0, 0)).compile()
     compile_s = time.perf_counter() - t0

@@ -32,9 +32,9 @@ from genrl_jax import host_allocator  # pylint: disable=wrong-import-position
 
 host_allocator.reexec_with_tcmalloc()  # before JAX starts (see the module)
 
-from genrl_jax import configs  # pylint: disable=wrong-import-position
+from genrl_jax import experiment_config  # pylint: disable=wrong-import-position
 from genrl_jax import mfwm as mfwm_lib  # pylint: disable=wrong-import-position
-from genrl_jax.train import parallel  # pylint: disable=wrong-import-position
+from genrl_jax.train import mesh as mesh_lib  # pylint: disable=wrong-import-position
 from genrl_jax.train.state import step_rng  # pylint: disable=wrong-import-position
 
 REFERENCE_SECONDS = {"small": (1.83, 0.23), "paper": (17.6, 1.6)}  # (MFWM, connector+aligner)
@@ -71,15 +71,15 @@ def allocator():
 
 
 def bench(size, model, iters, dtype, conv_impl):
-  config = configs.load_config(f"configs/walker.py:{size}")
+  config = experiment_config.load_config(f"configs/walker.py:{size}")
   with config.unlocked():
     config.compute_dtype = dtype
     config.world_model.conv_impl = conv_impl
-  mesh = parallel.make_mesh()
+  mesh = mesh_lib.make_mesh()
   with_connector = model == "mfwm"
   _, state, step_fn = mfwm_lib.build(config, ACTION_DIM, mesh, with_connector)
   embed_dim = config.connector.embed_dim if with_connector else None
-  batch = parallel.shard_batch(make_batch(config.batch_size, config.batch_length, embed_dim),
+  batch = mesh_lib.shard_batch(make_batch(config.batch_size, config.batch_length, embed_dim),
                                mesh)
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, batch, step_rng(0, 0)).compile()

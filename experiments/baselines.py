@@ -23,8 +23,8 @@ sys.path.insert(0, ROOT)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
-  from genrl_jax import configs  # pylint: disable=g-import-not-at-top
-  from genrl_jax.stages import eval as eval_stage  # pylint: disable=g-import-not-at-top
+  from genrl_jax import experiment_config  # pylint: disable=g-import-not-at-top
+  from genrl_jax.envs import baseline_policies  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--tasks", required=True, help="comma-separated task names")
   parser.add_argument("--episodes", type=int, default=10)
@@ -32,15 +32,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
   parser.add_argument("--time_limit", type=float, default=0.0,
                       help="seconds of simulated time per episode; 0: the task's own")
   args = parser.parse_args(argv)
-  config = configs.load_config("configs/walker.py:tiny")  # only seeds and env settings used
+  # Only the seeds and environment settings of this config are used.
+  config = experiment_config.load_config("configs/walker.py:tiny")
   config.seed, config.eval.time_limit, config.eval.num_envs = args.seed, args.time_limit, 1
   rows = []
   print("| task | random policy | zero actions | random + 2 std |\n|---|---|---|---|")
   for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
     config.task = task
     row = {"task": task}
-    for policy in eval_stage.BASELINES:
-      returns = eval_stage.baseline_returns(config, policy, args.episodes, progress=False).returns
+    for policy in baseline_policies.BASELINES:
+      returns = baseline_policies.baseline_returns(config, policy, args.episodes, progress=False).returns
       row[f"{policy}_mean"], row[f"{policy}_std"] = float(np.mean(returns)), float(np.std(returns))
     rows.append(row)
     print(f"| {task} | {row['random_mean']:.1f} +- {row['random_std']:.1f} | "

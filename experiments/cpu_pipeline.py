@@ -70,9 +70,9 @@ def run_domain(domain: str, workdir: str, variant: str, extra: list[str],
     _main_py(domain, workdir, variant, stage, extra)
     seconds[stage] = time.perf_counter() - start
   if data_free:
-    from genrl_jax import configs  # pylint: disable=g-import-not-at-top
+    from genrl_jax import experiment_config  # pylint: disable=g-import-not-at-top
     start = time.perf_counter()
-    for task in configs.load_config(f"configs/{domain}.py:{variant}").tasks:
+    for task in experiment_config.load_config(f"configs/{domain}.py:{variant}").tasks:
       args = [f"--config.task={task}", "--config.tasks=()",
               f"--config.behavior.name={task}_data_free", "--config.behavior.start=data_free"]
       for stage in ("behavior", "eval"):
@@ -87,7 +87,7 @@ def _number(value, digits: int = 1) -> str:
 
 def report_table(rows: list[dict]) -> str:
   """The learning report of results rows (`report.results.read_results`) as text."""
-  from genrl_jax.stages import eval as eval_stage  # pylint: disable=g-import-not-at-top
+  from genrl_jax.stages import evaluation as eval_stage  # pylint: disable=g-import-not-at-top
   # The imagination gap's realized, replayed and imagined rewards and the random episodes'.
   latent = eval_stage.LATENT_METRICS[:4]
   header = (f"{'behaviour':<30} {'start':<9} {'return':>15} {'random policy':>15} {'beats':>5} {'norm.':>6} "

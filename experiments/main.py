@@ -25,7 +25,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from genrl_jax import configs, host_allocator  # pylint: disable=g-import-not-at-top,wrong-import-position
+from genrl_jax import experiment_config, host_allocator  # pylint: disable=wrong-import-position
 
 
 def _resolve_config_argv(argv: list[str]) -> list[str]:
@@ -33,9 +33,9 @@ def _resolve_config_argv(argv: list[str]) -> list[str]:
   out = []
   for i, arg in enumerate(argv):
     if arg.startswith("--config="):
-      arg = "--config=" + configs.resolve_config_path(arg[len("--config="):])
+      arg = "--config=" + experiment_config.resolve_config_path(arg[len("--config="):])
     elif arg == "--config" and i + 1 < len(argv):
-      argv[i + 1] = configs.resolve_config_path(argv[i + 1])
+      argv[i + 1] = experiment_config.resolve_config_path(argv[i + 1])
     out.append(arg)
   return out
 
@@ -98,7 +98,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
   _join_job()
   # pylint: disable=g-import-not-at-top (after flag parsing and joining the job)
-  from genrl_jax.stages import behavior, data, eval as evaluation, mfwm
+  from genrl_jax.stages import behavior, data, evaluation, mfwm
   from genrl_jax.stages import workdir as workdir_lib
   from genrl_jax.data.episodes import DatasetError
   from genrl_jax.train import checkpoints
@@ -107,7 +107,8 @@ def main(argv):
 
   config = _CONFIG.value
   if config is None:
-    raise app.UsageError(f"--config is required; available: {configs.available_configs()}")
+    raise app.UsageError("--config is required; available: "
+                         f"{experiment_config.available_configs()}")
   workdir = _WORKDIR.value or os.path.join("workdirs", config.task)
   logging.info("%s", distributed.identity())
   if jax.process_index() != 0:

@@ -1,4 +1,4 @@
-"""The aligner (spec 3.6): maps VLM embeddings onto the video-embedding manifold.
+"""The aligner (method.md §3.6): maps VLM embeddings onto the video-embedding manifold.
 
 A small residual U-Net (E -> E/2 bottleneck, 2 levels), trained to map LaFiTe-corrupted
 video embeddings back to the clean ones (`aligner_loss`); at prompt time it maps text
@@ -34,7 +34,7 @@ def cosine_similarity(x: jax.Array, y: jax.Array) -> jax.Array:
 
 class ResidualLinear(nn.Module):
   """`h = SiLU(LN(Linear(x)))` (or just `Linear(x)` without `norm_act`), plus `x` or a
-  linear projection of `x` when the widths differ (spec 3.6)."""
+  linear projection of `x` when the widths differ (method.md §3.6)."""
   features: int
   norm_act: bool = True
   dtype: jnp.dtype = jnp.float32
@@ -79,7 +79,7 @@ def align(aligner: Aligner, params: Params, embed: jax.Array) -> jax.Array:
 def aligner_loss(aligner: Aligner, params: Params, clean: jax.Array, eps: jax.Array,
                  strength: float) -> jax.Array:
   """Mean cosine distance between the denoised LaFiTe corruption of `clean (..., E)` (noise
-  `eps`, same shape, and `strength`) and `clean` itself (spec 3.4). `params` are the
+  `eps`, same shape, and `strength`) and `clean` itself (method.md §3.4). `params` are the
   aligner's."""
   denoised = align(aligner, params, lafite_noise(clean, eps, strength))
   return 1.0 - jnp.mean(cosine_similarity(denoised, clean))

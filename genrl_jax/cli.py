@@ -1,7 +1,6 @@
 """The ``genrl_jax`` command line (also ``python -m genrl_jax``).
 
-    genrl_jax --list-tasks [--domain stickman]   # the task table
-    genrl_jax list-tasks [--domain stickman]     # the same, as a command
+    genrl_jax list-tasks [--domain stickman]     # the task table
     genrl_jax import-reference SNAPSHOT.pt --out=DIR [--config=configs/walker.py]
                                                  # a reference PyTorch snapshot as a workdir
     genrl_jax import-npz EPISODES_DIR --out=DATASET --domain=walker
@@ -54,9 +53,10 @@ def _import_npz(args: argparse.Namespace) -> int:
 
 def _dataset_info(args: argparse.Namespace) -> int:
   from genrl_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.data import dataset_reader  # pylint: disable=g-import-not-at-top
 
   try:
-    dataset = dataset_lib.open_dataset(args.dataset)
+    dataset = dataset_reader.open_dataset(args.dataset)
   except dataset_lib.DatasetError as e:
     print(f"genrl_jax dataset-info: {e}", file=sys.stderr)
     return 2
@@ -86,13 +86,14 @@ def _add_domain_option(parser: argparse.ArgumentParser, default=None) -> None:
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="genrl_jax", description="GenRL (multimodal foundation world models) in JAX/Flax.")
-  parser.add_argument("--list-tasks",
-                      action="store_true",
-                      help="print every task with its prompt, video prompt and score bounds")
+  # Deprecated alias of the `list-tasks` command, kept so that old command lines still work.
+  parser.add_argument("--list-tasks", action="store_true",
+                      help="deprecated: use `genrl_jax list-tasks`")
   _add_domain_option(parser)
   commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-  list_tasks = commands.add_parser("list-tasks", help="the same as --list-tasks")
+  list_tasks = commands.add_parser(
+      "list-tasks", help="print every task with its prompt, video prompt and score bounds")
   # SUPPRESS: a --domain given before the command is not reset by the command's default.
   _add_domain_option(list_tasks, default=argparse.SUPPRESS)
   list_tasks.set_defaults(handler=_list_tasks)
@@ -135,10 +136,12 @@ def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   if args.list_tasks:
+    print("genrl_jax: --list-tasks is deprecated; use `genrl_jax list-tasks`",
+          file=sys.stderr)
     return _list_tasks(args)
   if args.command is None:
     if args.domain is not None:
-      parser.error("--domain goes with --list-tasks")
+      parser.error("--domain goes with the list-tasks command")
     parser.print_help()
     return 2
   return args.handler(args)

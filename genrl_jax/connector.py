@@ -1,4 +1,4 @@
-"""The connector: from VLM embeddings to world-model latents (spec section 3).
+"""The connector: from VLM embeddings to world-model latents (method.md §3).
 
 * `Connector`: a prior-only RSSM (the world model's sizes) whose "actions" are the
   embeddings (times sqrt(E)) plus an n_frames temporal part, with a learned initial state.
@@ -53,7 +53,7 @@ class Connector(nn.Module):
   def setup(self):
     self.rssm = rssm.RSSM(deter=self.deter, hidden=self.hidden, stoch=self.stoch,
                           discrete=self.discrete, posterior=False, dtype=self.dtype)
-    # Linear -> LN -> SiLU -> Linear -> LN -> SiLU -> Linear (spec 3.1 initial_state_pred).
+    # Linear -> LN -> SiLU -> Linear -> LN -> SiLU -> Linear (method.md §3.1 initial_state_pred).
     self.initial_net = MLP(self.hidden, 2, out=self.deter, dtype=self.dtype)
 
   def __call__(self, action: jax.Array) -> jax.Array:
@@ -65,7 +65,7 @@ class Connector(nn.Module):
               recorded_stoch: jax.Array | None = None) -> State:
     """Learned initial state from the first embedding-action `(N, A)`.
 
-    The stoch is sampled (spec 3.3: always, whatever the rollout's `sample` flag);
+    The stoch is sampled (method.md §3.3: always, whatever the rollout's `sample` flag);
     `key=None` takes the mode instead, `recorded_stoch` replays a given sample.
     """
     deter = self.initial_net(action).astype(jnp.float32)
@@ -89,7 +89,7 @@ class Connector(nn.Module):
 
 def embedding_actions(connector: Connector, embed: jax.Array) -> jax.Array:
   """`(B, T, E) -> (B, T, E + n_frames)`: `embed * sqrt(E)` (if `rescale_embeds`) and the
-  one-hot of `t mod n_frames`, multiplied by 0 unless `temporal_embeds` (spec 3.2)."""
+  one-hot of `t mod n_frames`, multiplied by 0 unless `temporal_embeds` (method.md §3.2)."""
   e = embed.astype(jnp.float32)
   if connector.rescale_embeds:
     e = e * jnp.sqrt(jnp.float32(connector.embed_dim))
@@ -100,7 +100,7 @@ def embedding_actions(connector: Connector, embed: jax.Array) -> jax.Array:
 
 
 def chunk_embeddings(embed: jax.Array, n_frames: int) -> jax.Array:
-  """Each chunk of `n_frames` steps takes the embedding of its last step (spec 3.4):
+  """Each chunk of `n_frames` steps takes the embedding of its last step (method.md §3.4):
   `(B, T, E) -> (B, T, E)` with `out[:, t] = embed[:, (t // n) * n + n - 1]`."""
   batch, length = embed.shape[:2]
   last = embed[:, n_frames - 1::n_frames]
@@ -121,7 +121,7 @@ def connector_loss(connector: Connector, aligner: Aligner, params: Params, embed
                    wm_post: State, key: jax.Array | None, config: ml_collections.ConfigDict,
                    recorded: dict[str, jax.Array] | None = None
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Aligner + connector loss on a batch (spec 3.4).
+  """Aligner + connector loss on a batch (method.md §3.4).
 
   params `{'connector', 'aligner'}`; embed `(B, T, E)` per-step embeddings; wm_post the
   world model's posterior `(B, T, ...)` (detached here). `config` is `config.connector`.
@@ -177,7 +177,7 @@ def imagine(connector: Connector, params: Params, embed: jax.Array, key: jax.Arr
             sample: bool = True, denoise: bool = False, aligner: Aligner | None = None,
             init_stoch: jax.Array | None = None, reset_every_n_frames: bool = False,
             recorded_init_stoch: jax.Array | None = None) -> State:
-  """Roll the connector out over embeddings `(B, T, E)` (spec 3.5 `video_imagine`).
+  """Roll the connector out over embeddings `(B, T, E)` (method.md §3.5 `video_imagine`).
 
   params `{'connector', 'aligner'}`. `denoise` first maps the embeddings through the
   aligner. The initial stoch is sampled from the learned initial state (or replaced by

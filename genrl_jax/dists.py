@@ -1,11 +1,11 @@
 """Distributions used by the world model and its heads, as pure functions on arrays.
 
 All functions compute in float32 whatever the compute dtype of the network that produced
-their inputs (spec 2.8: distributions stay float32).
+their inputs (method.md §2.8: distributions stay float32).
 
-* One-hot categorical latents with 1% unimix and straight-through gradients (spec 1.5).
-* Two-hot regression over 255 symlog buckets (spec 1.4).
-* The "MSE" image distribution (spec 1.3).
+* One-hot categorical latents with 1% unimix and straight-through gradients (method.md §1.5).
+* Two-hot regression over 255 symlog buckets (method.md §1.4).
+* The "MSE" image distribution (method.md §1.3).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def straight_through(sample: jax.Array, probs: jax.Array) -> jax.Array:
 
 
 def onehot_mode(logit: jax.Array, unimix: float = UNIMIX) -> jax.Array:
-  """One-hot of the argmax, straight-through via the mixed log-probabilities (spec 1.5)."""
+  """One-hot of the argmax, straight-through via the mixed log-probabilities (method.md §1.5)."""
   log_probs = unimix_log_probs(logit, unimix)
   mode = jax.nn.one_hot(jnp.argmax(log_probs, axis=-1), logit.shape[-1], dtype=jnp.float32)
   return mode + (log_probs - jax.lax.stop_gradient(log_probs))

@@ -1,4 +1,5 @@
-"""The multimodal foundation world model (MFWM): world model + connector + aligner.
+"""The multimodal foundation world model (MFWM): world model + connector + aligner (the
+model; the stage that trains it is `stages/mfwm.py`).
 
 `MFWM` bundles the three module descriptions; parameters live in one dict
 `{'world_model': ..., 'connector': ..., 'aligner': ...}` (without a connector, just
@@ -24,7 +25,8 @@ from genrl_jax import aligner as aligner_lib
 from genrl_jax import connector as connector_lib
 from genrl_jax import rssm
 from genrl_jax import world_model as wm_lib
-from genrl_jax.train import checkpoints, parallel, steps
+from genrl_jax.train import checkpoints, steps
+from genrl_jax.train import mesh as mesh_lib
 from genrl_jax.train import optimizer as optimizer_lib
 from genrl_jax.train.state import TrainState
 
@@ -81,7 +83,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   """World model and connector+aligner as two groups (clip, decay and Adam each).
 
   `config.connector.double_weight_decay` reproduces the reference, whose shared Adam
-  decays the connector's parameters twice per iteration (spec 3.4, section 12 item 6).
+  decays the connector's parameters twice per iteration (method.md §3.4, section 12 item 6).
   """
   decay_times = 2 if config.connector.double_weight_decay else 1
   transforms = {
@@ -127,8 +129,8 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, mfwm: MFWM,
                ) -> tuple[TrainState, Metrics]:
   """One MFWM update on a global batch `(B, T, ...)`.
 
-  The world model learns end to end (spec 2.7); the connector and aligner learn on the
-  detached posterior (spec 3.4), when the MFWM has them (then the batch also holds
+  The world model learns end to end (method.md §2.7); the connector and aligner learn on the
+  detached posterior (method.md §3.4), when the MFWM has them (then the batch also holds
   `vlm_embedding (B, T, E)`). Both losses are summed: they act on disjoint parameters.
   The batch layout is checked when the step is traced (shapes are static), at no run-time
   cost.
@@ -167,7 +169,7 @@ def build(config: ml_collections.ConfigDict, action_dim: int, mesh: Mesh,
   if config.mfwm.init_world_model_from:
     params["world_model"] = restore_world_model(config.mfwm.init_world_model_from,
                                                 params["world_model"])
-  state = parallel.replicate(TrainState.create(params, opt), mesh)
+  state = mesh_lib.replicate(TrainState.create(params, opt), mesh)
   step_fn = steps.jit_train_step(train_step, mesh, mfwm=mfwm, optimizer=opt, config=config)
   return mfwm, state, step_fn
 

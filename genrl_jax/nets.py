@@ -2,7 +2,7 @@
 
 Parameters are float32 (`param_dtype`); `dtype` is the compute dtype (float32 on CPU,
 bfloat16 on accelerators). LayerNorm epsilons follow the reference: 1e-5 for vector norms,
-1e-3 for the per-pixel channel norms of the CNNs (spec 1.1).
+1e-3 for the per-pixel channel norms of the CNNs (method.md §1.1).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ IMAGE_LN_EPS = 1e-3
 
 
 class DenseNormAct(nn.Module):
-  """Linear (with bias, spec 1.7) -> LayerNorm -> SiLU."""
+  """Linear (with bias, method.md §1.7) -> LayerNorm -> SiLU."""
   units: int
   dtype: jnp.dtype = jnp.float32
 
@@ -32,7 +32,7 @@ class DenseNormAct(nn.Module):
 
 
 class MLP(nn.Module):
-  """`layers` x [Linear -> LN -> SiLU], then a linear output of width `out` (spec 1.7).
+  """`layers` x [Linear -> LN -> SiLU], then a linear output of width `out` (method.md §1.7).
 
   `out=None` returns the last hidden layer. Input `(..., D)` -> `(..., out)`.
   """
@@ -55,7 +55,7 @@ class MLP(nn.Module):
 
 
 class LayerNormGRU(nn.Module):
-  """DreamerV2 LayerNorm GRU (spec 1.8): one bias-free Linear over `[x, h]`, LN, then
+  """DreamerV2 LayerNorm GRU (method.md §1.8): one bias-free Linear over `[x, h]`, LN, then
   reset / candidate / update gates with update bias -1. `(x (..., I), h (..., H)) -> h'`."""
   units: int
   dtype: jnp.dtype = jnp.float32
@@ -75,7 +75,7 @@ class LayerNormGRU(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-  """Four [Conv(k, stride 2, VALID) -> channel LN (eps 1e-3) -> SiLU] blocks (spec 2.2).
+  """Four [Conv(k, stride 2, VALID) -> channel LN (eps 1e-3) -> SiLU] blocks (method.md §2.2).
 
   `conv_impl` chooses how the strided convs are computed (see `genrl_jax.convs`).
 
@@ -101,7 +101,7 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-  """Linear -> (1, 1, 32 * depth) -> four transposed convs (spec 2.5).
+  """Linear -> (1, 1, 32 * depth) -> four transposed convs (method.md §2.5).
 
   `conv_impl` chooses how the transposed convs are computed (see `genrl_jax.convs`).
   Input `(..., D)` (the flattened stoch); output mean image `(..., 64, 64, channels)` in the

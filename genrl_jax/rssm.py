@@ -1,4 +1,4 @@
-"""Recurrent state-space model with 32x32 discrete latents (spec 2.3).
+"""Recurrent state-space model with 32x32 discrete latents (method.md §2.3).
 
 `RSSM` is a pure linen description of the layers; the step and scan functions below drive
 it with explicit params and keys, so that sampling, mode, and replaying recorded samples
@@ -25,7 +25,7 @@ Params = Any
 
 class RSSM(nn.Module):
   """Prior: `[stoch, action] -> img_in -> GRU -> img_out -> img_dist`; posterior (if
-  `posterior`): `embed -> obs_out -> obs_dist` (single-frame posterior, spec 2.3), or
+  `posterior`): `embed -> obs_out -> obs_dist` (single-frame posterior, method.md §2.3), or
   `[deter, embed]` when `single_obs_posterior` is False."""
   deter: int = 1024
   hidden: int = 1024
@@ -103,7 +103,7 @@ def draw(logit: jax.Array, key: jax.Array | None) -> jax.Array:
 
 
 def initial_state(rssm: RSSM, batch_shape: tuple[int, ...]) -> State:
-  """All-zero state (spec 2.3: the world model's initial state is not learned)."""
+  """All-zero state (method.md §2.3: the world model's initial state is not learned)."""
   return {"deter": jnp.zeros(batch_shape + (rssm.deter,), jnp.float32),
           "stoch": jnp.zeros(batch_shape + (rssm.stoch, rssm.discrete), jnp.float32),
           "logit": jnp.zeros(batch_shape + (rssm.stoch, rssm.discrete), jnp.float32)}
@@ -128,7 +128,7 @@ def observe(rssm: RSSM, params: Params, embed: jax.Array, action: jax.Array,
             is_first: jax.Array, key: jax.Array | None = None,
             recorded_stoch: jax.Array | None = None, init: State | None = None
             ) -> tuple[State, State]:
-  """Filter a batch-major sequence from the zero state (spec 2.3 `observe`).
+  """Filter a batch-major sequence from the zero state (method.md §2.3 `observe`).
 
   embed `(B, T, E)`, action `(B, T, A)` (the action that preceded each frame), is_first
   `(B, T)`; optional recorded posterior samples `(B, T, S, K)`. Returns batch-major

@@ -1,4 +1,4 @@
-"""The DreamerV3-style world model of GenRL (spec section 2) and its loss.
+"""The DreamerV3-style world model of GenRL (method.md §2) and its loss.
 
 Batches are batch-major: `observation (B, T, 64, 64, 3) uint8`, `action (B, T, A)` (the
 action that led to each frame), `reward (B, T)`, `is_first (B, T)`.
@@ -24,7 +24,7 @@ FLOAT_KEYS = ("action", "reward", "is_first")
 
 
 def preprocess_image(image: jax.Array) -> jax.Array:
-  """uint8 `[0, 255]` -> float32 `[-0.5, 0.5]` (spec 2.1)."""
+  """uint8 `[0, 255]` -> float32 `[-0.5, 0.5]` (method.md §2.1)."""
   return image.astype(jnp.float32) / 255.0 - 0.5
 
 
@@ -131,7 +131,7 @@ def action_dim_of(params: Params, config: ml_collections.ConfigDict) -> int:
 
 def kl_loss(post_logit: jax.Array, prior_logit: jax.Array, forward: bool, balance: float,
             free: float, free_avg: bool = False) -> tuple[jax.Array, jax.Array]:
-  """KL balancing with free bits (spec 2.4). Logits `(..., S, K)`.
+  """KL balancing with free bits (method.md §2.4). Logits `(..., S, K)`.
 
   forward=False: lhs = post, rhs = prior, mix = 1 - balance (world model);
   forward=True: lhs = prior, rhs = post, mix = balance (connector).
@@ -181,13 +181,13 @@ def world_model_loss(model: WorldModel, params: Params, batch: dict[str, jax.Arr
                      key: jax.Array | None, config: ml_collections.ConfigDict,
                      recorded_post_stoch: jax.Array | None = None, reward_grad: bool = False
                      ) -> tuple[jax.Array, tuple[dict[str, jax.Array], rssm.State]]:
-  """World-model loss (spec 2.7): `kl * L_kl + observation * L_obs + reward * L_reward`.
+  """World-model loss (method.md §2.7): `kl * L_kl + observation * L_obs + reward * L_reward`.
 
   `config` is `config.world_model` (kl settings and loss scales). `key=None` filters with
   the posterior mode; `recorded_post_stoch (B, T, S, K)` replays given posterior samples.
   `reward_grad`: the reward loss also trains the encoder and RSSM (the reward head is a
-  "grad head", as in the reference's DreamerV3 collection agent, spec 8); GenRL's world
-  model (the default) trains the reward head on the detached feature (spec 2.6).
+  "grad head", as in the reference's DreamerV3 collection agent, method.md §8); GenRL's world
+  model (the default) trains the reward head on the detached feature (method.md §2.6).
   Returns `(loss, (metrics, post))` with the batch-major posterior `(B, T, ...)`.
   """
   apply = lambda method, *args: model.apply({"params": params}, *args, method=method)

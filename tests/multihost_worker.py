@@ -6,7 +6,7 @@ connector, aligner) on fixed global batches, Orbax save and restore, started by
       --script=tests/multihost_worker.py -- --out=/tmp/a --steps=3 --ckpt=/tmp/ckpt
 
 Batch `n` is the same global batch `(B, T, ...)` in every run (drawn from `n`); each
-process feeds its rows `[p * B / P, (p + 1) * B / P)` to `parallel.shard_batch`, so runs
+process feeds its rows `[p * B / P, (p + 1) * B / P)` to `mesh_lib.shard_batch`, so runs
 with different process counts see the same global batches and can be compared. Writes,
 per process `p`, `<out>/restored_p<p>.npz` (with `--restore_from`: the parameters of the
 latest checkpoint there) and `<out>/step<k>_p<p>.npz` (the parameters after each step `k`
@@ -101,7 +101,8 @@ def main():
   import synthetic  # pylint: disable=g-import-not-at-top
   from genrl_jax import mfwm as mfwm_lib  # pylint: disable=g-import-not-at-top
   from genrl_jax.train import (  # pylint: disable=g-import-not-at-top
-      checkpoints, loop, parallel, steps)
+      checkpoints, loop, steps)
+  from genrl_jax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from genrl_jax.train.state import TrainState  # pylint: disable=g-import-not-at-top
   print(distributed.identity(), flush=True)
   os.makedirs(args.out, exist_ok=True)
@@ -110,7 +111,7 @@ def main():
   config = synthetic.micro_config()
   with config.unlocked():
     config.world_model.conv_impl = "native"  # compiles faster; not what these tests check
-  mesh = parallel.make_mesh()
+  mesh = mesh_lib.make_mesh()
   # `mfwm_lib.build`'s modules, state and step (the same step program as the MFWM
   # stage with this config), except that the state is created by one jitted program over
   # the mesh: created op by op, it costs process 1 hundreds of small compilations on every
@@ -126,7 +127,7 @@ def main():
     init = lambda key: {"w": jnp.zeros(())}
     step_fn = steps.jit_train_step(_tiny_step, mesh, optimizer=optimizer)
   create = jax.jit(lambda key: TrainState.create(init(key), optimizer),
-                   out_shardings=parallel.replicated(mesh))
+                   out_shardings=mesh_lib.replicated(mesh))
   state = create(jax.random.fold_in(jax.random.key(config.seed), 0x5EED))
   if args.restore_from:
     restorer = checkpoints.Checkpointer(args.restore_from, save_every=10**9, keep=10,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import ml_collections
 
-from genrl_jax import configs
+from genrl_jax import experiment_config
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_writer
 from genrl_jax.vlm import embedder as embedder_lib
 
 # The identifier of the embedder of `micro_config` (random projection): the synthetic
@@ -49,8 +50,8 @@ def write_episodes(directory: str, num: int = 3, length: int | list[int] = 40, s
   rng = np.random.default_rng(seed)
   lengths = [length] * num if isinstance(length, int) else length
   spec = dataset_lib.DatasetSpec("walker", 6)
-  with dataset_lib.EpisodeWriter(directory, spec, episodes_per_shard,
-                                 vlm=vlm if embed_dim else None) as writer:
+  with dataset_writer.EpisodeWriter(directory, spec, episodes_per_shard,
+                                    vlm=vlm if embed_dim else None) as writer:
     for n in lengths:
       writer.add(random_episode(rng, n, embed_dim=embed_dim))
   return directory
@@ -58,7 +59,7 @@ def write_episodes(directory: str, num: int = 3, length: int | list[int] = 40, s
 
 def micro_config(data_path: str = "", **overrides) -> ml_collections.ConfigDict:
   """The `tiny` walker config shrunk further so that a handful of steps take seconds."""
-  c = configs.load_config("configs/walker.py:tiny")
+  c = experiment_config.load_config("configs/walker.py:tiny")
   with c.unlocked():
     c.data.path = data_path
     c.compute_dtype = "float32"

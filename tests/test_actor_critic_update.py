@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from genrl_jax import mfwm as mfwm_lib
-from genrl_jax.agents import task_agent
+from genrl_jax.collect import task_agent
 from genrl_jax.behavior import learner
 from genrl_jax.behavior import starts as starts_lib
-from genrl_jax.train.state import BehaviorState
+from genrl_jax.behavior.learner import BehaviorState
 from synthetic import micro_config
 
 ACTION_DIM = 6

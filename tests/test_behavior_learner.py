@@ -20,7 +20,7 @@ from genrl_jax import rssm
 from genrl_jax import world_model as wm_lib
 from genrl_jax.behavior import learner
 from genrl_jax.behavior import starts as starts_lib
-from genrl_jax.train import parallel
+from genrl_jax.train import mesh as mesh_lib
 from genrl_jax.train.state import step_rng
 
 ACTION_DIM = 6
@@ -174,7 +174,7 @@ def setup():
   return _build(_config())
 
 
-# --- data-free start states (spec 5) ---------------------------------------------------
+# --- data-free start states (method.md §5) ---------------------------------------------------
 
 
 @pytest.mark.parametrize("options", [
@@ -337,7 +337,7 @@ def test_data_free_start_count_must_fit_the_connector_rollouts_and_rows(setup, n
     _data_free(setup, num=num, group=group, mix_random_actions=mix)
 
 
-# --- offline start states (spec 4.2) ---------------------------------------------------
+# --- offline start states (method.md §4.2) ---------------------------------------------------
 
 
 def test_offline_starts_are_the_stopped_posterior_row_b_times_t_plus_t(setup):
@@ -372,7 +372,7 @@ def test_offline_starts_are_the_stopped_posterior_row_b_times_t_plus_t(setup):
   assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads))
 
 
-# --- prompt target (spec 4.6) ----------------------------------------------------------
+# --- prompt target (method.md §4.6) ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("skip_first", [True, False], ids=["skip_first", "keep_first"])
@@ -475,7 +475,7 @@ def _jitted_step(start, num_devices):
   """
   config = _config(8, 8, **{"behavior.start": start})
   s = _build(config)
-  mesh = parallel.make_mesh(jax.devices()[:num_devices])
+  mesh = mesh_lib.make_mesh(jax.devices()[:num_devices])
   step_fn = learner.jit_behavior_step(mesh, s.state, mfwm=s.mfwm, behavior=s.behavior,
                                       optimizer=s.optimizer, config=config)
   return s, mesh, step_fn
@@ -484,11 +484,11 @@ def _jitted_step(start, num_devices):
 def _run_steps(start, num_devices, num_steps, seed=0):
   s, mesh, step_fn = _jitted_step(start, num_devices)
   state = jax.device_put(_copy(s.state), learner.state_shardings(s.state, mesh))
-  mfwm_params = parallel.replicate(s.mfwm_params, mesh)
+  mfwm_params = mesh_lib.replicate(s.mfwm_params, mesh)
   history = []
   for step in range(num_steps):
     batch = ({} if start == "data_free"
-             else parallel.shard_batch(_offline_batch(s.config, step), mesh))
+             else mesh_lib.shard_batch(_offline_batch(s.config, step), mesh))
     state, metrics = step_fn(state, batch, step_rng(seed, step), mfwm_params)
     history.append(jax.device_get(metrics))
   return jax.device_get(state), history
@@ -535,7 +535,7 @@ def test_several_data_free_updates_per_call_equal_one_call_per_update():
   steps_fn = learner.jit_behavior_steps(mesh, s.state, 4, mfwm=s.mfwm, behavior=s.behavior,
                                         optimizer=s.optimizer, config=s.config)
   state = jax.device_put(_copy(s.state), learner.state_shardings(s.state, mesh))
-  chunked, metrics = steps_fn(state, jax.random.key(0), parallel.replicate(s.mfwm_params, mesh))
+  chunked, metrics = steps_fn(state, jax.random.key(0), mesh_lib.replicate(s.mfwm_params, mesh))
   chunked, metrics = jax.device_get((chunked, metrics))
   assert int(chunked.step) == 4
   init = jax.device_get(s.state)
@@ -554,7 +554,7 @@ def test_several_updates_per_call_need_data_free_starts():
   config = _config(8, 8)
   s = _build(config)
   with pytest.raises(ValueError, match=r"updates_per_call=4 needs behavior.start='data_free'"):
-    learner.jit_behavior_steps(parallel.make_mesh(), s.state, 4, mfwm=s.mfwm,
+    learner.jit_behavior_steps(mesh_lib.make_mesh(), s.state, 4, mfwm=s.mfwm,
                                behavior=s.behavior, optimizer=s.optimizer, config=config)
 
 
@@ -564,7 +564,7 @@ def test_offline_batch_size_not_divisible_by_the_devices_is_refused_when_jitting
   config = _config(4, 16)
   s = _build(config)
   with pytest.raises(ValueError, match=r"behavior.batch_size=4 is not divisible by the 8"):
-    learner.jit_behavior_step(parallel.make_mesh(), s.state, mfwm=s.mfwm, behavior=s.behavior,
+    learner.jit_behavior_step(mesh_lib.make_mesh(), s.state, mfwm=s.mfwm, behavior=s.behavior,
                               optimizer=s.optimizer, config=config)
 
 

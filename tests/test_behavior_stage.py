@@ -15,16 +15,16 @@ import pytest
 import synthetic
 from genrl_jax.stages import mfwm as mfwm_stage
 from genrl_jax.stages import behavior as behavior_stage
-from genrl_jax.stages import eval as eval_stage
+from genrl_jax.stages import evaluation as eval_stage
 from genrl_jax.prompts import behavior_prompt
-from genrl_jax import configs
+from genrl_jax import experiment_config
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax.behavior import learner
 from genrl_jax.envs import evaluate as evaluate_lib
-from genrl_jax.envs import parallel as parallel_lib
+from genrl_jax.envs import vector as vector_lib
 from genrl_jax import world_model as wm_lib
 from genrl_jax.behavior import policy as policy_lib
-from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
 from genrl_jax.report.metrics import read_metrics
 from genrl_jax.train import checkpoints
 
@@ -170,8 +170,8 @@ def test_behavior_stage_text_prompt_without_embedder_is_refused(trained):
   episodes, workdir = trained
   config = _config(episodes, **{"behavior.name": "none"})
   with pytest.raises(ValueError, match="needs a VLM embedder"):
-    behavior_stage.train_behavior(config, workdir, None, dataset_lib.open_dataset(episodes),
-                           progress=False)
+    behavior_stage.train_behavior(config, workdir, None, dataset_reader.open_dataset(episodes),
+                                  progress=False)
 
 
 @pytest.mark.slow
@@ -219,8 +219,8 @@ def test_behavior_policy_evaluates_in_the_environment_deterministically(trained,
   results = []
   for _ in range(2):
     policy = policy_lib.BehaviorPolicy(mfwm.world_model, actor, params, seed=0)
-    with parallel_lib.SerialEnvs("walker_walk", 2, seed=0, fast_render=True,
-                                 env_kwargs={"time_limit": 0.5}) as envs:
+    with vector_lib.SerialEnvs("walker_walk", 2, seed=0, fast_render=True,
+                               env_kwargs={"time_limit": 0.5}) as envs:
       results.append(evaluate_lib.evaluate(envs, policy, 3))
   np.testing.assert_array_equal(results[0].returns, results[1].returns)
   assert results[0].returns.shape == (3,) and np.all(np.isfinite(results[0].returns))
@@ -290,8 +290,8 @@ def test_eval_state_mean_filters_with_the_posterior_mode(trained, first_run, mon
 
 def test_task_configs_one_per_task_and_custom_prompts_need_one_task():
   config = _config("", **{"tasks": ("walker_walk", "walker_run")})
-  assert [c.task for c in configs.task_configs(config)] == ["walker_walk", "walker_run"]
-  assert [c.task for c in configs.task_configs(_config(""))] == ["walker_walk"]
+  assert [c.task for c in experiment_config.task_configs(config)] == ["walker_walk", "walker_run"]
+  assert [c.task for c in experiment_config.task_configs(_config(""))] == ["walker_walk"]
   with pytest.raises(ValueError, match="applies to one task"):
-    configs.task_configs(_config("", **{"tasks": ("walker_walk", "walker_run"),
-                                          "behavior.prompt.text": "jump"}))
+    experiment_config.task_configs(_config("", **{"tasks": ("walker_walk", "walker_run"),
+                                                  "behavior.prompt.text": "jump"}))

@@ -51,6 +51,7 @@ def test_checkpoints_every_n_steps_keep_last_k_and_hold_the_config(episodes, tmp
   assert saved["host"] == json.loads(json.dumps(host_info.describe_host()))
 
 
+@pytest.mark.slow
 def test_partial_restore_loads_only_the_world_model(episodes, tmp_path):
   state = mfwm_stage.run(synthetic.micro_config(episodes), str(tmp_path), progress=False)
   wm = checkpoints.restore_subtree(str(tmp_path / "mfwm"), ("params", "world_model"))
@@ -72,6 +73,7 @@ def test_checkpoint_of_other_sizes_is_refused_without_touching_it(episodes, tmp_
 
 
 # Orbax leaves its failed read coroutines unawaited; they are reported at collection time.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_damaged_checkpoint_gives_a_clear_error(episodes, tmp_path):
   mfwm_stage.run(synthetic.micro_config(episodes), str(tmp_path), progress=False)

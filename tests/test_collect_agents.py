@@ -1,4 +1,4 @@
-"""Tests of the collection agents (genrl_jax/agents): Plan2Explore's ensemble, the task
+"""Tests of the collection agents (genrl_jax/collect): Plan2Explore's ensemble, the task
 agent's update, and online collection into a dataset (sources, interruption, resume)."""
 
 import functools
@@ -13,11 +13,12 @@ import pytest
 
 from genrl_jax import rssm
 from genrl_jax.stages import data as data_stage
-from genrl_jax.agents import online
-from genrl_jax.agents import plan2explore as p2e
-from genrl_jax.agents import task_agent
+from genrl_jax.collect import online
+from genrl_jax.collect import plan2explore as p2e
+from genrl_jax.collect import task_agent
 from genrl_jax.data import dataset as dataset_lib
-from genrl_jax.envs import parallel as parallel_lib
+from genrl_jax.data import dataset_reader
+from genrl_jax.envs import vector as vector_lib
 from genrl_jax.report.metrics import read_metrics
 from genrl_jax.train import checkpoints
 from synthetic import micro_config
@@ -55,7 +56,7 @@ def _shard_files(root):
 
 
 def _sources(root):
-  return [s.metadata["source"] for s in dataset_lib.open_dataset(root).shards]
+  return [s.metadata["source"] for s in dataset_reader.open_dataset(root).shards]
 
 
 def test_dataset_plan2explore_intrinsic_reward_is_zero_first_then_the_ensemble_variance():
@@ -157,7 +158,7 @@ def test_dataset_collection_with_dreamer_agent_writes_episodes_with_its_source(t
   result = online.collect_with_agent(config, workdir, collector="dreamer",
                                      env_kwargs=ENV_KWARGS, progress=False)
   root = os.path.join(workdir, "dataset")
-  dataset = dataset_lib.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root)
   assert dataset.num_episodes == 4 and sorted(dataset.episode_ids.tolist()) == [0, 1, 2, 3]
   assert result.new_episode_ids == [0, 1, 2, 3] and result.resumed_from is None
   assert dataset.lengths.tolist() == [11] * 4
@@ -177,7 +178,7 @@ def test_dataset_collection_with_dreamer_agent_writes_episodes_with_its_source(t
   # Nothing left to do: a rerun collects nothing.
   again = online.collect_with_agent(config, workdir, collector="dreamer",
                                     env_kwargs=ENV_KWARGS, progress=False)
-  assert again.new_episode_ids == [] and dataset_lib.open_dataset(root).num_episodes == 4
+  assert again.new_episode_ids == [] and dataset_reader.open_dataset(root).num_episodes == 4
 
 
 @pytest.mark.slow
@@ -186,7 +187,7 @@ def test_dataset_collection_interrupted_keeps_episodes_and_resumes_from_the_agen
   config = _config()
   workdir = str(tmp_path / "run")
   root = os.path.join(workdir, "dataset")
-  original = parallel_lib.SerialEnvs.step
+  original = vector_lib.SerialEnvs.step
   calls = []
 
   def interrupted(self, actions, indices=None):
@@ -195,13 +196,13 @@ def test_dataset_collection_interrupted_keeps_episodes_and_resumes_from_the_agen
       raise KeyboardInterrupt
     return original(self, actions, indices)
 
-  monkeypatch.setattr(parallel_lib.SerialEnvs, "step", interrupted)
+  monkeypatch.setattr(vector_lib.SerialEnvs, "step", interrupted)
   with pytest.raises(KeyboardInterrupt):
     online.collect_with_agent(config, workdir, collector="dreamer", env_kwargs=ENV_KWARGS,
                               progress=False)
-  monkeypatch.setattr(parallel_lib.SerialEnvs, "step", original)
+  monkeypatch.setattr(vector_lib.SerialEnvs, "step", original)
   # The two finished episodes are in the dataset, the agent saved at its 25th step.
-  assert sorted(dataset_lib.existing_episode_ids(root)) == [0, 1]
+  assert sorted(dataset_reader.existing_episode_ids(root)) == [0, 1]
   ckpt_dir = os.path.join(workdir, "collector", "dreamer")
   assert checkpoints.Checkpointer(ckpt_dir, save_every=1, keep=1, config={}).latest_step() == 25
   saved = checkpoints.restore_subtree(ckpt_dir, ("step",))
@@ -213,7 +214,7 @@ def test_dataset_collection_interrupted_keeps_episodes_and_resumes_from_the_agen
   assert result.resumed_from == 25
   assert result.new_episode_ids == [2, 3]  # the unfinished third episode is lost
   assert result.agent_steps == 45 and result.updates == int(saved) + 4
-  dataset = dataset_lib.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root)
   assert sorted(dataset.episode_ids.tolist()) == [0, 1, 2, 3]
   assert _sources(root) == [{"collector": "dreamer", "task": TASK, "seed": config.seed}] * 4
   after = _shard_files(root)
@@ -231,7 +232,7 @@ def test_dataset_collection_with_plan2explore_through_run_collect(tmp_path, monk
       make=make_envs))
   root = data_stage.collect(config, workdir, progress=False)
   assert root == os.path.join(workdir, "dataset")
-  dataset = dataset_lib.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root)
   # Two environments, five episodes: no more are started than are missing.
   assert sorted(dataset.episode_ids.tolist()) == [0, 1, 2, 3, 4]
   assert {json.dumps(s, sort_keys=True) for s in _sources(root)} == {json.dumps(

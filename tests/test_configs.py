@@ -1,12 +1,13 @@
 """Experiment configs and the command line of experiments/main.py."""
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from genrl_jax import configs
+from genrl_jax import experiment_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOMAINS = ("walker", "cheetah", "quadruped", "stickman", "kitchen")
@@ -15,7 +16,7 @@ DOMAINS = ("walker", "cheetah", "quadruped", "stickman", "kitchen")
 @pytest.mark.parametrize("domain", DOMAINS)
 @pytest.mark.parametrize("variant", ["", ":paper", ":small", ":tiny", ":cpu"])
 def test_every_domain_config_loads_in_every_variant(domain, variant):
-  config = configs.load_config(f"configs/{domain}.py{variant}")
+  config = experiment_config.load_config(f"configs/{domain}.py{variant}")
   assert config.task.startswith(domain + "_")
   wm = config.world_model
   if variant in ("", ":paper"):
@@ -46,13 +47,13 @@ def test_every_domain_config_loads_in_every_variant(domain, variant):
 def test_cpu_variant_keeps_its_own_tasks_where_a_domain_names_them():
   # walker's `cpu` budget learns lying_down and sit_knees (walker_stand did not beat the
   # random policy at that budget); `tiny` keeps stand and lying_down.
-  tiny = configs.load_config("configs/walker.py:tiny")
-  cpu = configs.load_config("configs/walker.py:cpu")
+  tiny = experiment_config.load_config("configs/walker.py:tiny")
+  cpu = experiment_config.load_config("configs/walker.py:cpu")
   assert tiny.tasks == ("walker_stand", "walker_lying_down")
   assert cpu.tasks == cpu.data.collect_tasks == ("walker_lying_down", "walker_sit_knees")
   # A domain without its own `cpu` tasks keeps the `tiny` ones.
-  stickman = configs.load_config("configs/stickman.py:cpu")
-  assert stickman.tasks == configs.load_config("configs/stickman.py:tiny").tasks
+  stickman = experiment_config.load_config("configs/stickman.py:cpu")
+  assert stickman.tasks == experiment_config.load_config("configs/stickman.py:tiny").tasks
 
 
 def test_config_docstrings_state_the_command():
@@ -65,11 +66,16 @@ def test_config_docstrings_state_the_command():
 
 
 def test_unknown_variant_and_unknown_file_are_refused():
-  with pytest.raises(ValueError, match="unknown config variant 'huge'"):
-    configs.load_config("configs/walker.py:huge")
+  with pytest.raises(ValueError, match="unknown config variant 'huge'; expected one of "
+                     "paper, small, tiny, cpu"):
+    experiment_config.load_config("configs/walker.py:huge")
+  for combination in ("small,tiny", "tiny,cpu", "paper,paper"):
+    with pytest.raises(ValueError, match=f"config variants '{combination}': give one of "
+                       "paper, small, tiny, cpu; .* do not combine"):
+      experiment_config.load_config(f"configs/walker.py:{combination}")
   with pytest.raises(FileNotFoundError, match="configs/walker.py"):
-    configs.load_config("configs/nowhere.py")
-  config = configs.load_config("configs/walker.py:tiny")
+    experiment_config.load_config("configs/nowhere.py")
+  config = experiment_config.load_config("configs/walker.py:tiny")
   with pytest.raises(AttributeError):
     config.not_a_key = 1  # configs are locked
 
@@ -79,6 +85,7 @@ def _main(*args, cwd=REPO):
                         cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_main_refuses_unknown_config_keys_and_modes(tmp_path):
   result = _main("--config=configs/walker.py:tiny", "--config.world_model.nonsense=3",
                  f"--workdir={tmp_path}")
@@ -90,6 +97,7 @@ def test_main_refuses_unknown_config_keys_and_modes(tmp_path):
   assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_main_reports_a_missing_dataset_path(tmp_path):
   result = _main("--config=configs/walker.py:tiny", "--config.data.path=/no/such/dir",
                  f"--workdir={tmp_path / 'w'}")
@@ -105,6 +113,7 @@ def test_main_reports_a_missing_dataset_path(tmp_path):
   assert not os.path.exists(tmp_path / "w") and not os.listdir(not_a_dataset)
 
 
+@pytest.mark.slow
 def test_main_refuses_batch_sizes_the_devices_cannot_share_before_writing_anything(tmp_path):
   # The test session simulates 8 CPU devices (conftest.py); the subprocess inherits them.
   for key in ("batch_size", "behavior.batch_size"):
@@ -123,6 +132,7 @@ def test_a_custom_prompt_in_a_multi_task_config_names_the_syntax_to_pick_one_tas
   assert not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.slow
 def test_main_refuses_unknown_tasks_before_writing_anything(tmp_path):
   result = _main("--config=configs/walker.py:tiny", "--config.tasks=('walker_stnd',)",
                  f"--workdir={tmp_path / 'w'}")
@@ -134,6 +144,7 @@ def test_main_refuses_unknown_tasks_before_writing_anything(tmp_path):
   assert not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.slow
 def test_main_refuses_updates_per_call_that_cannot_be_used_before_writing_anything(tmp_path):
   result = _main("--config=configs/walker.py:tiny", "--config.behavior.updates_per_call=7",
                  "--config.behavior.start=data_free", f"--workdir={tmp_path / 'w'}")
@@ -143,3 +154,56 @@ def test_main_refuses_updates_per_call_that_cannot_be_used_before_writing_anythi
                  f"--workdir={tmp_path / 'w'}")  # tiny learns from offline starts
   assert result.returncode != 0 and "needs behavior.start='data_free'" in result.stderr
   assert not os.path.exists(tmp_path / "w")
+
+
+GOLDEN = os.path.join(REPO, "tests", "fixtures", "resolved_configs.json")
+
+
+def test_every_documented_command_resolves_to_its_recorded_config():
+  """The resolved config of `--config=configs/<domain>.py[:variant]`, every domain and
+  variant, as recorded in `tests/fixtures/resolved_configs.json` (written before the
+  variants became tables of overrides, when `agent.batch_size/batch_length` 0 and
+  `behavior.seed` -1 meant "the same as `batch_size`, `batch_length`, `seed`"). A deliberate change of a config rewrites that file:
+  `python -c "import json; from genrl_jax import experiment_config as e; json.dump({c + v:
+  e.config_to_dict(e.load_config(c + v)) for c in e.available_configs() for v in ('',
+  ':paper', ':small', ':tiny', ':cpu')}, open('tests/fixtures/resolved_configs.json', 'w'),
+  sort_keys=True, indent=1)"`."""
+  with open(GOLDEN) as f:
+    golden = json.load(f)
+  for recorded in golden.values():  # Sentinels then, references now: the same meaning.
+    for key in ("batch_size", "batch_length"):
+      if recorded["agent"][key] == 0:
+        recorded["agent"][key] = recorded[key]
+    if recorded["behavior"]["seed"] == -1:
+      recorded["behavior"]["seed"] = recorded["seed"]
+  specs = {c + v for c in experiment_config.available_configs()
+           for v in ("", ":paper", ":small", ":tiny", ":cpu")}
+  assert specs == set(golden)
+  for spec in sorted(specs):
+    got = experiment_config.config_to_dict(experiment_config.load_config(spec))
+    diff = sorted(k for k in set(got) | set(golden[spec]) if got.get(k) != golden[spec].get(k))
+    assert not diff, f"{spec}: {diff}"
+
+
+def test_variant_tables_name_only_existing_keys():
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  from configs import base  # pylint: disable=g-import-not-at-top
+  config = base.base_config()
+  for name, table in base.VARIANTS.items():
+    base.apply_overrides(config, table)  # raises on a key the config lacks
+  with pytest.raises(KeyError, match="'world_model.nope'"):
+    base.apply_overrides(config, {"world_model.nope": 1})
+
+
+def test_same_as_fields_follow_until_set_themselves():
+  config = experiment_config.load_config("configs/walker.py:tiny")
+  assert (config.agent.batch_size, config.agent.batch_length, config.behavior.seed) == (
+      config.batch_size, config.batch_length, config.seed)
+  config.batch_size, config.seed = 4, 3  # as --config.batch_size=4 --config.seed=3
+  assert (config.agent.batch_size, config.behavior.seed) == (4, 3)
+  config.agent.batch_size, config.behavior.seed = 6, 9  # set alone, nothing else moves
+  assert (config.batch_size, config.agent.batch_size, config.seed, config.behavior.seed) == (
+      4, 6, 3, 9)
+  # The earlier spellings keep their meaning: 0 and -1 mean "the same".
+  config.behavior.seed = -1
+  assert experiment_config.behavior_seed(config) == 3

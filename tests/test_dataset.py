@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import synthetic
-from genrl_jax import collect
+from genrl_jax.collect import random_policy
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
+from genrl_jax.data import dataset_writer
 from genrl_jax.data import embed as embed_lib
 from genrl_jax.data import input_pipeline
 from genrl_jax.data import npz_import
@@ -23,22 +25,22 @@ SPEC = dataset_lib.DatasetSpec("walker", 6)
 def _tagged_dataset(root, lengths, per_shard=2):
   """Episodes whose reward encodes `(episode, t)` as `episode + t / 1000`."""
   rng = np.random.default_rng(0)
-  with dataset_lib.EpisodeWriter(str(root), SPEC, per_shard) as writer:
+  with dataset_writer.EpisodeWriter(str(root), SPEC, per_shard) as writer:
     for i, n in enumerate(lengths):
       ep = synthetic.random_episode(rng, n)
       ep["reward"] = (i + np.arange(n) / 1000).astype(np.float32)
       writer.add(ep)
-  return dataset_lib.open_dataset(str(root))
+  return dataset_reader.open_dataset(str(root))
 
 
 def test_dataset_round_trip_keeps_every_array_and_the_metadata(tmp_path):
   rng = np.random.default_rng(1)
   episodes = [synthetic.random_episode(rng, n, embed_dim=8) for n in (9, 12, 10)]
-  with dataset_lib.EpisodeWriter(str(tmp_path), SPEC, 2, source={"collector": "test"},
-                                 vlm="vlm-a") as writer:
+  with dataset_writer.EpisodeWriter(str(tmp_path), SPEC, 2, source={"collector": "test"},
+                                    vlm="vlm-a") as writer:
     ids = [writer.add(e) for e in episodes]
   assert ids == [0, 1, 2]
-  dataset = dataset_lib.open_dataset(str(tmp_path), embedding="vlm-a")
+  dataset = dataset_reader.open_dataset(str(tmp_path), embedding="vlm-a")
   assert [s.name for s in dataset.shards] == ["shard-00000", "shard-00001"]
   assert dataset.lengths.tolist() == [9, 12, 10] and dataset.num_steps == 31
   assert dataset.spec == SPEC and dataset.embed_dim == 8
@@ -54,7 +56,7 @@ def test_dataset_round_trip_keeps_every_array_and_the_metadata(tmp_path):
   np.testing.assert_array_equal(window["observation"], episodes[1]["observation"][3:7])
   np.testing.assert_array_equal(window["vlm_embedding"], episodes[1]["vlm_embedding"][3:7])
   # Without choosing the embeddings, reads have frames only.
-  assert "vlm_embedding" not in dataset_lib.open_dataset(str(tmp_path)).read_episode(0)
+  assert "vlm_embedding" not in dataset_reader.open_dataset(str(tmp_path)).read_episode(0)
   # The shards are plain TFDS datasets.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = tfds.builder_from_directory(dataset.shards[1].path)
@@ -147,17 +149,17 @@ class _CountingEnv:
 def test_dataset_interrupted_collection_keeps_finished_episodes_and_resumes(tmp_path):
   root = str(tmp_path)
   with pytest.raises(KeyboardInterrupt):
-    with dataset_lib.EpisodeWriter(root, SPEC, episodes_per_shard=10) as writer:
-      collect.collect_random(_CountingEnv, writer, 5, seed=10, progress=False)
-  dataset = dataset_lib.open_dataset(root)
+    with dataset_writer.EpisodeWriter(root, SPEC, episodes_per_shard=10) as writer:
+      random_policy.collect_random(_CountingEnv, writer, 5, seed=10, progress=False)
+  dataset = dataset_reader.open_dataset(root)
   assert dataset.episode_ids.tolist() == [0, 1, 2]  # finished before the interrupt
   shard = dataset.shards[0].path
   mtime = os.path.getmtime(shard)
-  with dataset_lib.EpisodeWriter(root, SPEC, episodes_per_shard=10) as writer:
+  with dataset_writer.EpisodeWriter(root, SPEC, episodes_per_shard=10) as writer:
     # Episode 3 (seed 13) fails again at its 3rd step unless the env is patched.
-    assert collect.collect_random(lambda s: _CountingEnv(s + 100 * (s == 13)), writer, 5,
+    assert random_policy.collect_random(lambda s: _CountingEnv(s + 100 * (s == 13)), writer, 5,
                                   seed=10, progress=False) == [3, 4]
-  dataset = dataset_lib.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root)
   assert sorted(dataset.episode_ids.tolist()) == [0, 1, 2, 3, 4]
   assert os.path.getmtime(shard) == mtime
   first = [int(dataset.read_episode(i)["observation"][0, 0, 0, 0]) for i in range(5)]
@@ -171,11 +173,11 @@ def test_dataset_half_written_shards_are_invisible_and_cleaned_up(tmp_path):
   (leftover / "genrl_episodes-train.array_record-00000").write_bytes(b"half")
   orphan = tmp_path / "embeddings" / "x" / "shard-00001"
   orphan.mkdir(parents=True)
-  assert dataset_lib.open_dataset(str(tmp_path)).num_episodes == dataset.num_episodes
-  with dataset_lib.EpisodeWriter(str(tmp_path), SPEC) as writer:
+  assert dataset_reader.open_dataset(str(tmp_path)).num_episodes == dataset.num_episodes
+  with dataset_writer.EpisodeWriter(str(tmp_path), SPEC) as writer:
     writer.add(synthetic.random_episode(np.random.default_rng(0), 10))
   assert not leftover.exists() and not orphan.exists()
-  assert dataset_lib.open_dataset(str(tmp_path)).num_episodes == 3
+  assert dataset_reader.open_dataset(str(tmp_path)).num_episodes == 3
 
 
 def test_dataset_corrupted_or_truncated_shards_fail_naming_the_file(tmp_path):
@@ -186,7 +188,7 @@ def test_dataset_corrupted_or_truncated_shards_fail_naming_the_file(tmp_path):
     data[k] ^= 0x5A
   files[0].write_bytes(bytes(data))
   files[1].write_bytes(files[1].read_bytes()[:len(files[1].read_bytes()) // 2])
-  fresh = dataset_lib.open_dataset(str(tmp_path))
+  fresh = dataset_reader.open_dataset(str(tmp_path))
   with pytest.raises(DatasetError, match="shard-00000.*corrupted or truncated"):
     fresh.read_episode(0)
   with pytest.raises(DatasetError, match="shard-00001.*corrupted or truncated"):
@@ -198,14 +200,14 @@ def test_dataset_corrupted_or_truncated_shards_fail_naming_the_file(tmp_path):
 
 def test_dataset_bad_input_gives_clear_errors(tmp_path):
   with pytest.raises(DatasetError, match="not a genrl_jax dataset"):
-    dataset_lib.open_dataset(str(tmp_path))
+    dataset_reader.open_dataset(str(tmp_path))
   (tmp_path / "a.npz").write_bytes(b"")
   with pytest.raises(DatasetError, match="import-npz"):
-    dataset_lib.open_dataset(str(tmp_path))
+    dataset_reader.open_dataset(str(tmp_path))
   root = str(tmp_path / "d")
   rng = np.random.default_rng(0)
   ep = synthetic.random_episode(rng, 6)
-  with dataset_lib.EpisodeWriter(root, SPEC) as writer:
+  with dataset_writer.EpisodeWriter(root, SPEC) as writer:
     with pytest.raises(DatasetError, match="missing keys \\['reward'\\]"):
       writer.add({k: v for k, v in ep.items() if k != "reward"})
     with pytest.raises(DatasetError, match="'observation' is uint8\\(6, 32, 64, 3\\)"):
@@ -215,24 +217,24 @@ def test_dataset_bad_input_gives_clear_errors(tmp_path):
     with pytest.raises(DatasetError, match="'vlm_embedding' exactly when"):
       writer.add(dict(ep, vlm_embedding=np.zeros((6, 4), np.float32)))
   with pytest.raises(DatasetError, match="no episodes"):
-    dataset_lib.open_dataset(root)
+    dataset_reader.open_dataset(root)
   with pytest.raises(DatasetError, match="holds a dataset of"):
-    dataset_lib.EpisodeWriter(root, dataset_lib.DatasetSpec("cheetah", 6))
-  with dataset_lib.EpisodeWriter(root, SPEC) as writer:
+    dataset_writer.EpisodeWriter(root, dataset_lib.DatasetSpec("cheetah", 6))
+  with dataset_writer.EpisodeWriter(root, SPEC) as writer:
     writer.add(ep, episode_id=4)
     with pytest.raises(DatasetError, match="already has an episode with this id"):
       writer.add(ep, episode_id=4)
-  dataset = dataset_lib.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root)
   with pytest.raises(DatasetError, match="shorter than the sequence length 8"):
     input_pipeline.SequenceSampler(dataset, 2, 8, 0, 0, 1)
   with pytest.raises(DatasetError, match="no embeddings of VLM 'clip'"):
-    dataset_lib.open_dataset(root, embedding="clip")
-  with dataset_lib.EpisodeWriter(root, SPEC, vlm="v") as writer:
+    dataset_reader.open_dataset(root, embedding="clip")
+  with dataset_writer.EpisodeWriter(root, SPEC, vlm="v") as writer:
     writer.add(dict(ep, vlm_embedding=np.zeros((6, 4), np.float32)))
     with pytest.raises(DatasetError, match="dimension 5; the dataset's embeddings of 'v' have 4"):
       writer.add(dict(ep, vlm_embedding=np.zeros((6, 5), np.float32)))
   with pytest.raises(DatasetError, match="embeddings of 'v' are missing for shards"):
-    dataset_lib.open_dataset(root, embedding="v")
+    dataset_reader.open_dataset(root, embedding="v")
 
 
 def test_embed_dataset_writes_aligned_embeddings_and_resumes(tmp_path):
@@ -241,7 +243,7 @@ def test_embed_dataset_writes_aligned_embeddings_and_resumes(tmp_path):
   stats = embed_lib.embed_dataset(root, embedder, 8, batch_size=3, progress=False)
   assert (stats["shards"], stats["episodes"], stats["clips"]) == (2, 3, 5 + 2 + 0)
   assert embed_lib.embed_dataset(root, embedder, 8, progress=False)["shards"] == 0
-  dataset = dataset_lib.open_dataset(root, embedding=embedder.identifier)
+  dataset = dataset_reader.open_dataset(root, embedding=embedder.identifier)
   episode = dataset.read_episode(0)
   emb = episode["vlm_embedding"]
   assert emb.shape == (12, 16)
@@ -281,7 +283,7 @@ def test_npz_import_of_reference_episode_files_keeps_frames_and_embeddings(tmp_p
   out = str(tmp_path / "dataset")
   assert npz_import.import_npz(str(tmp_path / "buffer"), out, "walker", episodes_per_shard=2,
                                progress=False) == 3
-  dataset = dataset_lib.open_dataset(out, embedding=npz_import.REFERENCE_VLM)
+  dataset = dataset_reader.open_dataset(out, embedding=npz_import.REFERENCE_VLM)
   assert dataset.spec == SPEC and dataset.embed_dim == 512
   for i, ep in enumerate(eps):
     loaded = dataset.read_episode(i)
@@ -309,7 +311,7 @@ def test_npz_import_bad_files_name_the_file_and_the_problem(tmp_path):
     out = str(tmp_path / f"out_{name}")
     with pytest.raises(DatasetError, match=f"1-b-8.npz.*{message}"):
       npz_import.import_npz(str(src), out, "walker", episodes_per_shard=1, progress=False)
-    assert dataset_lib.open_dataset(out).num_episodes == 1  # the good file is kept
+    assert dataset_reader.open_dataset(out).num_episodes == 1  # the good file is kept
   broken = tmp_path / "broken"
   broken.mkdir()
   (broken / "0-x-8.npz").write_bytes(b"PK\x03\x04 truncated")
@@ -340,7 +342,7 @@ def test_npz_import_command_line_and_dataset_info(tmp_path, capsys):
 def test_episode_cache_gives_the_decoded_windows_and_stays_within_its_budget(tmp_path):
   plain = _tagged_dataset(tmp_path, [12, 20, 16])
   episode_bytes = sum(v.nbytes for v in plain.read_episode(1).values())
-  cached = dataset_lib.open_dataset(str(tmp_path), cache_mib=1.5 * episode_bytes / (1 << 20))
+  cached = dataset_reader.open_dataset(str(tmp_path), cache_mib=1.5 * episode_bytes / (1 << 20))
   for index, start, length in ((0, 3, 6), (1, 0, 20), (1, 7, 5), (2, 10, 6), (0, 0, 12)):
     a, b = plain.read_window(index, start, length), cached.read_window(index, start, length)
     assert a.keys() == b.keys()

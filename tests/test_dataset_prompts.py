@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 
 import synthetic
-from genrl_jax import collect, configs
+from genrl_jax import experiment_config
+from genrl_jax.collect import random_policy
 from genrl_jax.prompts import dataset_clips
 from genrl_jax.stages import data as data_stage
 from genrl_jax.prompts import behavior_prompt
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
+from genrl_jax.data import dataset_writer
 from genrl_jax.vlm import embedder as embedder_lib
 from genrl_jax.vlm import random_clip
 
@@ -30,8 +33,8 @@ def _episode(length, reward, colour):
 
 def _write(root, task, episodes, first_id):
   spec = dataset_lib.DatasetSpec("walker", 6)
-  with dataset_lib.EpisodeWriter(root, spec, 8, source={"collector": "random",
-                                                         "task": task}) as writer:
+  with dataset_writer.EpisodeWriter(root, spec, 8, source={"collector": "random",
+                                                           "task": task}) as writer:
     for i, episode in enumerate(episodes):
       writer.add(episode, episode_id=first_id + i)
 
@@ -47,7 +50,7 @@ def two_task_dataset(tmp_path):
   lying[20:28] = 3.0  # higher, but another task's reward
   _write(root, "walker_stand", [_episode(30, stand_other, 10), _episode(30, stand, 20)], 100)
   _write(root, "walker_lying_down", [_episode(30, lying, 30)], 200)
-  return dataset_lib.open_dataset(root)
+  return dataset_reader.open_dataset(root)
 
 
 def test_best_clip_picks_highest_reward_window_of_the_tasks_own_episodes(two_task_dataset):
@@ -93,7 +96,7 @@ def test_ensure_prompt_video_writes_gif_and_sidecar_once_and_keeps_foreign_files
 
 
 def _config(**overrides):
-  c = configs.load_config("configs/walker.py:tiny")
+  c = experiment_config.load_config("configs/walker.py:tiny")
   c.task = "walker_stand"
   c.behavior.prompt.update(overrides)
   return c
@@ -165,9 +168,9 @@ def test_collect_tasks_interleave_ids_and_name_their_task_in_shards(tmp_path):
   c.data.num_envs = 1
   c.data.update(dict(action_repeat=2, fast_render=True))
   c.eval.time_limit = 0.0
-  assert collect.collect_tasks(c) == ["walker_stand", "walker_walk"]
+  assert random_policy.collect_tasks(c) == ["walker_stand", "walker_walk"]
   root = data_stage.collect(c, str(tmp_path), progress=False)
-  dataset = dataset_lib.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root)
   assert sorted(dataset.episode_ids.tolist()) == [0, 1, 2, 3]
   ids = lambda task: sorted(int(dataset.episode_ids[p])
                             for p in dataset_clips.task_episodes(dataset, task))

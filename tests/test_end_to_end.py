@@ -21,11 +21,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "experiments", "main.py")
 sys.path.insert(0, ROOT)
-from genrl_jax import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from genrl_jax import experiment_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 pytestmark = pytest.mark.slow  # whole pipelines in subprocesses: the full tier only
 
-TASKS = tuple(configs.load_config("configs/stickman.py:tiny").tasks)
+TASKS = tuple(experiment_config.load_config("configs/stickman.py:tiny").tasks)
 REPORT_COLUMNS = ("random_mean_return", "random_std_return", "prompt_target_mse",
                   "prompt_mean_frame_mse", "open_loop_mse", "open_loop_mean_frame_mse",
                   "latent_reward", "replayed_latent_reward", "imagined_latent_reward",
@@ -94,12 +94,12 @@ def test_end_to_end_tiny_pipeline_results_table_has_every_task(run):
 
 
 def test_end_to_end_tiny_pipeline_checkpoints_restore(run):
-  from genrl_jax import configs  # pylint: disable=g-import-not-at-top
+  from genrl_jax import experiment_config  # pylint: disable=g-import-not-at-top
   from genrl_jax import mfwm as mfwm_lib  # pylint: disable=g-import-not-at-top
   from genrl_jax import world_model as wm_lib  # pylint: disable=g-import-not-at-top
   from genrl_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
   workdir, _, _ = run
-  config = configs.load_config("configs/stickman.py:tiny")
+  config = experiment_config.load_config("configs/stickman.py:tiny")
   params = mfwm_lib.load(os.path.join(workdir, "mfwm"))
   assert set(params) == {"world_model", "connector", "aligner"}
   assert wm_lib.action_dim_of(params["world_model"], config) == 10

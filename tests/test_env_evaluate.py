@@ -8,7 +8,8 @@ import pytest
 
 from genrl_jax.envs import evaluate as evaluate_lib
 from genrl_jax.envs import make_env
-from genrl_jax.envs import parallel as parallel_lib
+from genrl_jax.envs import baseline_policies
+from genrl_jax.envs import vector as vector_lib
 
 TASK = "stickman_walk"
 KW = dict(fast_render=True, env_kwargs={"time_limit": 0.5})  # 20 control steps of 25 ms
@@ -47,7 +48,7 @@ def _by_hand(seed: int, episodes: int, action_dim: int, zero: bool = False,
 
 
 def test_evaluate_one_env_is_the_reference_protocol_and_normalises_scores():
-  with parallel_lib.SerialEnvs(TASK, 1, seed=3, **KW) as envs:
+  with vector_lib.SerialEnvs(TASK, 1, seed=3, **KW) as envs:
     result = evaluate_lib.evaluate(envs, _Scripted(envs.action_dim), 3, record_episodes=2)
   expected = _by_hand(3, 3, envs.action_dim)
   np.testing.assert_allclose(result.returns, expected, rtol=1e-6)
@@ -59,7 +60,7 @@ def test_evaluate_one_env_is_the_reference_protocol_and_normalises_scores():
 
 
 def test_evaluate_spreads_episodes_over_envs_and_resets_the_policy_rows():
-  with parallel_lib.SerialEnvs(TASK, 2, seed=3, **KW) as envs:
+  with vector_lib.SerialEnvs(TASK, 2, seed=3, **KW) as envs:
     result = evaluate_lib.evaluate(envs, _Scripted(envs.action_dim), 3)
   # Env 0 (seed 3) plays episodes 0 and 2, env 1 (seed 4) episode 1.
   first, third = _by_hand(3, 2, envs.action_dim)
@@ -68,7 +69,7 @@ def test_evaluate_spreads_episodes_over_envs_and_resets_the_policy_rows():
 
 
 def test_evaluate_random_policy_on_parallel_envs_gives_finite_bounded_returns():
-  with parallel_lib.make_envs(TASK, 2, seed=0, parallel=True, **KW) as envs:
+  with vector_lib.make_envs(TASK, 2, seed=0, parallel=True, **KW) as envs:
     result = evaluate_lib.evaluate(envs, evaluate_lib.RandomPolicy(envs.action_dim, 0), 2,
                                    record_episodes=0)
   assert result.returns.shape == (2,) and np.all(np.isfinite(result.returns))
@@ -76,7 +77,7 @@ def test_evaluate_random_policy_on_parallel_envs_gives_finite_bounded_returns():
 
 
 def test_evaluate_refuses_no_episodes():
-  with parallel_lib.SerialEnvs(TASK, 1, seed=0, **KW) as envs:
+  with vector_lib.SerialEnvs(TASK, 1, seed=0, **KW) as envs:
     with pytest.raises(ValueError, match="num_episodes=0"):
       evaluate_lib.evaluate(envs, evaluate_lib.RandomPolicy(envs.action_dim), 0)
 
@@ -104,7 +105,7 @@ def _eval_config(episodes: int):
 
 
 def test_random_baseline_is_measured_once_per_setting_and_reported(tmp_path, monkeypatch):
-  from genrl_jax.stages import eval as eval_stage  # pylint: disable=g-import-not-at-top
+  from genrl_jax.stages import evaluation as eval_stage  # pylint: disable=g-import-not-at-top
   config = _eval_config(3)
   first = eval_stage.random_baseline(config, str(tmp_path), progress=False)
   assert first["episodes"] == 3 and len(first["returns"]) == 3
@@ -147,9 +148,9 @@ def test_random_baseline_is_measured_once_per_setting_and_reported(tmp_path, mon
 
 
 def test_recorded_frames_start_with_the_reset_frame():
-  with parallel_lib.SerialEnvs(TASK, 2, seed=3, **KW) as envs:
+  with vector_lib.SerialEnvs(TASK, 2, seed=3, **KW) as envs:
     result = evaluate_lib.evaluate(envs, _Scripted(envs.action_dim), 3, record_episodes=3)
-  with parallel_lib.SerialEnvs(TASK, 2, seed=3, **KW) as envs:
+  with vector_lib.SerialEnvs(TASK, 2, seed=3, **KW) as envs:
     first = envs.reset()["observation"]
   np.testing.assert_array_equal(result.frames[0][0], first[0])
   np.testing.assert_array_equal(result.frames[1][0], first[1])
@@ -157,21 +158,21 @@ def test_recorded_frames_start_with_the_reset_frame():
 
 
 def test_zero_policy_baseline_is_all_zero_actions_on_the_evaluation_seeds(tmp_path):
-  from genrl_jax.stages import eval as eval_stage  # pylint: disable=g-import-not-at-top
+  from genrl_jax.stages import evaluation as eval_stage  # pylint: disable=g-import-not-at-top
   config = _eval_config(2)
-  seed = config.seed * 1000 + eval_stage.EVAL_SEED_SALT
+  seed = config.seed * 1000 + baseline_policies.EVAL_SEED_SALT
   action_dim = make_env(TASK, seed=0, render=False).action_dim
-  result = eval_stage.baseline_returns(config, "zero", 2, progress=False)
+  result = baseline_policies.baseline_returns(config, "zero", 2, progress=False)
   expected = _by_hand(seed, 2, action_dim, zero=True, render=False)
   np.testing.assert_allclose(result.returns, expected, rtol=1e-6)
   scripted = _by_hand(seed, 2, action_dim, render=False)
   assert not np.allclose(expected, scripted)  # the check can tell the actions apart
   random = eval_stage.random_baseline(config, str(tmp_path), progress=False)
   np.testing.assert_allclose(
-      eval_stage.baseline_returns(config, "random", 2, progress=False).returns,
+      baseline_policies.baseline_returns(config, "random", 2, progress=False).returns,
       random["returns"])
   with pytest.raises(ValueError, match="baseline policy 'expert'"):
-    eval_stage.baseline_returns(config, "expert", 2, progress=False)
+    baseline_policies.baseline_returns(config, "expert", 2, progress=False)
 
 
 def test_baselines_script_prints_both_policies_per_task(capsys):

@@ -1,6 +1,6 @@
 """Rewards of the custom walker, cheetah, quadruped and stickman tasks on hand-set states.
 
-Expected values are worked out from the formulas of spec 9.2 and the models' geometry,
+Expected values are worked out from the formulas of method.md §9.2 and the models' geometry,
 not read back from the implementation. dm_control's tolerance, in the two forms used:
 1 inside its bounds; outside, at d margins from them, the gaussian one is 0.1 ** (d ** 2)
 (0.1 at the margin) and the linear one max(0, 1 - (1 - v) * d) (v at the margin).

@@ -166,39 +166,43 @@ def test_describe_tasks_table():
 
 
 def test_cli_list_tasks(capsys):
-  assert cli.main(["--list-tasks"]) == 0
+  assert cli.main(["list-tasks"]) == 0
   out = capsys.readouterr().out
   assert out.strip() == tasks.describe_tasks()
   for text in ("stickman_walk", "robot walk fast clean", "guy_walking.gif", "35", "960",
                "kitchen_microwave", "lunge_pose"):
     assert text in out
 
-  assert cli.main(["--list-tasks", "--domain", "stickman"]) == 0
+  assert cli.main(["list-tasks", "--domain", "stickman"]) == 0
   out = capsys.readouterr().out
   assert "stickman_walk" in out and "walker_walk" not in out
-
-  # the same as a command; a --domain before the command is kept
-  assert cli.main(["list-tasks", "--domain", "cheetah"]) == 0
-  assert capsys.readouterr().out.strip() == tasks.describe_tasks("cheetah")
+  # a --domain before the command is kept
   assert cli.main(["--domain", "cheetah", "list-tasks"]) == 0
   assert capsys.readouterr().out.strip() == tasks.describe_tasks("cheetah")
 
 
+def test_cli_list_tasks_flag_is_a_deprecated_alias(capsys):
+  assert cli.main(["--list-tasks", "--domain", "cheetah"]) == 0
+  captured = capsys.readouterr()
+  assert captured.out.strip() == tasks.describe_tasks("cheetah")
+  assert "--list-tasks is deprecated; use `genrl_jax list-tasks`" in captured.err
+
+
 def test_cli_errors(capsys):
-  assert cli.main(["--list-tasks", "--domain", "nope"]) == 2
+  assert cli.main(["list-tasks", "--domain", "nope"]) == 2
   assert "unknown domain 'nope'" in capsys.readouterr().err
   assert cli.main([]) == 2  # no command: the help
-  assert "--list-tasks" in capsys.readouterr().out
+  assert "list-tasks" in capsys.readouterr().out
   with pytest.raises(SystemExit) as info:
     cli.main(["--domain", "walker"])
   assert info.value.code == 2
-  assert "--domain goes with --list-tasks" in capsys.readouterr().err
+  assert "--domain goes with the list-tasks command" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     cli.main(["no-such-command"])
 
 
 def test_python_dash_m_lists_tasks():
-  result = subprocess.run([sys.executable, "-m", "genrl_jax", "--list-tasks"],
+  result = subprocess.run([sys.executable, "-m", "genrl_jax", "list-tasks"],
                           cwd=REPO,
                           capture_output=True,
                           text=True,

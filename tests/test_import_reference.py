@@ -23,7 +23,7 @@ import parity_fixtures as pf
 pf.require_fixtures()
 
 from genrl_jax import cli  # noqa: E402  (after the module-level skip)
-from genrl_jax import configs  # noqa: E402
+from genrl_jax import experiment_config  # noqa: E402
 from genrl_jax.stages import behavior as behavior_stage  # noqa: E402
 from genrl_jax.stages import workdir as workdir_lib  # noqa: E402
 from genrl_jax import rssm as rssm_lib  # noqa: E402
@@ -33,7 +33,8 @@ from genrl_jax.behavior import learner  # noqa: E402
 from genrl_jax.reference import convert  # noqa: E402
 from genrl_jax.reference import import_reference as ir  # noqa: E402
 from genrl_jax.reference import snapshot  # noqa: E402
-from genrl_jax.train import checkpoints, parallel  # noqa: E402
+from genrl_jax.train import checkpoints  # noqa: E402
+from genrl_jax.train import mesh as mesh_lib  # noqa: E402
 
 SNAPSHOT = pf.fixture_dir() / "snapshot_small.pt"
 SIZES = pf.sizes()
@@ -310,7 +311,7 @@ def _info(out_dir: str) -> dict:
 def _config_from_command(out_dir: str) -> ml_collections.ConfigDict:
   """The config `main.py` builds from the command the import printed."""
   info = _info(out_dir)
-  config = configs.load_config(info["config_file"])
+  config = experiment_config.load_config(info["config_file"])
   overrides = {}
   for flag in info["config_flags"]:
     key, value = flag[len("--config."):].split("=", 1)
@@ -357,7 +358,7 @@ def test_import_reference_mfwm_stage_resumes_from_it(imported, monkeypatch):
   zeros = lambda mfwm, key: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
                                          jax.eval_shape(lambda k: init(mfwm, k), key))
   monkeypatch.setattr(mfwm_lib, "init_params", zeros)
-  _, fresh, _ = mfwm_lib.build(config, SIZES.action_dim, parallel.make_mesh())
+  _, fresh, _ = mfwm_lib.build(config, SIZES.action_dim, mesh_lib.make_mesh())
   ckpt = checkpoints.Checkpointer(os.path.join(imported, "mfwm"), save_every=10, keep=3,
                                   config={})
   state, resumed = ckpt.restore_or_keep(fresh)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-from pathlib import Path
 import shutil
 
 import jax
@@ -20,11 +19,14 @@ import numpy as np
 import pytest
 
 import parity_fixtures
-from genrl_jax import configs
+from genrl_jax import experiment_config
 from genrl_jax.data import npz_import
-from genrl_jax.reference import convert
+from genrl_jax.reference import rules
 from genrl_jax.vlm import embedder as embedder_lib
 from genrl_jax.vlm import internvideo2 as iv
+from genrl_jax.vlm import internvideo2_convert as iv_convert
+from genrl_jax.vlm import internvideo2_model as iv_model
+from genrl_jax.vlm import internvideo2_tokenizer as iv_tokenizer
 
 pytest.importorskip("transformers")
 
@@ -84,14 +86,14 @@ def head_overrides() -> dict[str, int]:
 
 
 @functools.lru_cache(maxsize=None)
-def tiny_config() -> iv.InternVideo2Config:
+def tiny_config() -> iv_model.InternVideo2Config:
   """Every size from the fixture's config JSON."""
   cfg = fixture_config()
   tiny = cfg["tiny"]
   ctor, vis, bert = tiny["vision_ctor"], tiny["vision_cfg"], cfg["bert_config_effective"]
   width = ctor["embed_dim"]
   mlp_ratio = cfg["builder_ctor_kwargs"][0]["mlp_ratio"]
-  return iv.InternVideo2Config(
+  return iv_model.InternVideo2Config(
       img_size=ctor["img_size"], patch_size=cfg["genrl_model_config"]["model"]
       ["vision_encoder"]["patch_size"], num_frames=cfg["n_frames"], vision_width=width,
       vision_depth=ctor["depth"], vision_heads=ctor["num_heads"],
@@ -105,15 +107,15 @@ def tiny_config() -> iv.InternVideo2Config:
 
 @functools.lru_cache(maxsize=None)
 def tiny_params() -> dict:
-  return iv.torch_to_flax(params_torch(), tiny_config())
+  return iv_convert.torch_to_flax(params_torch(), tiny_config())
 
 
 @functools.lru_cache(maxsize=None)
 def vision_run() -> tuple[np.ndarray, dict]:
   """`clip_video` and the sown intermediates from the stored `out/preprocessed`."""
   frames = jnp.asarray(np.moveaxis(npz("vision.npz")["out/preprocessed"], 2, -1))
-  out, state = iv.InternVideo2(tiny_config()).apply(
-      {"params": tiny_params()}, frames, method=iv.InternVideo2.encode_video,
+  out, state = iv_model.InternVideo2(tiny_config()).apply(
+      {"params": tiny_params()}, frames, method=iv_model.InternVideo2.encode_video,
       mutable=["intermediates"])
   inter = state["intermediates"]
   flat = {k: v[0] for k, v in inter["vision"].items() if k != "clip_projector"}
@@ -128,9 +130,9 @@ def vision_run() -> tuple[np.ndarray, dict]:
 def text_run() -> tuple[np.ndarray, dict]:
   """Text features of the stored ids (one batch) and the sown intermediates."""
   t = npz("text.npz")
-  out, state = iv.InternVideo2(tiny_config()).apply(
+  out, state = iv_model.InternVideo2(tiny_config()).apply(
       {"params": tiny_params()}, jnp.asarray(t["in/input_ids"], jnp.int32),
-      jnp.asarray(t["in/attention_mask"], jnp.int32), method=iv.InternVideo2.encode_text,
+      jnp.asarray(t["in/attention_mask"], jnp.int32), method=iv_model.InternVideo2.encode_text,
       mutable=["intermediates"])
   inter = state["intermediates"]
   return np.asarray(out), {"hidden_states": np.asarray(inter["text"]["hidden_states"][0]),
@@ -154,7 +156,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_internvideo2_config_read_off_the_checkpoint():
-  assert iv.infer_config(params_torch(), "1b", **head_overrides()) == tiny_config()
+  assert iv_convert.infer_config(params_torch(), "1b", **head_overrides()) == tiny_config()
   c = tiny_config()
   vision = npz("vision.npz")
   assert vision["out/after_pos_embed"].shape[1:] == (c.num_tokens, c.vision_width)
@@ -166,40 +168,40 @@ def test_internvideo2_config_read_off_the_checkpoint():
 
 def test_internvideo2_needed_keys_agree_with_the_perturbation_test():
   usage = fixture_config()["param_usage"]
-  needed, unneeded = iv.needed_keys(list(usage), tiny_config().fusion_layer)
+  needed, unneeded = iv_convert.needed_keys(list(usage), tiny_config().fusion_layer)
   assert sorted(needed) == sorted(k for k, u in usage.items() if u in ("video", "text"))
   assert sorted(unneeded) == sorted(k for k, u in usage.items() if u not in ("video", "text"))
   # The checkpoint-only entries are unneeded too.
-  assert iv.needed_keys(list(ckpt_only()), tiny_config().fusion_layer)[0] == [
+  assert iv_convert.needed_keys(list(ckpt_only()), tiny_config().fusion_layer)[0] == [
       "vision_encoder.pos_embed"]
 
 
 def test_internvideo2_converter_round_trip_is_exact():
   torch = params_torch()
-  needed, _ = iv.needed_keys(list(torch), tiny_config().fusion_layer)
-  back = iv.flax_to_torch(tiny_params())
+  needed, _ = iv_convert.needed_keys(list(torch), tiny_config().fusion_layer)
+  back = iv_convert.flax_to_torch(tiny_params())
   assert sorted(back) == sorted(needed)
   for key in needed:
     assert back[key].shape == torch[key].shape, key
     np.testing.assert_array_equal(back[key], torch[key], err_msg=key)
-  shapes = jax.tree_util.tree_map(lambda x: x.shape, iv.param_shapes(tiny_config()))
+  shapes = jax.tree_util.tree_map(lambda x: x.shape, iv_model.param_shapes(tiny_config()))
   assert jax.tree_util.tree_map(np.shape, tiny_params()) == shapes
 
 
 @pytest.mark.parametrize("key", ["vision_encoder.pos_embed", "vision_encoder.clip_pos_embed"])
 def test_internvideo2_pos_embed_interpolation(key):
   c = tiny_config()
-  got = iv.interpolate_pos_embed(ckpt_only()[key], c.num_frames, c.grid)
+  got = iv_convert.interpolate_pos_embed(ckpt_only()[key], c.num_frames, c.grid)
   np.testing.assert_allclose(got, params_torch()[key], **TOL_INTERP)
   with pytest.raises(ValueError, match=rf"1 \+ T\*{c.grid}\*{c.grid}"):
-    iv.interpolate_pos_embed(ckpt_only()[key][:, :-1], c.num_frames, c.grid)
+    iv_convert.interpolate_pos_embed(ckpt_only()[key][:, :-1], c.num_frames, c.grid)
 
 
 def test_internvideo2_1b_key_table_maps_onto_the_model():
   """The real-size model (built with eval_shape: nothing allocated) has exactly the
   needed keys of the 1B table, with equal shapes through the converter table."""
   table = json.loads((FIXTURES / "internvideo2_1b_keys.json").read_text())
-  config = iv.SIZES["1b"]
+  config = iv_model.SIZES["1b"]
   summary = table["summary"]
   assert (config.vision_width, config.vision_depth, config.vision_heads, config.vision_mlp,
           config.img_size, config.num_frames, config.clip_embed_dim, config.pool_heads) == (
@@ -213,28 +215,28 @@ def test_internvideo2_1b_key_table_maps_onto_the_model():
               summary["text"]["heads"], summary["text"]["intermediate"],
               summary["text"]["vocab"], summary["text"]["max_txt_l"], summary["embed_dim"],
               summary["vision"]["tokens"])
-  shapes = convert.flatten_params(iv.param_shapes(config))
+  shapes = rules.flatten_params(iv_model.param_shapes(config))
   keys = {e["key"]: e for e in table["keys"]}
-  needed, unneeded = iv.needed_keys(list(keys) + [e["key"] for e in table["checkpoint_only"]],
-                                    config.fusion_layer)
+  needed, unneeded = iv_convert.needed_keys(
+      list(keys) + [e["key"] for e in table["checkpoint_only"]], config.fusion_layer)
   assert sorted(needed) == sorted(k for k, e in keys.items() if e["needed"])
   assert len(needed) == summary["n_keys_needed"]
   assert len(unneeded) == summary["n_keys_not_needed"] + len(table["checkpoint_only"])
   mapped = {}
   for key in needed:
-    rules = [(r, r.match_torch(key)) for r in iv.TABLE.rules]
-    rule, path = next((r, p) for r, p in rules if p is not None)
+    matches = [(r, r.match_torch(key)) for r in iv_convert.TABLE.rules]
+    rule, path = next((r, p) for r, p in matches if p is not None)
     fake = np.broadcast_to(np.int8(0), keys[key]["shape"])  # no value, just the shape
     # pylint: disable-next=protected-access
-    assert convert.to_flax_array(fake, rule.layout).shape == shapes[path].shape, key
+    assert rules.to_flax_array(fake, rule.layout).shape == shapes[path].shape, key
     mapped[path] = key
   assert sorted(mapped) == sorted(shapes), "params left unmapped"
   assert sum(np.prod(s.shape, dtype=np.int64) for s in shapes.values()) == summary[
       "numel_needed"]
   # The checkpoint's 4-frame table becomes the model's 8-frame one.
   pos = keys["vision_encoder.pos_embed"]
-  grown = iv.interpolate_pos_embed(np.zeros(pos["checkpoint_shape"], np.float32),
-                                   config.num_frames, config.grid)
+  grown = iv_convert.interpolate_pos_embed(np.zeros(pos["checkpoint_shape"], np.float32),
+                                           config.num_frames, config.grid)
   assert list(grown.shape) == pos["shape"]
 
 
@@ -242,13 +244,13 @@ def test_internvideo2_1b_key_table_maps_onto_the_model():
 
 
 def test_internvideo2_load_f32_pt_equals_the_npz():
-  state = iv.load_checkpoint(str(FIXTURES / "internvideo2_tiny_f32.pt"))
+  state = iv_convert.load_checkpoint(str(FIXTURES / "internvideo2_tiny_f32.pt"))
   expected = {**params_torch(), **ckpt_only()}
   assert sorted(state) == sorted(expected)
   for key, value in expected.items():
     assert state[key].dtype == value.dtype, key
     np.testing.assert_array_equal(state[key], value, err_msg=key)
-  config, params = iv.load(str(FIXTURES / "internvideo2_tiny_f32.pt"), **head_overrides())
+  config, params = iv_convert.load(str(FIXTURES / "internvideo2_tiny_f32.pt"), **head_overrides())
   assert config == tiny_config()
   # Bit-exact but for the position table, interpolated here from the 4-frame one (torch's
   # float32 interpolation rounds differently: README section 9).
@@ -258,14 +260,15 @@ def test_internvideo2_load_f32_pt_equals_the_npz():
   assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, params,
                                                               tiny_params())))
   # The npz itself loads the same way (8-frame tables: no interpolation).
-  _, from_npz = iv.load(str(FIXTURES / "internvideo2_tiny_state_dict.npz"), **head_overrides())
+  _, from_npz = iv_convert.load(str(FIXTURES / "internvideo2_tiny_state_dict.npz"),
+                                **head_overrides())
   assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, from_npz,
                                                               tiny_params())))
 
 
 def test_internvideo2_load_bf16_pt_upcasts_exactly():
   import ml_dtypes  # pylint: disable=g-import-not-at-top
-  state = iv.load_checkpoint(str(FIXTURES / "internvideo2_tiny_bf16.pt"))
+  state = iv_convert.load_checkpoint(str(FIXTURES / "internvideo2_tiny_bf16.pt"))
   expected = {**params_torch(), **ckpt_only()}
   assert sorted(state) == sorted(expected)
   for key, value in expected.items():
@@ -281,23 +284,23 @@ def test_internvideo2_missing_and_misshaped_keys_are_named():
   torch, config = params_torch(), tiny_config()
   key = "vision_encoder.blocks.1.attn.k_norm.weight"
   with pytest.raises(KeyError, match=key.replace(".", r"\.")):
-    iv.torch_to_flax({k: v for k, v in torch.items() if k != key}, config)
+    iv_convert.torch_to_flax({k: v for k, v in torch.items() if k != key}, config)
   key = "text_encoder.bert.encoder.layer.0.intermediate.dense.weight"
   bad = dict(torch, **{key: torch[key][:-1]})
   want = tuple(reversed(torch[key].shape))
   got = tuple(reversed(bad[key].shape))
   with pytest.raises(ValueError) as info:
-    iv.torch_to_flax(bad, config)
+    iv_convert.torch_to_flax(bad, config)
   message = str(info.value)
   assert "\n" not in message and key in message and str(want) in message and str(got) in message
   # A needed namespace entry that no rule maps (e.g. a qkv bias) is an error, not skipped.
   extra = "vision_encoder.blocks.0.attn.qkv.bias"
   with pytest.raises(ValueError, match=extra.replace(".", r"\.")):
-    iv.torch_to_flax(dict(torch, **{extra: np.zeros(3 * config.vision_width, np.float32)}),
-                     config)
+    iv_convert.torch_to_flax(dict(torch, **{extra: np.zeros(3 * config.vision_width, np.float32)}),
+                             config)
   pos = "vision_encoder.pos_embed"
   with pytest.raises(ValueError, match=pos):
-    iv.torch_to_flax(dict(torch, **{pos: torch[pos][:, :-3]}), config)
+    iv_convert.torch_to_flax(dict(torch, **{pos: torch[pos][:, :-3]}), config)
 
 
 # --- vision ----------------------------------------------------------------------------
@@ -308,11 +311,11 @@ def test_internvideo2_preprocess_channel_first_and_last():
   frames = vision["in/frames_uint8"]  # GenRL's (B, T, 3, H, W)
   c = tiny_config()
   want = np.moveaxis(vision["out/preprocessed"], 2, -1)
-  np.testing.assert_allclose(iv.preprocess(frames, c.img_size), want, **TOL_PREPROCESS)
+  np.testing.assert_allclose(iv_model.preprocess(frames, c.img_size), want, **TOL_PREPROCESS)
   channel_last = np.moveaxis(frames, 2, -1)
-  np.testing.assert_allclose(iv.preprocess(channel_last, c.img_size), want, **TOL_PREPROCESS)
+  np.testing.assert_allclose(iv_model.preprocess(channel_last, c.img_size), want, **TOL_PREPROCESS)
   big = vision["out/preprocessed_224_t0"]
-  got = iv.preprocess(channel_last[:, :1], big.shape[-1])[:, 0]
+  got = iv_model.preprocess(channel_last[:, :1], big.shape[-1])[:, 0]
   np.testing.assert_allclose(got, np.moveaxis(big, 1, -1), **TOL_PREPROCESS)
 
 
@@ -321,8 +324,8 @@ def test_internvideo2_preprocess_scales_then_normalises():
   is `(scaled - mean) / std` (a true division, in float32)."""
   vision = npz("vision.npz")
   scaled = np.moveaxis(vision["out/scaled_b_t"], 2, -1)
-  mean, std = (np.asarray(v, np.float32) for v in (iv.IMAGENET_MEAN, iv.IMAGENET_STD))
-  got = iv.preprocess(vision["in/frames_uint8"], scaled.shape[-2])
+  mean, std = (np.asarray(v, np.float32) for v in (iv_model.IMAGENET_MEAN, iv_model.IMAGENET_STD))
+  got = iv_model.preprocess(vision["in/frames_uint8"], scaled.shape[-2])
   np.testing.assert_allclose(got, (scaled - mean) / std, rtol=0, atol=1e-6)
 
 
@@ -369,7 +372,7 @@ def test_internvideo2_embedder_clip_video_end_to_end():
 
 def test_internvideo2_tokenizer_ids_and_masks_exact():
   text = npz("text.npz")
-  tok = iv.Tokenizer(str(FIXTURES), tiny_config().max_txt_l)
+  tok = iv_tokenizer.Tokenizer(str(FIXTURES), tiny_config().max_txt_l)
   ids, mask = tok(list(text["in/prompts"]))
   np.testing.assert_array_equal(ids, text["in/input_ids"])
   np.testing.assert_array_equal(mask, text["in/attention_mask"])
@@ -442,7 +445,7 @@ def test_internvideo2_bfloat16(checkpoint, dtype, tol, min_cos):
 
 
 def _config(**vlm):
-  config = configs.load_config("configs/walker.py:tiny")
+  config = experiment_config.load_config("configs/walker.py:tiny")
   overrides = ",".join(f"{k}={v}" for k, v in head_overrides().items())
   config.vlm.update(dict(dict(name="internvideo2",
                               model=str(FIXTURES / "internvideo2_tiny_f32.pt"),
@@ -573,6 +576,7 @@ def test_internvideo2_data_stage_embeds_episodes_as_the_reference(tmp_path):
   steps where a fixture clip ends, the reference's `clip_video`."""
   import synthetic  # pylint: disable=g-import-not-at-top
   from genrl_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.data import dataset_writer  # pylint: disable=g-import-not-at-top
   from genrl_jax.stages import data as data_stage  # pylint: disable=g-import-not-at-top
   from genrl_jax.stages import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   vision = npz("vision.npz")
@@ -582,7 +586,7 @@ def test_internvideo2_data_stage_embeds_episodes_as_the_reference(tmp_path):
   episode = synthetic.random_episode(np.random.default_rng(0), len(frames))
   episode["observation"] = frames
   root = str(tmp_path / "d")
-  with dataset_lib.EpisodeWriter(root, dataset_lib.DatasetSpec("walker", 6), 1) as writer:
+  with dataset_writer.EpisodeWriter(root, dataset_lib.DatasetSpec("walker", 6), 1) as writer:
     writer.add(episode)
   config = _config()
   config.data.path = root

@@ -1,4 +1,4 @@
-"""The package's import structure (`../shared/reference/architecture.md`): no import cycles,
+"""The package's import structure: no import cycles,
 nothing in the library imports the stages layer, `train/` imports no model and no plotting.
 
 Imports are read from the source with `ast` (module-level and function-level alike), so
@@ -17,7 +17,7 @@ PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 # Modules `train/` must not import: the models, and anything that plots.
 MODEL_MODULES = ("genrl_jax.world_model", "genrl_jax.connector", "genrl_jax.aligner",
                  "genrl_jax.mfwm", "genrl_jax.rssm", "genrl_jax.nets", "genrl_jax.behavior",
-                 "genrl_jax.agents")
+                 "genrl_jax.collect")
 PLOTTING = ("matplotlib", "genrl_jax.report.plots")
 
 
@@ -102,3 +102,56 @@ def test_train_imports_no_model_and_no_plotting(forbidden):
   offenders = {m: sorted(i for i in imports if i.startswith(forbidden))
                for m, imports in GRAPH.items() if m.startswith("genrl_jax.train")}
   assert not {m: i for m, i in offenders.items() if i}
+
+
+def _defined(module: str) -> set[str]:
+  """Top-level function and class names of a package module."""
+  path = os.path.join(os.path.dirname(PACKAGE_DIR), *module.split(".")) + ".py"
+  tree = ast.parse(open(path).read(), path)
+  return {n.name for n in tree.body
+          if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))}
+
+
+def test_module_names_shadow_no_builtin_and_do_not_collide():
+  """A module's name says which one it is: none is named after a builtin or a standard
+  library module, and no two modules share a name, except a stage named after the
+  component it trains (`stages/mfwm.py` trains `mfwm.py`)."""
+  import builtins  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  leaves = {}
+  for module in GRAPH:
+    name = module.rsplit(".", 1)[-1]
+    if module == "genrl_jax" or module + ".__init__" in GRAPH:
+      continue
+    assert name not in dir(builtins) and name not in sys.stdlib_module_names, module
+    leaves.setdefault(name, []).append(module)
+  for name, modules in leaves.items():
+    others = [m for m in modules if not (m.startswith("genrl_jax.stages.")
+                                         and f"genrl_jax.{name}" in GRAPH)]
+    assert len(others) <= 1, modules
+
+
+def test_collection_lives_in_one_package():
+  """Every collector is in `genrl_jax.collect`, which only the stages use."""
+  assert {"genrl_jax.collect.random_policy", "genrl_jax.collect.online",
+          "genrl_jax.collect.task_agent", "genrl_jax.collect.plan2explore"} <= set(GRAPH)
+  offenders = {m: sorted(i for i in imports if i.startswith("genrl_jax.collect"))
+               for m, imports in GRAPH.items()
+               if not m.startswith(("genrl_jax.collect", "genrl_jax.stages"))}
+  assert not {m: i for m, i in offenders.items() if i}
+
+
+def test_state_of_a_learner_lives_beside_it():
+  """`train/` holds the generic train state only; the behaviour's is beside its learner."""
+  assert {n for n in _defined("genrl_jax.train.state") if n[0].isupper()} == {"TrainState"}
+  assert "BehaviorState" in _defined("genrl_jax.behavior.learner")
+
+
+def test_baseline_returns_live_beside_evaluation():
+  """The baseline policies' returns are an environment-side tool: scripts reach them without
+  the stage layer."""
+  assert "baseline_returns" in _defined("genrl_jax.envs.baseline_policies")
+  assert not any("baseline" in n for n in _defined("genrl_jax.stages.evaluation")
+                 if n != "random_baseline")
+  script = os.path.join(os.path.dirname(PACKAGE_DIR), "experiments", "baselines.py")
+  assert not any(i.startswith("genrl_jax.stages") for i in _imports(script, set(GRAPH)))

@@ -15,6 +15,8 @@ from genrl_jax import connector as connector_lib
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax.stages import mfwm as mfwm_stage
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
+from genrl_jax.data import dataset_writer
 from genrl_jax.train import checkpoints
 from genrl_jax.train import optimizer as optimizer_lib
 
@@ -153,11 +155,11 @@ def test_bad_embeddings_give_clear_errors(tmp_path):
   odd_length = synthetic.micro_config(episodes, **{"batch_length": 12})
   with pytest.raises(ValueError, match="batch_length=12 is not a multiple"):
     mfwm_stage.run(odd_length, str(tmp_path / "b"), progress=False)
-  bad = dataset_lib.open_dataset(episodes, synthetic.SYNTHETIC_VLM).read_episode(0)
+  bad = dataset_reader.open_dataset(episodes, synthetic.SYNTHETIC_VLM).read_episode(0)
   bad["vlm_embedding"][10:] = np.nan
   nan_dir = str(tmp_path / "nan")
-  with dataset_lib.EpisodeWriter(nan_dir, dataset_lib.DatasetSpec("walker", 6),
-                                 vlm=synthetic.SYNTHETIC_VLM) as writer:
+  with dataset_writer.EpisodeWriter(nan_dir, dataset_lib.DatasetSpec("walker", 6),
+                                    vlm=synthetic.SYNTHETIC_VLM) as writer:
     for _ in range(3):
       writer.add(bad)
   with pytest.raises(dataset_lib.DatasetError, match="NaN or infinite"):

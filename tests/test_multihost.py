@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import synthetic
-from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
 from genrl_jax.data import embed as embed_lib
 from genrl_jax.report.metrics import read_metrics
 from genrl_jax.train import checkpoints
@@ -268,7 +268,7 @@ def pipeline_run(env, tmp_path_factory, two_process_run):
 
 def test_multihost_pipeline_embeds_trains_and_logs_on_process_zero(pipeline_run):
   workdir, _, data, outputs = pipeline_run
-  dataset = dataset_lib.open_dataset(data)
+  dataset = dataset_reader.open_dataset(data)
   embedded = dataset.embedding_sets[synthetic.SYNTHETIC_VLM].shards
   assert sorted(embedded) == sorted(s.name for s in dataset.shards)
   # Process 0 embedded its 2 shards of 4, process 1 the others.
@@ -505,7 +505,7 @@ def test_multihost_slurm_script_starts_a_job_that_joins_from_slurm_variables(env
   for i, log in enumerate(logs):
     assert f"joining the job as process {i} of 2 (from slurm)" in log
     assert f"] process {i}/2 on" in log
-  dataset = dataset_lib.open_dataset(data)
+  dataset = dataset_reader.open_dataset(data)
   assert len(dataset.embedding_sets[synthetic.SYNTHETIC_VLM].shards) == 2
 
 
@@ -563,8 +563,8 @@ def test_multihost_dataset_embedding_is_split_over_processes(tmp_path):
                                   process_count=2)["shards"] for i in (0, 1)]
   assert done == [3, 2]
   embed_lib.embed_dataset(whole, embedder, 8, progress=False)
-  a = dataset_lib.open_dataset(split, embedder.identifier)
-  b = dataset_lib.open_dataset(whole, embedder.identifier)
+  a = dataset_reader.open_dataset(split, embedder.identifier)
+  b = dataset_reader.open_dataset(whole, embedder.identifier)
   for i in range(5):
     np.testing.assert_array_equal(a.read_episode(i)["vlm_embedding"],
                                   b.read_episode(i)["vlm_embedding"])

@@ -26,7 +26,7 @@ from genrl_jax import world_model as wm_lib  # noqa: E402
 from genrl_jax.behavior import actor_critic as ac  # noqa: E402
 from genrl_jax.behavior import learner  # noqa: E402
 from genrl_jax.reference import convert  # noqa: E402
-from genrl_jax.train.state import BehaviorState  # noqa: E402
+from genrl_jax.behavior.learner import BehaviorState  # noqa: E402
 
 PREFIX = "_imag_behavior."
 ACTOR_OPT = pf.optimizer("actor_opt")

@@ -139,7 +139,7 @@ def test_select_prompt_frames_follows_the_reference_rule(t, expected):
 
 
 def test_select_prompt_frames_repeat_rule_equals_reference_cases():
-  def reference(frames):  # the two special cases of get_video_feat, spec 7.6
+  def reference(frames):  # the two special cases of get_video_feat, method.md §7.6
     if len(frames) == 1:
       return np.repeat(frames, 8, axis=0)
     if len(frames) == 4:

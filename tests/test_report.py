@@ -8,7 +8,7 @@ import pytest
 import synthetic
 from genrl_jax import rssm
 from genrl_jax import world_model as wm_lib
-from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
 from genrl_jax.data import input_pipeline
 from genrl_jax.report import metrics as metrics_lib
 from genrl_jax.report import open_loop
@@ -168,7 +168,7 @@ def test_mfwm_open_loop_report_writes_the_gif_and_the_tensorboard_video(tmp_path
   config = synthetic.micro_config(episodes)
   with config.unlocked():
     config.batch_length = 8
-  dataset = dataset_lib.open_dataset(episodes)
+  dataset = dataset_reader.open_dataset(episodes)
   model = wm_lib.make_world_model(config, dataset.spec.action_dim)
   params = wm_lib.init_world_model(model, jax.random.key(0))  # jitted itself
   path = open_loop.write_mfwm_open_loop(config, dataset, params, str(tmp_path / "w"), 7,
@@ -232,7 +232,7 @@ def test_mfwm_open_loop_report_scores_heldout_episodes_against_the_mean_frame(tm
   with config.unlocked():
     config.batch_length = 8
     config.mfwm.heldout_episodes = 1
-  dataset = dataset_lib.open_dataset(episodes)
+  dataset = dataset_reader.open_dataset(episodes)
   model = wm_lib.make_world_model(config, dataset.spec.action_dim)
   params = wm_lib.init_world_model(model, jax.random.key(0))
   workdir = str(tmp_path / "w")

@@ -29,6 +29,7 @@ def test_slow_is_a_registered_marker_and_markers_are_strict():
   assert "--strict-markers" in pytest_options["addopts"]
 
 
+@pytest.mark.slow  # collects the suite three times in subprocesses
 def test_the_fast_tier_leaves_out_pipelines_and_multihost_but_keeps_parity():
   every, fast, slow = _collect(), _collect("-m", "not slow"), _collect("-m", "slow")
   assert fast and slow and fast | slow == every and not fast & slow

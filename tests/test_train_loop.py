@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from genrl_jax.train import loop, parallel
+from genrl_jax.train import loop
+from genrl_jax.train import mesh as mesh_lib
 from genrl_jax.train.state import TrainState, step_rng
 
 
@@ -44,7 +45,7 @@ def _run(num_steps, start=0, k=1, log_every=4):
       step=jnp.asarray(start, jnp.int32))
   calls = []
   state = loop.train_loop(
-      stage="toy", state=state, step_fn=_step_fn(calls), mesh=parallel.make_mesh(),
+      stage="toy", state=state, step_fn=_step_fn(calls), mesh=mesh_lib.make_mesh(),
       seed=3, num_steps=num_steps, log_every=log_every, checkpointer=None, writer=None,
       batches=lambda a, b: ({} for _ in range(a, b)), progress=False,
       chunk_fn=_chunk_fn(calls, k) if k > 1 else None, updates_per_call=k)

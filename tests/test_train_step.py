@@ -8,7 +8,8 @@ import pytest
 import synthetic
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
-from genrl_jax.train import loop, parallel
+from genrl_jax.train import loop
+from genrl_jax.train import mesh as mesh_lib
 from genrl_jax.train.state import step_rng
 
 
@@ -21,12 +22,12 @@ def _batch(config, seed=0, embed=False):
 
 
 def _run(config, devices, num_steps, with_connector):
-  mesh = parallel.make_mesh(devices)
+  mesh = mesh_lib.make_mesh(devices)
   _, state, step_fn = mfwm_lib.build(config, 6, mesh, with_connector)
   history = []
   for step in range(num_steps):
     batch = _batch(config, step, embed=with_connector)
-    state, metrics = step_fn(state, parallel.shard_batch(batch, mesh), step_rng(config.seed, step))
+    state, metrics = step_fn(state, mesh_lib.shard_batch(batch, mesh), step_rng(config.seed, step))
     history.append(jax.device_get(metrics))
   return jax.device_get(state), history
 
@@ -52,21 +53,22 @@ def test_train_step_on_1_device_equals_8_devices(with_connector):
 @pytest.mark.slow
 def test_world_model_step_output_is_replicated_and_state_donated():
   config = synthetic.micro_config()
-  mesh = parallel.make_mesh()
+  mesh = mesh_lib.make_mesh()
   _, state, step_fn = mfwm_lib.build(config, 6, mesh, with_connector=False)
   old_leaf = jax.tree.leaves(state.params)[0]
-  state, _ = step_fn(state, parallel.shard_batch(_batch(config), mesh), step_rng(0, 0))
+  state, _ = step_fn(state, mesh_lib.shard_batch(_batch(config), mesh), step_rng(0, 0))
   leaf = jax.tree.leaves(state.params)[0]
   assert leaf.sharding.is_fully_replicated
   assert len(leaf.sharding.device_set) == 8
   assert old_leaf.is_deleted()  # donated to the step
 
 
+@pytest.mark.slow
 def test_world_model_loss_goes_down_on_a_fixed_batch():
   config = synthetic.micro_config(**{"world_model.optimizer.lr": 1e-3})
-  mesh = parallel.make_mesh(jax.devices()[:1])
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
   _, state, step_fn = mfwm_lib.build(config, 6, mesh, with_connector=False)
-  batch = parallel.shard_batch(_batch(config), mesh)
+  batch = mesh_lib.shard_batch(_batch(config), mesh)
   losses = []
   for step in range(30):
     state, metrics = step_fn(state, batch, step_rng(0, step))
@@ -74,9 +76,10 @@ def test_world_model_loss_goes_down_on_a_fixed_batch():
   assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_training_with_the_step_named():
   config = synthetic.micro_config()
-  mesh = parallel.make_mesh(jax.devices()[:1])
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
   _, state, step_fn = mfwm_lib.build(config, 6, mesh, with_connector=False)
 
   def make_batch(step):
@@ -105,18 +108,18 @@ def test_bad_batch_raises_a_clear_error(change, message):
 
 
 def test_batch_size_not_divisible_by_device_count_is_refused():
-  mesh = parallel.make_mesh()
+  mesh = mesh_lib.make_mesh()
   with pytest.raises(ValueError, match="config.batch_size=6 is not divisible by the 8 devices"):
-    parallel.shard_batch({"x": np.zeros((6, 3))}, mesh)
+    mesh_lib.shard_batch({"x": np.zeros((6, 3))}, mesh)
 
 
 @pytest.mark.slow
 def test_compute_dtype_bfloat16_keeps_float32_params_and_distributions():
   config = synthetic.micro_config(compute_dtype="bfloat16")
-  mesh = parallel.make_mesh(jax.devices()[:1])
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
   mfwm, state, step_fn = mfwm_lib.build(config, 6, mesh)
   assert mfwm.world_model.dtype == jnp.bfloat16 and mfwm.connector.dtype == jnp.bfloat16
-  batch = parallel.shard_batch(_batch(config, embed=True), mesh)
+  batch = mesh_lib.shard_batch(_batch(config, embed=True), mesh)
   state, metrics = step_fn(state, batch, step_rng(0, 0))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
   assert all(np.isfinite(float(v)) for v in metrics.values())

@@ -16,7 +16,7 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 transformers = pytest.importorskip("transformers")
 
-from genrl_jax import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from genrl_jax import experiment_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from genrl_jax.prompts import prompt as prompts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top,wrong-import-position
 from genrl_jax.vlm import clip_model  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -220,7 +220,7 @@ def test_without_preprocessor_config_clip_statistics_are_used(tmp_path):
 
 
 def _config(tiny_clip_dir, embed_dim=E):
-  config = configs.load_config("configs/walker.py:tiny")
+  config = experiment_config.load_config("configs/walker.py:tiny")
   config.vlm.name = "clip"
   config.vlm.model = tiny_clip_dir
   config.vlm.batch_size = 4
@@ -230,10 +230,10 @@ def _config(tiny_clip_dir, embed_dim=E):
 
 def test_configs_name_their_vlm():
   # paper (and small): the reference's InternVideo2, its checkpoint given by the user.
-  vlm = configs.load_config("configs/walker.py").vlm
+  vlm = experiment_config.load_config("configs/walker.py").vlm
   assert (vlm.name, vlm.model, vlm.batch_size) == ("internvideo2", "", 64)
   # tiny: the locally built random-weight CLIP.
-  vlm = configs.load_config("configs/walker.py:tiny").vlm
+  vlm = experiment_config.load_config("configs/walker.py:tiny").vlm
   assert (vlm.name, vlm.model) == ("clip", "")
   assert "from_pt" not in vlm  # no weight-format switch: model.safetensors is read as is
 

@@ -14,6 +14,9 @@ from genrl_jax.stages import data as data_stage
 from genrl_jax.stages import workdir as workdir_lib
 from genrl_jax.prompts import behavior_prompt
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
+from genrl_jax.data import dataset_writer
+from genrl_jax.data import embedding_shards
 from genrl_jax.data import embed as embed_lib
 from genrl_jax.vlm import clip
 from genrl_jax.vlm import embedder as embedder_lib
@@ -26,7 +29,7 @@ def embedder(tiny_clip_dir):
 
 def _video_dataset(root, frames_per_episode, seed=0):
   rng = np.random.default_rng(seed)
-  with dataset_lib.EpisodeWriter(str(root), dataset_lib.DatasetSpec("walker", 6), 2) as w:
+  with dataset_writer.EpisodeWriter(str(root), dataset_lib.DatasetSpec("walker", 6), 2) as w:
     for frames in frames_per_episode:
       ep = synthetic.random_episode(rng, len(frames))
       ep["observation"] = frames
@@ -45,8 +48,8 @@ def test_embed_stage_row_t_depends_only_on_frames_t_minus_7_to_t(tmp_path, embed
   for root in (a, b):
     stats = embed_lib.embed_dataset(root, embedder, 8, batch_size=5, progress=False)
     assert stats["clips"] == 13 + 4 and stats["clips_per_second"] > 0
-  ea = dataset_lib.open_dataset(a, embedder.identifier).read_episode(0)["vlm_embedding"]
-  eb = dataset_lib.open_dataset(b, embedder.identifier).read_episode(0)["vlm_embedding"]
+  ea = dataset_reader.open_dataset(a, embedder.identifier).read_episode(0)["vlm_embedding"]
+  eb = dataset_reader.open_dataset(b, embedder.identifier).read_episode(0)["vlm_embedding"]
   np.testing.assert_array_equal(ea[:7], 0.0)
   np.testing.assert_allclose(np.linalg.norm(ea[7:], axis=-1), 1.0, rtol=1e-5)
   differs = np.abs(ea - eb).max(axis=-1) > 1e-6
@@ -68,13 +71,13 @@ def test_embed_stage_resumes_shard_by_shard(tmp_path, embedder):
   rng = np.random.default_rng(3)
   root = _video_dataset(tmp_path / "d", [rng.integers(0, 256, (9, 64, 64, 3), np.uint8)
                                          for _ in range(5)])
-  dataset = dataset_lib.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root)
   first = dataset.shards[0]
   out = embed_lib.embed_episodes([dataset.read_episode(i)["observation"] for i in range(2)],
                                  embedder, 8)
-  dataset_lib.write_embedding_shard(root, first.name, embedder.identifier, 8,
-                                    dict(zip(first.episode_ids, out)))
-  written = os.path.join(root, "embeddings", dataset_lib.embedding_key(embedder.identifier),
+  embedding_shards.write_embedding_shard(root, first.name, embedder.identifier, 8,
+                                         dict(zip(first.episode_ids, out)))
+  written = os.path.join(root, "embeddings", embedding_shards.embedding_key(embedder.identifier),
                          first.name)
   mtime = os.path.getmtime(written)
   stats = embed_lib.embed_dataset(root, embedder, 8, progress=False)

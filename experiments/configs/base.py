@@ -1,13 +1,13 @@
 """Shared base of every domain config, and the size variants.
 
 A domain config calls `domain_config(task, arg)`; `arg` is the part after ':' in
-`--config=configs/<domain>.py:<arg>`, a comma-separated list of variants:
+`--config=configs/<domain>.py:<arg>`, one variant, each a table of overrides (`VARIANTS`):
 
 * `paper` (default): the reference's sizes (deter/hidden 1024, 32x32 latents, CNN
   multiplier 48, MLP 4x1024, batch 48x48, 500k world-model updates).
 * `small`: deter/hidden 512, CNN multiplier 32, MLP 4x512, batch 16x32.
 * `tiny`: a CPU size that collects a few random episodes per task and trains in minutes
-  (1500 MFWM and 500 behaviour updates per task; `apply_variant` says why each value).
+  (1500 MFWM and 500 behaviour updates per task; `TINY` says why each value).
 * `cpu`: `tiny` sizes with a longer budget (20 episodes per task, 3000 MFWM and 600
   behaviour updates, actor lr 3e-5): about half an hour per domain on 2 CPU cores
   (`experiments/cpu_pipeline.py` runs several domains and prints the learning report).
@@ -15,7 +15,11 @@ A domain config calls `domain_config(task, arg)`; `arg` is the part after ':' in
 
 import ml_collections
 
-VARIANTS = ("paper", "small", "tiny", "cpu")
+def same_as(c: ml_collections.ConfigDict, key: str) -> ml_collections.FieldReference:
+  """A value that follows `c[key]` until it is set itself (e.g. `--config.agent.batch_size=8`
+  sets the agent's alone). `c.get_ref(key)` alone would not do: setting the follower would
+  write through to `c[key]`; the derived reference `* 1` is replaced instead."""
+  return c.get_ref(key) * 1
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -27,6 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.tasks = ()
   # "auto" = bfloat16 compute on accelerators, float32 on CPU; params stay float32.
   c.compute_dtype = "auto"
+
+  c.batch_size = 48
+  c.batch_length = 48
 
   c.data = ml_collections.ConfigDict()
   # A dataset folder (genrl_jax/data/dataset.py; `genrl_jax import-npz` converts the
@@ -54,15 +61,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.action_repeat = 2
   c.data.fast_render = False  # True: no shadows / multisampling (~7x faster, differs a bit).
 
-  # Online collection agents (data.collector 'dreamer' | 'plan2explore'; genrl_jax/agents,
-  # spec 8). Their world model has the sizes of `world_model` and their actor/critic those
+  # Online collection agents (data.collector 'dreamer' | 'plan2explore'; genrl_jax/collect,
+  # method.md §8). Their world model has the sizes of `world_model` and their actor/critic those
   # of `behavior.actor/critic`; everything else they use is here.
   a = c.agent = ml_collections.ConfigDict()
   a.seed_steps = 2000  # agent steps of uniform random actions first (num_seed_frames 4000)
   a.train_every = 5  # agent steps (summed over all environments) between training rounds
   a.train_steps = 1  # updates per training round
-  a.batch_size = 0  # replay batch rows; 0: config.batch_size (the reference: 50)
-  a.batch_length = 0  # replay sequence length; 0: config.batch_length (the reference: 50)
+  a.batch_size = same_as(c, "batch_size")  # replay batch rows (the reference: 50)
+  a.batch_length = same_as(c, "batch_length")  # replay sequence length (the reference: 50)
   # Episodes per dataset shard. A finished episode enters the replay when its shard is
   # written; every new shard also costs the replay a re-open of its readers.
   a.episodes_per_shard = 4
@@ -90,9 +97,6 @@ def base_config() -> ml_collections.ConfigDict:
       model_lr=3e-4, actor_lr=8e-5, critic_lr=8e-5, actor_entropy=0.0, reward_grad=False,
       ensemble_size=5, ensemble_units=1536, ensemble_loss_scale=1.0,
       reward_norm_momentum=0.95, reward_norm_scale=1.0))
-
-  c.batch_size = 48
-  c.batch_length = 48
 
   wm = c.world_model = ml_collections.ConfigDict()
   wm.deter = 1024
@@ -181,9 +185,9 @@ def base_config() -> ml_collections.ConfigDict:
   # straight to the connector (prompts.behavior_prompt.prompt_denoise says when that matters).
   b.prompt.denoise_video = True
   b.name = ""  # checkpoint directory <workdir>/behavior/<name>; empty: config.task
-  b.seed = -1  # the behaviour's RNG seed; -1: config.seed (sweeps give each run its own)
+  b.seed = same_as(c, "seed")  # the behaviour's RNG seed (sweeps give each run its own)
   # "offline": every posterior state of a dataset batch is a start (batch_size x
-  # batch_length starts); "data_free": starts built without data (spec 5).
+  # batch_length starts); "data_free": starts built without data (method.md §5).
   b.start = "offline"
   b.batch_size = 32
   b.batch_length = 32
@@ -221,7 +225,7 @@ def base_config() -> ml_collections.ConfigDict:
   b.keep = 2
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.episodes = 10  # the reference's protocol (spec 7.4)
+  c.eval.episodes = 10  # the reference's protocol (method.md §7.4)
   c.eval.num_envs = 1  # > 1: episodes spread over environments in worker processes
   c.eval.record_episodes = 1  # episodes written to eval_episode.gif
   # Episodes of uniform random actions per task, on the same environment seeds, nothing
@@ -236,83 +240,89 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
-  wm = c.world_model
-  if variant == "paper":
-    return
-  if variant == "small":
-    wm.deter = wm.hidden = 512
-    wm.cnn_depth = 32
-    wm.mlp_units, wm.mlp_layers = 512, 4
-    c.batch_size, c.batch_length = 16, 32
-    c.behavior.actor.units = c.behavior.critic.units = 512
-    return
-  if variant == "tiny":
-    # A CPU size for minutes of compute: the README's first command. Each choice below
-    # was measured on the 2-core machine (figures in the domain configs' docstrings).
-    wm.deter = wm.hidden = 128
-    wm.stoch = wm.discrete = 16  # 32x32 was no better after 800 updates, and 1.5x slower
-    wm.cnn_depth = 8  # 16: reconstruction no better after 1500 updates, 1.7x slower
-    wm.mlp_units, wm.mlp_layers = 128, 2
-    c.batch_size, c.batch_length = 8, 32  # 16: reconstruction 0.57 against 0.58, 2x slower
-    # Random episodes cost seconds each (fast rendering) and updates minutes, so collect
-    # more than the updates can overfit: 9 per task, the last round (one per task) held
-    # out to score the open-loop predictions (domain_config sets heldout_episodes).
-    c.data.collect_episodes = 9
-    c.data.num_envs = 2
-    c.data.fast_render = True
-    # A budget of minutes: 1e-4 (the reference's, for 500k updates) leaves a 300-update
-    # model drawing the background only; at 1e-3 the body appears (blurred) within 1000;
-    # 3e-3 draws it no better (reconstruction 0.58 of the mean frame's error either way).
-    wm.optimizer.lr = c.connector.optimizer.lr = 1e-3
-    c.mfwm.num_steps = 1500
-    c.mfwm.log_every = 250
-    c.mfwm.save_every = 500
-    # No model hub needed: a small random-weight CLIP built locally (it says so when it
-    # loads); prompts are then clips of the tasks' own episodes. A real VLM:
+# The variants, as tables of overrides (dotted config keys -> values) of the `paper` base.
+# Each sets the model sizes and the budget of a whole run, so one is chosen per command:
+# they do not combine (`cpu` is `tiny`'s table plus its own).
+SMALL = {
+    "world_model.deter": 512, "world_model.hidden": 512,
+    "world_model.cnn_depth": 32,
+    "world_model.mlp_units": 512, "world_model.mlp_layers": 4,
+    "batch_size": 16, "batch_length": 32,
+    "behavior.actor.units": 512, "behavior.critic.units": 512,
+}
+
+TINY = {
+    # Sizes for minutes of compute on 2 CPU cores (the README's first command); larger
+    # latents, CNN or batch trained no better within this budget and ran 1.5-2x slower.
+    "world_model.deter": 128, "world_model.hidden": 128,
+    "world_model.stoch": 16, "world_model.discrete": 16,
+    "world_model.cnn_depth": 8,
+    "world_model.mlp_units": 128, "world_model.mlp_layers": 2,
+    "batch_size": 8, "batch_length": 32,
+    # Random episodes cost seconds (fast rendering) and updates minutes: collect more than
+    # the updates can overfit, 9 per task, the last round held out for the open-loop score.
+    "data.collect_episodes": 9, "data.num_envs": 2, "data.fast_render": True,
+    # The reference's 1e-4 is tuned for 500k updates; within 1500 the body appears at 1e-3.
+    "world_model.optimizer.lr": 1e-3, "connector.optimizer.lr": 1e-3,
+    "mfwm.num_steps": 1500, "mfwm.log_every": 250, "mfwm.save_every": 500,
+    # No model hub: a small random-weight CLIP built locally (it says so when it loads);
+    # prompts are then clips of the tasks' own episodes. A real VLM:
     # --config.vlm.model=<hub id or dir> --config.connector.embed_dim=<its size>.
-    c.vlm.name = "clip"
-    c.vlm.model = ""
-    c.connector.embed_dim = 64
-    b = c.behavior
-    # The random CLIP's clip embeddings lie close together (mean pairwise cosine 0.9) and
-    # the aligner maps them to their common mean: video prompts skip it here
-    # (prompts.behavior_prompt.prompt_denoise; the reference passes them through it).
-    b.prompt.denoise_video = False
-    b.actor.units = b.critic.units = 128
-    b.actor.layers = b.critic.layers = 2
-    b.batch_size, b.batch_length = 8, 32
-    # 3e-5 (the reference's) barely moves the actor in a few hundred updates (imagined
-    # reward 0.758 -> 0.759 over 200); 3e-4 raises it (0.36 -> 0.52 over 400, lying_down).
-    b.actor_optimizer.lr = b.critic_optimizer.lr = 3e-4
-    b.num_steps, b.log_every, b.save_every = 500, 100, 250
-    a = c.agent
-    a.seed_steps = 500  # one 500-step episode
-    a.episodes_per_shard = 1  # else no episode reaches the replay before the collection ends
-    a.plan2explore.ensemble_units = 128
-    a.save_every, a.log_every = 500, 50
-    c.eval.episodes = 10
-    return
-  if variant == "cpu":
+    "vlm.name": "clip", "vlm.model": "", "connector.embed_dim": 64,
+    # The random CLIP's clip embeddings lie close together and the aligner maps them to
+    # their common mean: video prompts skip it here (prompts.behavior_prompt.prompt_denoise).
+    "behavior.prompt.denoise_video": False,
+    "behavior.actor.units": 128, "behavior.critic.units": 128,
+    "behavior.actor.layers": 2, "behavior.critic.layers": 2,
+    "behavior.batch_size": 8, "behavior.batch_length": 32,
+    # The reference's 3e-5 barely moves the actor in a few hundred updates.
+    "behavior.actor_optimizer.lr": 3e-4, "behavior.critic_optimizer.lr": 3e-4,
+    "behavior.num_steps": 500, "behavior.log_every": 100, "behavior.save_every": 250,
+    "agent.seed_steps": 500,  # one 500-step episode
+    "agent.episodes_per_shard": 1,  # else no episode reaches the replay in time
+    "agent.plan2explore.ensemble_units": 128,
+    "agent.save_every": 500, "agent.log_every": 50,
+    "eval.episodes": 10,
+}
+
+CPU = {
+    **TINY,
     # `tiny` sizes with about half an hour per domain on 2 cores
     # (experiments/cpu_pipeline.py runs several domains, offline and data-free starts).
-    apply_variant(c, "tiny")
-    c.data.collect_episodes = 21  # 20 to train on and 1 held out, per task
-    c.mfwm.num_steps, c.mfwm.log_every, c.mfwm.save_every = 3000, 500, 1000
-    # The actor at the reference's lr (3e-5), the critic at tiny's 3e-4: from offline
-    # starts an actor at 3e-4 first raises the imagined reward and then loses it as its
-    # entropy collapses ahead of the critic (stickman_lying_down 351.1 +- 173.0, walker
-    # lying_down 587.2 +- 19.4); at 3e-5 it keeps its noise and the three tasks of README
-    # "Does it learn?" beat the random policy by 2 std with normalised scores >= 0.3
-    # (same MFWMs, one setting changed at a time; 300 updates and actor lr 1e-4 were tried;
-    # with a second behaviour seed two of the three did, stickman_lying_down missed by 2.1;
-    # a stickman rerun on 2026-12-07, on another host, trained a different MFWM, on which
-    # legs_up beat random at normalised 0.221 only, so two tasks passed there: README).
-    # At 3e-5 the imagination gap is also smaller.
-    c.behavior.actor_optimizer.lr = 3e-5
-    c.behavior.num_steps, c.behavior.log_every, c.behavior.save_every = 600, 100, 300
-    return
-  raise ValueError(f"unknown config variant {variant!r}; expected one of {VARIANTS}")
+    "data.collect_episodes": 21,  # 20 to train on and 1 held out, per task
+    "mfwm.num_steps": 3000, "mfwm.log_every": 500, "mfwm.save_every": 1000,
+    # The actor at the reference's lr, the critic at tiny's 3e-4: from offline starts an
+    # actor at 3e-4 loses its entropy ahead of the critic (docs/results.md).
+    "behavior.actor_optimizer.lr": 3e-5,
+    "behavior.num_steps": 600, "behavior.log_every": 100, "behavior.save_every": 300,
+}
+
+VARIANTS = {"paper": {}, "small": SMALL, "tiny": TINY, "cpu": CPU}
+
+
+def parse_variant(arg: str | None) -> str:
+  """The variant named after ':' in `--config=configs/<domain>.py:<variant>` (default
+  `paper`); anything else, combinations included, is refused naming the allowed ones."""
+  names = [v.strip() for v in (arg or "paper").split(",")]
+  allowed = ", ".join(VARIANTS)
+  if len(names) > 1:
+    raise ValueError(f"config variants {arg!r}: give one of {allowed}; each sets the sizes "
+                     "and budget of a whole run, so they do not combine")
+  if names[0] not in VARIANTS:
+    raise ValueError(f"unknown config variant {names[0]!r}; expected one of {allowed}")
+  return names[0]
+
+
+def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, object]) -> None:
+  """Sets each dotted key of `overrides` in `c`; a key `c` does not have is an error."""
+  for key, value in overrides.items():
+    *path, leaf = key.split(".")
+    node = c
+    for part in path:
+      node = node[part]
+    if leaf not in node:
+      raise KeyError(f"variant override {key!r}: the config has no such key")
+    node[leaf] = value
 
 
 def domain_config(task: str, arg: str | None, tiny_tasks: tuple[str, ...] = (),
@@ -322,18 +332,13 @@ def domain_config(task: str, arg: str | None, tiny_tasks: tuple[str, ...] = (),
   `cpu` keeps `cpu_tasks` (default: `tiny_tasks`), and collects episodes in each of them
   (their prompts are cut from those episodes)."""
   from genrl_jax.envs import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  variant = parse_variant(arg)
   c = base_config()
   c.task = task
-  domain = tasks_lib.task_info(task).domain
-  c.tasks = tuple(tasks_lib.paper_tasks(domain, registered_only=True))
-  variants = [v.strip() for v in (arg or "paper").split(",")]
-  for variant in variants:
-    apply_variant(c, variant)
-  kept = ()
-  if "cpu" in variants:
-    kept = cpu_tasks or tiny_tasks
-  elif "tiny" in variants:
-    kept = tiny_tasks
+  c.tasks = tuple(tasks_lib.paper_tasks(tasks_lib.task_info(task).domain,
+                                        registered_only=True))
+  apply_overrides(c, VARIANTS[variant])
+  kept = {"tiny": tiny_tasks, "cpu": cpu_tasks or tiny_tasks}.get(variant, ())
   if kept:
     c.tasks = tuple(kept)
     c.data.collect_tasks = tuple(kept)

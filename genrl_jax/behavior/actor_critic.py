@@ -1,4 +1,4 @@
-"""Actor, critic and the pieces of one actor-critic update (spec sections 1.6, 1.11, 1.12, 4).
+"""Actor, critic and the pieces of one actor-critic update (method.md §1.6, §1.11, §1.12, §4).
 
 Imagined sequences are time-major `(H + 1, N, ...)`.
 """
@@ -22,7 +22,7 @@ class Actor(nn.Module):
   """MLP trunk, then a mean head (tanh) and a std head (bounded to [0.1, 1]).
 
   `feat (..., F) -> (mean (..., A), std (..., A))`; samples are `mean + std * eps`,
-  not squashed (spec 1.6 'normal').
+  not squashed (method.md §1.6 'normal').
   """
   action_dim: int
   units: int = 1024
@@ -64,7 +64,7 @@ def lambda_return(reward: jax.Array, value: jax.Array, pcont: jax.Array, bootstr
                   lambda_: float) -> jax.Array:
   """`R_t = r_t + pcont_t ((1 - lambda) V_{t+1} + lambda R_{t+1})`, `R_T = bootstrap`.
 
-  reward, value, pcont `(T, ...)`, bootstrap `(...)`; time-major (spec 1.12).
+  reward, value, pcont `(T, ...)`, bootstrap `(...)`; time-major (method.md §1.12).
   """
   next_value = jnp.concatenate([value[1:], bootstrap[None]], 0)
   inputs = reward + pcont * next_value * (1.0 - lambda_)
@@ -80,7 +80,7 @@ def lambda_return(reward: jax.Array, value: jax.Array, pcont: jax.Array, bootstr
 
 def update_return_ema(ema: jax.Array, returns: jax.Array
                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """EMA of the 5th/95th return percentiles (spec 1.11), starting from zeros, no bias
+  """EMA of the 5th/95th return percentiles (method.md §1.11), starting from zeros, no bias
   correction. Returns `(new_ema (2,), offset, scale)` with `scale >= 1`."""
   q = jnp.quantile(jax.lax.stop_gradient(returns).reshape(-1),
                    jnp.asarray(EMA_QUANTILES), method="linear")
@@ -93,7 +93,7 @@ def actor_critic_losses(seq: dict[str, jax.Array], reward: jax.Array, slow_value
                         return_ema: jax.Array, *, discount: float, lambda_: float,
                         actor_entropy: float
                         ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
-  """The actor (dynamics backpropagation) and critic losses of one update (spec 4.4).
+  """The actor (dynamics backpropagation) and critic losses of one update (method.md §4.4).
 
   seq: the imagined sequence `(H + 1, N, ...)`; reward `(H + 1, N)` (the reward of each
   state); slow_value `(H + 1, N)`: the target critic's values of `seq['feat']` (not
@@ -106,7 +106,7 @@ def actor_critic_losses(seq: dict[str, jax.Array], reward: jax.Array, slow_value
   new_ema, offset, scale = update_return_ema(return_ema, target)
   normed = (target - offset) / scale
   entropy = normal_entropy(actor_out[1])
-  # Imagination weights are all 1 (no discount head; spec 4.3, section 12 item 11).
+  # Imagination weights are all 1 (no discount head; method.md §4.3, section 12 item 11).
   actor_loss = -jnp.mean(normed[1:] + actor_entropy * entropy)
   critic_loss = -jnp.mean(dists.twohot_log_prob(critic_logits, jax.lax.stop_gradient(target)))
   sg = jax.lax.stop_gradient

@@ -1,6 +1,6 @@
-"""One actor-critic update in imagination (spec 4.3-4.4), whatever the reward: the update
+"""One actor-critic update in imagination (method.md §4.3-4.4), whatever the reward: the update
 of both the GenRL behaviour learner (`learner.py`, reward: matching the prompt's target
-latents) and the collection agents (`agents/task_agent.py`, reward: the world model's
+latents) and the collection agents (`collect/task_agent.py`, reward: the world model's
 reward head or Plan2Explore's disagreement).
 
 `imagination_loss`: start states `(N, ...)` -> imagined rollout of the actor in the frozen
@@ -72,7 +72,7 @@ def imagination_loss(params: Params, target_critic: Params, return_ema: jax.Arra
                 config.horizon, key, replay.get("action_eps"), replay.get("stoch"))
   reward, aux = reward_fn(seq)
   # The slow critic's values on the non-detached features: the actor's gradient flows
-  # through them into the imagined dynamics (spec 4.4, fixture README).
+  # through them into the imagined dynamics (method.md §4.4, fixture README).
   slow_value = dists.twohot_mean(apply(target_critic, seq["feat"]))
   # The policy on sg(feat[:-2]) (states 0..H-2) is what drew actions 1..H-1.
   actor_out = (seq["actor_mean"][1:-1], seq["actor_std"][1:-1])

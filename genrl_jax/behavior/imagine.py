@@ -1,4 +1,4 @@
-"""Imagined rollouts of the policy in the frozen world model (spec 4.3), as one `lax.scan`."""
+"""Imagined rollouts of the policy in the frozen world model (method.md §4.3), as one `lax.scan`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Behaviour learning in imagination (spec 4): the learner's modules, state and update.
+"""Behaviour learning in imagination (method.md §4): the learner's modules, state and update.
 
 One update: start states (a dataset batch's posterior, or data-free) -> imagined rollout
 of the actor in the frozen world model (`lax.scan`) -> GenRL reward against the prompt's
@@ -16,6 +16,7 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,14 +31,35 @@ from genrl_jax.behavior import actor_critic_update as ac_update
 from genrl_jax.behavior import reward as reward_lib
 from genrl_jax.behavior import starts as starts_lib
 from genrl_jax.behavior.actor_critic import Actor, Critic, actor_critic_losses
+from genrl_jax.train import mesh as mesh_lib
 from genrl_jax.train import optimizer as optimizer_lib
-from genrl_jax.train import parallel
-from genrl_jax.train.state import BehaviorState
 
 Params = Any
 Metrics = dict[str, jax.Array]
 START_MODES = ("offline", "data_free")
 TARGET_KEYS = ("stoch", "logit")
+
+
+@flax.struct.dataclass
+class BehaviorState:
+  """One task's actor-critic: `params = {'actor', 'critic'}`, the slow target critic, the
+  return-normalisation EMA (2,) and the prompt's target latents (time-major, computed once
+  per task from the frozen MFWM)."""
+  step: jax.Array
+  params: Params
+  target_critic: Params
+  opt_state: optax.OptState
+  return_ema: jax.Array
+  prompt_target: dict[str, jax.Array]
+  nonfinite_step: jax.Array
+
+  @classmethod
+  def create(cls, params: Params, optimizer: optax.GradientTransformation,
+             prompt_target: dict[str, jax.Array]) -> "BehaviorState":
+    return cls(step=jnp.zeros((), jnp.int32), params=params,
+               target_critic=jax.tree.map(jnp.array, params["critic"]),
+               opt_state=optimizer.init(params), return_ema=jnp.zeros((2,), jnp.float32),
+               prompt_target=prompt_target, nonfinite_step=jnp.full((), -1, jnp.int32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +120,7 @@ def prompt_target(mfwm: mfwm_lib.MFWM, params: Params, embedding: jax.Array, num
 
   The embedding `(E,)` is repeated over `length (+1)` steps and every column, mapped by the
   aligner (unless `denoise` is False, see `prompts.behavior_prompt.prompt_denoise`) and
-  rolled out by the connector from its learned initial state (spec 4.6): with
+  rolled out by the connector from its learned initial state (method.md §4.6): with
   the mode when `config.target_sample` is False (the initial stoch is still drawn per
   column), and the first step dropped when `config.skip_first_target`. `config` is
   `config.behavior.reward`.
@@ -123,7 +145,7 @@ def prompt_target(mfwm: mfwm_lib.MFWM, params: Params, embedding: jax.Array, num
 
 def create_state(behavior: Behavior, optimizer: optax.GradientTransformation, params: Params,
                  target: dict[str, jax.Array]) -> BehaviorState:
-  """A fresh state; the slow critic starts as a copy of the critic (spec 4.1)."""
+  """A fresh state; the slow critic starts as a copy of the critic (method.md §4.1)."""
   return BehaviorState.create(params, optimizer,
                               {k: v for k, v in target.items() if k in TARGET_KEYS + ("proj",)})
 
@@ -194,7 +216,7 @@ def behavior_update(state: BehaviorState, starts: rssm.State, key: jax.Array | N
                     replay: dict[str, jax.Array] | None = None,
                     reward_fn: ac_update.RewardFn | None = None
                     ) -> tuple[BehaviorState, Metrics, dict[str, jax.Array]]:
-  """One actor-critic update from start states `(N, ...)` (spec 4.3-4.4,
+  """One actor-critic update from start states `(N, ...)` (method.md §4.3-4.4,
   `actor_critic_update.apply_update`) of `behavior_loss` (GenRL reward unless `reward_fn`).
   Returns the new state (`step + 1`), metrics, and the imagined sequence."""
   loss_fn = functools.partial(behavior_loss, state=state, starts=starts, key=key,
@@ -239,7 +261,7 @@ def behavior_train_step(state: BehaviorState, batch: dict[str, jax.Array], rng: 
   starts = make_starts(state, batch, k_start, mfwm_params, mfwm=mfwm, behavior=behavior,
                        config=config)
   if mesh is not None:
-    starts = jax.lax.with_sharding_constraint(starts, parallel.batch_sharded(mesh))
+    starts = jax.lax.with_sharding_constraint(starts, mesh_lib.batch_sharded(mesh))
   state, metrics, _ = behavior_update(state, starts, k_imag, mfwm_params, mfwm=mfwm,
                                       behavior=behavior, optimizer=optimizer,
                                       config=config.behavior)
@@ -263,7 +285,7 @@ def behavior_train_steps(state: BehaviorState, base_key: jax.Array, mfwm_params:
 
 def state_shardings(state: BehaviorState, mesh: Mesh) -> Any:
   """Everything replicated except the prompt target, split by column over `data`."""
-  rep = parallel.replicated(mesh)
+  rep = mesh_lib.replicated(mesh)
   by_column = NamedSharding(mesh, PartitionSpec(None, "data"))
   return state.replace(**{f.name: jax.tree.map(lambda _: rep, getattr(state, f.name))
                           for f in dataclasses.fields(state) if f.name != "prompt_target"},
@@ -275,12 +297,12 @@ def jit_behavior_step(mesh: Mesh, state: BehaviorState, **static: Any
   """`behavior_train_step` jitted for the mesh: state donated, batch split over `data`,
   MFWM params replicated. `state` only provides the sharding layout."""
   config = static["config"]
-  parallel.check_divisible(num_starts(config), mesh,
+  mesh_lib.check_divisible(num_starts(config), mesh,
                            "the number of starts (behavior.batch_size x batch_length)")
   if config.behavior.start == "offline":  # the offline batch is split along its rows
-    parallel.check_divisible(config.behavior.batch_size, mesh, "behavior.batch_size")
+    mesh_lib.check_divisible(config.behavior.batch_size, mesh, "behavior.batch_size")
   fn = functools.partial(behavior_train_step, mesh=mesh, **static)
-  rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  rep, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh)
   shardings = state_shardings(state, mesh)
   return jax.jit(fn, in_shardings=(shardings, data, rep, rep),
                  out_shardings=(shardings, rep), donate_argnums=(0,))
@@ -295,9 +317,9 @@ def jit_behavior_steps(mesh: Mesh, state: BehaviorState, num_updates: int, **sta
     raise ValueError(f"behavior.updates_per_call={num_updates} needs behavior.start="
                      f"'data_free' (offline starts read a host batch every update); got "
                      f"{config.behavior.start!r}")
-  parallel.check_divisible(num_starts(config), mesh,
+  mesh_lib.check_divisible(num_starts(config), mesh,
                            "the number of starts (behavior.batch_size x batch_length)")
   fn = functools.partial(behavior_train_steps, num_updates=num_updates, mesh=mesh, **static)
-  rep, shardings = parallel.replicated(mesh), state_shardings(state, mesh)
+  rep, shardings = mesh_lib.replicated(mesh), state_shardings(state, mesh)
   return jax.jit(fn, in_shardings=(shardings, rep, rep), out_shardings=(shardings, rep),
                  donate_argnums=(0,))

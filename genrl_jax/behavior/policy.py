@@ -1,4 +1,4 @@
-"""Acting in an environment with a learned behaviour (spec 4.5).
+"""Acting in an environment with a learned behaviour (method.md §4.5).
 
 The policy filters observations with the world model's posterior and feeds the latent
 feature to the actor. Its carry is `{'latent': {deter, stoch, logit} (N, ...), 'action'

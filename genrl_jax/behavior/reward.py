@@ -1,4 +1,4 @@
-"""The GenRL reward: how well imagined latents match a prompt's target latents (spec 4.6).
+"""The GenRL reward: how well imagined latents match a prompt's target latents (method.md §4.6).
 
 Scores compare the decoder's first linear projection of the stoch of the agent's state and
 of the target state. Each projection is computed once per time step and shared by every

@@ -1,7 +1,7 @@
 """Start states of imagination: from a dataset batch (offline) or from nothing (data-free).
 
-Offline (spec 4.2): every posterior state of a batch `(B, T)` is a start, `B * T` in all.
-Data-free (spec 5): uniform random latents, part of them replaced by connector rollouts
+Offline (method.md §4.2): every posterior state of a batch `(B, T)` is a start, `B * T` in all.
+Data-free (method.md §5): uniform random latents, part of them replaced by connector rollouts
 driven by random unit embeddings, then warmed up for a few prior steps, half with uniform
 random actions and half with the current policy. States are dicts `{deter, stoch, logit}`
 with a leading start axis `N`; gradients are stopped.
@@ -41,7 +41,7 @@ def offline_starts(model: wm_lib.WorldModel, params: Params, batch: dict[str, ja
 
 def flatten_starts(post: rssm.State) -> rssm.State:
   """A batch-major posterior `(B, T, ...)` -> detached start states `(B * T, ...)`, row
-  `b * T + t`: every posterior state starts an imagined rollout (spec 4.2)."""
+  `b * T + t`: every posterior state starts an imagined rollout (method.md §4.2)."""
   return jax.tree.map(lambda x: jax.lax.stop_gradient(x.reshape((-1,) + x.shape[2:])), post)
 
 
@@ -73,7 +73,7 @@ def video_latents(mfwm: mfwm_lib.MFWM, params: Params, num: int, key: jax.Array)
 def data_free_starts(mfwm: mfwm_lib.MFWM, params: Params, actor: Actor, actor_params: Params,
                      num: int, group: int, key: jax.Array,
                      config: ml_collections.ConfigDict) -> rssm.State:
-  """`num` start states without data (spec 5). `params` are the MFWM's.
+  """`num` start states without data (method.md §5). `params` are the MFWM's.
 
   config (`behavior.data_free`): `start_from_video` `'mix'` (each seed keeps its uniform
   stoch or takes a connector stoch with probability 1/2), `'video'` (always the

@@ -1,4 +1,4 @@
-"""The dataset embedding stage: per-step VLM embeddings of every episode (spec 6.3).
+"""The dataset embedding stage: per-step VLM embeddings of every episode (method.md §6.3).
 
 Step t of an episode gets the embedding of the clip of frames `t - n_frames + 1 .. t`; the
 first `n_frames - 1` steps, which have no full clip, get zeros. Embeddings are written as
@@ -15,6 +15,8 @@ import numpy as np
 import tqdm
 
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
+from genrl_jax.data import embedding_shards
 from genrl_jax.vlm.embedder import Embedder
 
 
@@ -65,7 +67,7 @@ def embed_dataset(root: str, embedder: Embedder, n_frames: int, batch_size: int 
   """
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} with process_count={process_count}")
-  dataset = dataset_lib.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root)
   have = dataset.embedding_sets.get(embedder.identifier)
   if have is not None and have.embed_dim != embedder.embed_dim:
     raise dataset_lib.DatasetError(
@@ -87,7 +89,7 @@ def embed_dataset(root: str, embedder: Embedder, n_frames: int, batch_size: int 
         frames.append(dataset.read_episode(index)["observation"])
         bar.update()
       out = embed_episodes(frames, embedder, n_frames, batch_size)
-      dataset_lib.write_embedding_shard(
+      embedding_shards.write_embedding_shard(
           root, shard.name, embedder.identifier, n_frames,
           {int(dataset.episode_ids[i]): e for i, e in zip(range(offsets[k], offsets[k + 1]), out)})
       clips += sum(max(0, len(f) - n_frames + 1) for f in frames)

@@ -1,6 +1,6 @@
 """The in-memory episode: keys, shapes and checks shared by collection, import and datasets.
 
-An episode is a dict of arrays with one row per time step (spec 6.1, frames HWC):
+An episode is a dict of arrays with one row per time step (method.md §6.1, frames HWC):
 `observation (T, 64, 64, 3) uint8`, `action (T, A) float32` (the action that led to each
 frame, row 0 zeros), `reward (T,) float32` (received on arriving at the frame, row 0 zero),
 `discount (T,) float32`, `is_first/is_last/is_terminal (T,) bool`, and optionally

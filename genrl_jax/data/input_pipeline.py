@@ -1,10 +1,10 @@
 """Per-host input pipeline: uniform sequence sampling from a dataset, read in the background.
 
 Each process reads only its share of the episodes (`EpisodeDataset.process_share`) and
-builds its `batch_size // process_count` rows of every global batch; `train.parallel.
+builds its `batch_size // process_count` rows of every global batch; `train.mesh.
 shard_batch` assembles the rows of all processes into one globally sharded array.
 
-Sampling follows the reference (spec 6.2): the episode is uniform over the process's
+Sampling follows the reference (method.md §6.2): the episode is uniform over the process's
 episodes (not weighted by length), the start uniform in `[0, len - L]`, and a window never
 crosses episodes. Row `r` of batch `n` on process `p` is drawn from
 `np.random.default_rng([seed, p, n, r])`: a run resumed at step `n` sees the batches of an
@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import jax
 import numpy as np
 
-from genrl_jax.data.dataset import EpisodeDataset
+from genrl_jax.data.dataset_reader import EpisodeDataset
 from genrl_jax.data.episodes import DatasetError, Episode
 
 

@@ -1,4 +1,4 @@
-"""Import of the reference's episode files (`*.npz`, spec 6.1) into a dataset.
+"""Import of the reference's episode files (`*.npz`, method.md §6.1) into a dataset.
 
 The reference stores one compressed `.npz` per episode with `observation (T, 3, 64, 64)`
 uint8 (CHW), `action (T, A)`, `reward (T, 1)` or `(T,)`, `discount` (optional: then
@@ -19,6 +19,7 @@ import numpy as np
 import tqdm
 
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_writer
 from genrl_jax.data import episodes as episodes_lib
 from genrl_jax.data.episodes import DatasetError, Episode
 
@@ -89,7 +90,7 @@ def import_npz(source: str, out: str, domain: str, *, with_embeddings: bool | No
       with_embeddings = REFERENCE_EMBEDDING_KEY in data.files
   spec = dataset_lib.DatasetSpec(domain=domain, action_dim=first["action"].shape[1],
                                  image_size=first["observation"].shape[1])
-  writer = dataset_lib.EpisodeWriter(
+  writer = dataset_writer.EpisodeWriter(
       out, spec, episodes_per_shard, source={"import": os.path.abspath(source)},
       vlm=vlm if with_embeddings else None, n_frames=n_frames)
   done = 0

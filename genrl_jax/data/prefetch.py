@@ -1,7 +1,7 @@
 """The one background prefetcher: items computed ahead in a thread while the caller works.
 
 Used by the training loop (`train/loop.py`, host batches while the device trains) and by the
-collection agents' replay (`agents/online.py`). Imports nothing but the standard library, so
+collection agents' replay (`collect/online.py`). Imports nothing but the standard library, so
 that the generic `train/` package may use it.
 """
 

@@ -4,7 +4,7 @@ the Franka kitchen, all returning GenRL's time-step dicts.
     from genrl_jax.envs import make_env, list_tasks, task_info
     env = make_env("stickman_walk", seed=0, fast_render=True)
     ts = env.reset(); ts = env.step(np.zeros(env.action_dim))
-    task_info("stickman_walk")  # prompt, video prompt, score bounds (genrl_jax --list-tasks)
+    task_info("stickman_walk")  # prompt, video prompt, score bounds (genrl_jax list-tasks)
 
 Importing this package selects a headless OpenGL backend (``MUJOCO_GL``) before
 MuJoCo is imported; import it before ``mujoco``/``dm_control``.

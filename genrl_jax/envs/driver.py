@@ -1,7 +1,7 @@
 """The one batched episode driver: a queue of episodes played on a batch of environments.
 
-Random collection (`genrl_jax/collect.py`), the learning collection agents
-(`genrl_jax/agents/online.py`) and evaluation (`envs/evaluate.py`) all play episodes this
+Random collection (`genrl_jax/collect/random_policy.py`), the learning collection agents
+(`genrl_jax/collect/online.py`) and evaluation (`envs/evaluate.py`) all play episodes this
 way: every idle environment starts the next pending episode (environments in index order),
 the playing ones step together, and an episode ends at its `is_last` time step, after which
 its environment starts the next one. The caller keeps the loop and what differs (how it
@@ -15,7 +15,7 @@ acts, what it records, what it does between steps):
       actions = ...                      # (len(driver.rows), A), from driver.obs/is_first
       batch, finished = driver.step(actions)
 
-`envs` is a batch of environments (`envs.parallel.SerialEnvs` / `ParallelEnvs`):
+`envs` is a batch of environments (`envs.vector.SerialEnvs` / `ParallelEnvs`):
 `num_envs`, `reset(indices, seeds=...)` and `step(actions, indices)` returning stacked
 time-step dicts with a leading axis over `indices`.
 """

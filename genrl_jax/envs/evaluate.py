@@ -1,8 +1,8 @@
 """Evaluation of a policy in the real environment: returns, normalised scores, videos.
 
 The reference evaluates 10 episodes one after the other on one environment seeded with the
-run's seed (spec 7.4). `evaluate` runs them on a batch of environments (`SerialEnvs` or
-`ParallelEnvs`, `genrl_jax/envs/parallel.py`): every environment plays episodes until the
+run's seed (method.md §7.4). `evaluate` runs them on a batch of environments (`SerialEnvs` or
+`ParallelEnvs`, `genrl_jax/envs/vector.py`): every environment plays episodes until the
 requested number is reached, so with one environment it is exactly the reference protocol.
 """
 

@@ -1,7 +1,7 @@
 """Franka kitchen tasks (``kitchen_microwave``, ``kitchen_light``, ...) on
 gymnasium-robotics' ``FrankaKitchen-v1`` scene.
 
-Reference setup (spec 9.3): 9-D joint-velocity actions in [-1, 1] (scaled x2 by the
+Reference setup (method.md §9.3): 9-D joint-velocity actions in [-1, 1] (scaled x2 by the
 robot), 40 physics steps per env step, robot observation noise ratio 0.1, fixed initial
 pose, action repeat 2, 280 env steps per episode (140 agent steps), 64x64 frames from a
 free camera (distance 2.2, lookat (-0.2, 0.5, 2.0), azimuth 70, elevation -35).

@@ -73,7 +73,7 @@ class Env:
 
   @property
   def obs_space(self) -> dict:
-    """Shapes and dtypes of the time-step entries (spec 9.1, HWC here)."""
+    """Shapes and dtypes of the time-step entries (method.md §9.1, HWC here)."""
     return {
         "observation": (self.obs_shape, np.uint8),
         "reward": ((), np.float32),

@@ -5,9 +5,9 @@
     normalized_score("stickman_walk", 497.5)   # (497.5 - 35) / (960 - 35) = 0.5
 
 The catalogue holds every registered task (:func:`~genrl_jax.envs.list_tasks`) and
-every task of the reference's prompt and score tables (spec 9.4). The reference's jaco
+every task of the reference's prompt and score tables (method.md §9.4). The reference's jaco
 tasks are in those tables but have no environment here (``registered`` is False).
-On the command line: ``genrl_jax --list-tasks [--domain stickman]``.
+On the command line: ``genrl_jax list-tasks [--domain stickman]``.
 """
 
 from __future__ import annotations
@@ -65,11 +65,11 @@ SCORE_BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 # An evaluation episode of any kitchen task returns 0 or 1 (it ends on the first
-# completion, spec 9.3), so kitchen tasks outside the paper's set get these bounds too.
+# completion, method.md §9.3), so kitchen tasks outside the paper's set get these bounds too.
 KITCHEN_EVAL_BOUNDS = (0.0, 1.0)
 
 # Environment steps per episode (before the action repeat, 2 in the reference, which
-# halves the agent's steps): time limit / control timestep, spec 9.1 and 9.3.
+# halves the agent's steps): time limit / control timestep, method.md §9.1 and 9.3.
 EPISODE_ENV_STEPS: dict[str, int] = {
     "walker": 1000,  # 25 s / 0.025 s
     "stickman": 1000,  # 25 s / 0.025 s
@@ -152,7 +152,7 @@ def task_info(name: str) -> TaskInfo:
   """The :class:`TaskInfo` of `name`; a ValueError naming close matches if unknown."""
   infos = _catalogue()
   if name not in infos:
-    raise unknown_task_error(str(name), list(infos), listing="`genrl_jax --list-tasks`")
+    raise unknown_task_error(str(name), list(infos), listing="`genrl_jax list-tasks`")
   return infos[name]
 
 

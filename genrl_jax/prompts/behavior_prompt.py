@@ -13,8 +13,8 @@ import jax
 import ml_collections
 from absl import logging
 
-from genrl_jax import configs
-from genrl_jax.data import dataset as dataset_lib
+from genrl_jax import experiment_config
+from genrl_jax.data import dataset_reader
 from genrl_jax.prompts import cache as prompt_cache
 from genrl_jax.prompts import dataset_clips
 from genrl_jax.prompts import prompt as prompt_lib
@@ -52,7 +52,7 @@ def prompt_kind(prompt: prompt_lib.Prompt) -> str:
 
 
 def resolve_prompt(config: ml_collections.ConfigDict, workdir: str,
-                   dataset: dataset_lib.EpisodeDataset | None) -> ml_collections.ConfigDict:
+                   dataset: dataset_reader.EpisodeDataset | None) -> ml_collections.ConfigDict:
   """`config`, or a copy naming its prompt concretely when `prompt_source` is
   'dataset_video': the clip `<workdir>/prompts/<task>.gif` cut from `dataset`
   (`dataset_clips.ensure_prompt_video`; process 0 writes it) as `behavior.prompt.video`.
@@ -72,12 +72,13 @@ def resolve_prompt(config: ml_collections.ConfigDict, workdir: str,
       dataset_clips.best_clip(dataset, task)  # raises, naming the tasks it does hold
     logging.warning("behavior %s: no episodes of %s to cut a video prompt from; using its "
                     "TEXT prompt, embedded by %s, which has no semantics",
-                    configs.behavior_name(config), task, embedder_lib.embedder_identifier(config))
+                    experiment_config.behavior_name(config), task,
+                    embedder_lib.embedder_identifier(config))
     return config
   if jax.process_index() == 0:
     path = dataset_clips.ensure_prompt_video(workdir, task, dataset,
                                                config.connector.n_frames)
-  distributed.barrier(f"behavior {configs.behavior_name(config)}: prompt clip")
+  distributed.barrier(f"behavior {experiment_config.behavior_name(config)}: prompt clip")
   path = dataset_clips.prompt_video_path(workdir, task)
   out = ml_collections.ConfigDict(config.to_dict())
   out.behavior.prompt.video = path

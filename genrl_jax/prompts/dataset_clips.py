@@ -24,6 +24,7 @@ import numpy as np
 
 from genrl_jax import files
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
 from genrl_jax.report import tensorboard
 
 PROMPTS_DIR = "prompts"
@@ -42,13 +43,13 @@ class Clip:
   frames: np.ndarray
 
 
-def _shard_task(shard: dataset_lib.Shard) -> str | None:
+def _shard_task(shard: dataset_reader.Shard) -> str | None:
   """The task a shard's episodes were collected in (its metadata's `source.task`)."""
   source = shard.metadata.get("source")
   return source.get("task") if isinstance(source, dict) else None
 
 
-def task_episodes(dataset: dataset_lib.EpisodeDataset, task: str) -> list[int]:
+def task_episodes(dataset: dataset_reader.EpisodeDataset, task: str) -> list[int]:
   """Positions (in `dataset`) of the episodes collected in `task`'s environment."""
   out, position = [], 0
   for shard in dataset.shards:
@@ -58,11 +59,11 @@ def task_episodes(dataset: dataset_lib.EpisodeDataset, task: str) -> list[int]:
   return out
 
 
-def _collected_tasks(dataset: dataset_lib.EpisodeDataset) -> list[str]:
+def _collected_tasks(dataset: dataset_reader.EpisodeDataset) -> list[str]:
   return sorted({t for t in map(_shard_task, dataset.shards) if t})
 
 
-def best_clip(dataset: dataset_lib.EpisodeDataset, task: str, n_frames: int = 8,
+def best_clip(dataset: dataset_reader.EpisodeDataset, task: str, n_frames: int = 8,
               max_episodes: int = MAX_EPISODES) -> Clip:
   """The `n_frames`-step window of `task`'s episodes with the highest summed reward.
 
@@ -117,7 +118,7 @@ def write_clip(clip: Clip, path: str, dataset_root: str) -> None:
   files.write_json(os.path.splitext(path)[0] + ".json", meta)
 
 
-def ensure_prompt_video(workdir: str, task: str, dataset: dataset_lib.EpisodeDataset,
+def ensure_prompt_video(workdir: str, task: str, dataset: dataset_reader.EpisodeDataset,
                         n_frames: int = 8) -> str:
   """`<workdir>/prompts/<task>.gif`, cut from `dataset` unless it is already there (a
   resumed run keeps the prompt its behaviour was trained for). Returns the path."""

@@ -1,10 +1,10 @@
 """Task prompts for behaviour learning: text, a short video, or a precomputed embedding.
 
 A prompt becomes one unit-norm embedding `(E,)` in the VLM space the connector was trained
-on (spec 4.6, 7.3). Text and video prompts need a VLM embedder (`Embedder`); video files are
-read with imageio and cut to the reference's 8-frame clip (spec 7.6). A precomputed `.npy`
+on (method.md §4.6, 7.3). Text and video prompts need a VLM embedder (`Embedder`); video files are
+read with imageio and cut to the reference's 8-frame clip (method.md §7.6). A precomputed `.npy`
 embedding needs no embedder, which is how prompts are given when the VLM is run offline
-(spec 6.4). With a prompt cache (`embed_prompt(..., cache_dir=...)`) text and video
+(method.md §6.4). With a prompt cache (`embed_prompt(..., cache_dir=...)`) text and video
 embeddings are computed once per VLM and read back later without the embedder.
 """
 
@@ -22,7 +22,7 @@ from genrl_jax.vlm.embedder import Embedder
 
 PROMPT_KINDS = ("text", "video", "embedding")
 CLIP_FRAMES = 8
-# Reference stride: long videos keep every k-th frame, k = max(T // 128, 1) (spec 7.6).
+# Reference stride: long videos keep every k-th frame, k = max(T // 128, 1) (method.md §7.6).
 STRIDE_DIVISOR = 128
 _EXPECTED = "expected an mp4/gif video or an image readable by imageio"
 _PYAV_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")
@@ -81,7 +81,7 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
 
 def select_prompt_frames(frames: np.ndarray, n_frames: int = CLIP_FRAMES,
                          flip: bool = False) -> np.ndarray:
-  """The reference's clip selection (spec 7.6): `(T, H, W, 3)` -> `(n_frames, H, W, 3)`.
+  """The reference's clip selection (method.md §7.6): `(T, H, W, 3)` -> `(n_frames, H, W, 3)`.
 
   T >= n_frames: keep every k-th frame, k = max(T // 128, 1), and take the first n_frames.
   T < n_frames: repeat frames, index floor(i * T / n_frames); this is the reference's

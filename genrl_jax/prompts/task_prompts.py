@@ -1,4 +1,4 @@
-"""The reference's prompts of its tasks (spec 9.4): a language prompt per task
+"""The reference's prompts of its tasks (method.md §9.4): a language prompt per task
 (`TASK2PROMPT`) and, for six tasks, the file name of a video prompt (`TASK2VIDEO`)."""
 
 from __future__ import annotations

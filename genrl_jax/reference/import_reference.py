@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from genrl_jax import configs
+from genrl_jax import experiment_config
 from genrl_jax import files
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax.reference import convert
@@ -40,7 +40,7 @@ from genrl_jax.reference import snapshot as snapshot_lib
 from genrl_jax.train import checkpoints
 from genrl_jax.train.state import TrainState
 
-# Action sizes of the reference's domains (spec section 11), to guess the domain of a
+# Action sizes of the reference's domains (method.md §11), to guess the domain of a
 # snapshot whose config does not name its task.
 DOMAIN_ACTION_DIMS = {"stickman": 10, "walker": 6, "cheetah": 6, "quadruped": 12, "kitchen": 9}
 WM_PREFIX, CONNECTOR_PREFIX = "wm.", "wm.connector."
@@ -130,7 +130,7 @@ def check_config(config: ml_collections.ConfigDict, values: Mapping[str, Any]) -
 def _domain(snap: snapshot_lib.Snapshot, action_dim: int) -> tuple[str, str | None]:
   """(domain, task) from the snapshot's config, else from its action size."""
   task = snap.agent_config.get("task")
-  available = {os.path.basename(c)[:-3] for c in configs.available_configs()}
+  available = {os.path.basename(c)[:-3] for c in experiment_config.available_configs()}
   if isinstance(task, str) and task.split("_")[0] in available:
     return task.split("_")[0], task
   guesses = [d for d, n in DOMAIN_ACTION_DIMS.items() if n == action_dim and d in available]
@@ -150,7 +150,7 @@ def build_config(snap: snapshot_lib.Snapshot, state_dict: Mapping[str, np.ndarra
   action_dim = convert.infer_world_model_sizes(state_dict, WM_PREFIX)["action_dim"]
   domain, task = _domain(snap, action_dim)
   spec = f"configs/{domain}.py"
-  config = configs.load_config(spec)
+  config = experiment_config.load_config(spec)
   discrete = _snapshot_discrete(snap) or config.world_model.discrete
   values = expected_config_values(state_dict, discrete, snap.agent_config)
   if task and task != config.task:
@@ -170,7 +170,7 @@ def build_config(snap: snapshot_lib.Snapshot, state_dict: Mapping[str, np.ndarra
 
 def _override_flags(values: Mapping[str, Any], spec: str) -> list[str]:
   """`--config.<key>=<value>` flags that turn the config file into the imported config."""
-  base = configs.load_config(spec)
+  base = experiment_config.load_config(spec)
   flags = []
   for key, value in values.items():
     if not _same(_get(base, key), value):
@@ -199,7 +199,7 @@ def _check_out_dir(out_dir: str) -> None:
 
 def _write(tmp: str, config: ml_collections.ConfigDict, state: TrainState, step: int,
            behaviors: dict[str, Any], info: dict[str, Any]) -> None:
-  config_dict = configs.config_to_dict(config)
+  config_dict = experiment_config.config_to_dict(config)
   meta = {"source": info["source"], "snapshot_metadata": info["snapshot_metadata"]}
   mfwm = checkpoints.Checkpointer(os.path.join(tmp, "mfwm"), save_every=config.mfwm.save_every,
                                   keep=config.mfwm.keep,
@@ -264,7 +264,7 @@ def import_reference(snapshot_path: str, out_dir: str,
     flags = _override_flags(values, spec)
   else:
     spec = config if isinstance(config, str) else None
-    config = configs.load_config(config) if isinstance(config, str) else config
+    config = experiment_config.load_config(config) if isinstance(config, str) else config
     discrete = _snapshot_discrete(snap) or config.world_model.discrete
     check_config(config, expected_config_values(state_dict, discrete, snap.agent_config))
     flags = []

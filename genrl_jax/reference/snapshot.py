@@ -2,7 +2,7 @@
 
 The reference (github.com/mazpie/genrl) saves whole agent objects with `torch.save`: a zip
 archive holding `<top>/data.pkl` (a pickle naming the reference's classes) and one raw
-storage per tensor, `<top>/data/<key>` (spec 7.1; fixture README section 8). Unpickling it
+storage per tensor, `<top>/data/<key>` (method.md §7.1; fixture README section 8). Unpickling it
 normally imports the reference's code and runs whatever the pickle says. Here a restricted
 unpickler rebuilds only tensors (numpy, from the storage records) and plain containers;
 every other global becomes an inert stub class, whose instances merely record the state the

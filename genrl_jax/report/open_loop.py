@@ -1,4 +1,4 @@
-"""Open-loop predictions of the world model (spec 2.9): truth / model / error videos.
+"""Open-loop predictions of the world model (method.md §2.9): truth / model / error videos.
 
 The first `context` frames of each sequence are filtered (posterior), the rest are imagined
 with the dataset's actions and decoded. The video puts, side by side, the true frames, the
@@ -34,7 +34,7 @@ import numpy as np
 from genrl_jax import files
 from genrl_jax import rssm
 from genrl_jax import world_model as wm_lib
-from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
 from genrl_jax.data import input_pipeline
 from genrl_jax.report import metrics as metrics_lib
 from genrl_jax.report import tensorboard
@@ -187,7 +187,7 @@ def host_copy(tree: Any) -> Any:
   return jax.tree.map(local, tree)
 
 
-def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_lib.EpisodeDataset,
+def write_mfwm_open_loop(config: ml_collections.ConfigDict, dataset: dataset_reader.EpisodeDataset,
                          world_model_params: Params, workdir: str, step: int,
                          num_sequences: int = 4, context: int = 5,
                          num_scored: int = 16, mfwm_fingerprint: str | None = None) -> str:
@@ -249,7 +249,7 @@ def read_open_loop_errors(workdir: str) -> dict[str, Any]:
 
 
 def training_mean_frame(config: ml_collections.ConfigDict,
-                        dataset: dataset_lib.EpisodeDataset) -> np.ndarray:
+                        dataset: dataset_reader.EpisodeDataset) -> np.ndarray:
   """The mean frame `(H, W, 3)` in [0, 1] of `MEAN_FRAME_WINDOWS` windows of the training
   episodes (`config.mfwm.heldout_episodes` excluded), drawn from `config.seed`: the
   baseline of the open-loop and prompt-target errors."""

@@ -39,7 +39,7 @@ from genrl_jax import files
 
 COLUMNS = ("task", "behavior", "prompt_kind", "prompt", "vlm", "start", "episodes", "mean_return",
            "std_return", "normalized_score", "checkpoint_step",
-           # The learning report (stages/eval.py, report/open_loop.py).
+           # The learning report (stages/evaluation.py, report/open_loop.py).
            "random_mean_return", "random_std_return", "random_source", "beats_random",
            "prompt_target_mse", "prompt_mean_frame_mse", "open_loop_mse",
            "open_loop_mean_frame_mse", "open_loop_split",

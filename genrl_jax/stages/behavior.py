@@ -1,7 +1,7 @@
 """The behaviour stage: learn each task's policy from its prompt in the trained MFWM.
 
 `run(config, workdir)` learns one behaviour per task of `config.tasks` (default
-`config.task`; `configs.task_configs`), each by `run_task`: it opens the run's dataset
+`config.task`; `experiment_config.task_configs`), each by `run_task`: it opens the run's dataset
 (offline starts, dataset clip prompts, the prompt-target report), resolves the prompt
 (`prompts.behavior_prompt`) and its VLM, and calls `train_behavior`.
 
@@ -24,11 +24,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from genrl_jax import configs
+from genrl_jax import experiment_config
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
 from genrl_jax.behavior import learner
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
 from genrl_jax.data import input_pipeline
 from genrl_jax.prompts import behavior_prompt
 from genrl_jax.prompts import cache as prompt_cache
@@ -36,7 +37,8 @@ from genrl_jax.prompts import prompt as prompt_lib
 from genrl_jax.report import open_loop, plots, tensorboard
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.stages import workdir as workdir_lib
-from genrl_jax.train import checkpoints, loop, parallel
+from genrl_jax.train import checkpoints, loop
+from genrl_jax.train import mesh as mesh_lib
 from genrl_jax.vlm import embedder as embedder_lib
 from genrl_jax.vlm.embedder import Embedder
 
@@ -85,7 +87,7 @@ def _write_prompt_video(video: np.ndarray, path: str, workdir: str, stage: str,
 
 
 def prompt_target_report(config: ml_collections.ConfigDict, prompt: prompt_lib.Prompt,
-                         video: np.ndarray, dataset: dataset_lib.EpisodeDataset | None
+                         video: np.ndarray, dataset: dataset_reader.EpisodeDataset | None
                          ) -> dict[str, float]:
   """The decoded prompt target `video (T, H, W, 3)` against the prompt's clip (the frames
   the VLM saw) and the training episodes' mean frame (`report.open_loop`); empty for text
@@ -104,7 +106,7 @@ def prompt_target_report(config: ml_collections.ConfigDict, prompt: prompt_lib.P
 
 def train_behavior(config: ml_collections.ConfigDict, workdir: str,
                    embedder: Embedder | None,
-                   dataset: dataset_lib.EpisodeDataset | None = None,
+                   dataset: dataset_reader.EpisodeDataset | None = None,
                    progress: bool = True, cache_dir: str | None = None) -> BehaviorRun:
   """Trains (or resumes) the behaviour `behavior_name(config)` and returns it.
 
@@ -127,12 +129,12 @@ def train_behavior(config: ml_collections.ConfigDict, workdir: str,
                                       cache_dir=cache_dir,
                                       identifier=identifier if cache_dir else None)
 
-  mesh = parallel.make_mesh()
+  mesh = mesh_lib.make_mesh()
   behavior = learner.make_behavior(config, mfwm.world_model.action_dim)
   optimizer = learner.make_optimizer(b)
-  seed = configs.behavior_seed(config)
+  seed = experiment_config.behavior_seed(config)
   seed_key = jax.random.key(seed)
-  mfwm_params = parallel.replicate(host_params, mesh)
+  mfwm_params = mesh_lib.replicate(host_params, mesh)
   denoise = behavior_prompt.prompt_denoise(config, prompt)
   target = learner.prompt_target(mfwm, mfwm_params, embedding, learner.num_starts(config),
                                  b.horizon + 1, jax.random.fold_in(seed_key, PROMPT_KEY_SALT),
@@ -142,7 +144,7 @@ def train_behavior(config: ml_collections.ConfigDict, workdir: str,
   state = learner.create_state(behavior, optimizer, params, target)
   state = jax.device_put(state, learner.state_shardings(state, mesh))
 
-  name = configs.behavior_name(config)
+  name = experiment_config.behavior_name(config)
   directory = os.path.join(workdir, "behavior", name)
   video = np.asarray(mfwm_lib.decode_prompt_video(mfwm, mfwm_params, embedding,
                                                   jax.random.fold_in(seed_key, 1),
@@ -154,8 +156,9 @@ def train_behavior(config: ml_collections.ConfigDict, workdir: str,
           "mfwm_checkpoint": mfwm_dir,
           "embedder": getattr(embedder, "identifier", None) or identifier or "",
           **target_errors}
-  ckpt = checkpoints.Checkpointer(directory, save_every=b.save_every, keep=b.keep,
-                                  config={**configs.config_to_dict(config), "behavior_run": meta})
+  ckpt = checkpoints.Checkpointer(
+      directory, save_every=b.save_every, keep=b.keep,
+      config={**experiment_config.config_to_dict(config), "behavior_run": meta})
   if ckpt.latest_step() is not None:
     _check_resume(directory, fingerprint, embedding, denoise)
     state = ckpt.restore(state)
@@ -229,7 +232,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
   """The behaviour stage: `run_task` for every task of `config.tasks` (default:
   `config.task`). The VLM is loaded once, and before anything is written when a task's
   prompt needs it (a missing checkpoint is named then)."""
-  tasks = configs.task_configs(config)
+  tasks = experiment_config.task_configs(config)
   cache_dir = prompt_cache.default_cache_dir(workdir)
   embedders: dict[str, Embedder] = {}
   for c in tasks:

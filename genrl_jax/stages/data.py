@@ -12,8 +12,8 @@ import jax
 import ml_collections
 from absl import logging
 
-from genrl_jax import collect as collect_lib
-from genrl_jax.agents import online
+from genrl_jax.collect import random_policy
+from genrl_jax.collect import online
 from genrl_jax.data import embed as embed_lib
 from genrl_jax.stages import workdir as workdir_lib
 from genrl_jax.train import distributed
@@ -53,14 +53,14 @@ def collect(config: ml_collections.ConfigDict, workdir: str, progress: bool = Tr
   the run's dataset (resumes an interrupted collection). Returns the dataset folder.
 
   'random': uniform random actions, `collect_episodes` episodes in each environment of
-  `collect_lib.collect_tasks(config)` (episode `i` of the `k`-th of `K` tasks has the id
+  `random_policy.collect_tasks(config)` (episode `i` of the `k`-th of `K` tasks has the id
   `i * K + k`, so the tasks' episodes interleave and a larger `collect_episodes` keeps the ids already
   there; each shard's metadata names its task). 'dreamer' | 'plan2explore': an agent that
-  learns while it collects in one environment (`genrl_jax.agents.online`; its state in
+  learns while it collects in one environment (`genrl_jax.collect.online`; its state in
   `<workdir>/collector/`).
   """
   root = workdir_lib.dataset_dir(config, workdir)
-  tasks = collect_lib.collect_tasks(config)
+  tasks = random_policy.collect_tasks(config)
   collector = config.data.collector
   workdir_lib.check_collector(collector)
   if collector != "random":
@@ -77,7 +77,7 @@ def collect(config: ml_collections.ConfigDict, workdir: str, progress: bool = Tr
   if jax.process_index() == 0:
     n = config.data.collect_episodes
     for k, task in enumerate(tasks):
-      new = collect_lib.collect_random_parallel(
+      new = random_policy.collect_random_parallel(
           task, root, n, config.seed, num_envs=config.data.num_envs,
           episodes_per_shard=config.data.episodes_per_shard,
           action_repeat=config.data.action_repeat, fast_render=config.data.fast_render,

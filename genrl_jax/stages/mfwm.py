@@ -1,4 +1,5 @@
-"""The mfwm stage: trains the multimodal foundation world model (world model, connector,
+"""The mfwm stage (`--mode=mfwm`; the model itself is `genrl_jax/mfwm.py`): trains the
+multimodal foundation world model (world model, connector,
 aligner; the world model alone when the episodes have no VLM embeddings) on the run's
 episodes, resuming from `<workdir>/mfwm`; then writes the open-loop report
 (`report.open_loop`) on the held-out episodes, with the trained MFWM's fingerprint.
@@ -13,7 +14,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from genrl_jax import configs
+from genrl_jax import experiment_config
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
 from genrl_jax.data import dataset as dataset_lib
@@ -21,7 +22,8 @@ from genrl_jax.data import input_pipeline
 from genrl_jax.report import open_loop, plots
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.stages import workdir as workdir_lib
-from genrl_jax.train import checkpoints, loop, parallel
+from genrl_jax.train import checkpoints, loop
+from genrl_jax.train import mesh as mesh_lib
 from genrl_jax.train.state import TrainState
 
 
@@ -45,8 +47,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
   if with_connector and config.batch_length % config.connector.n_frames:
     raise ValueError(f"config.batch_length={config.batch_length} is not a multiple of "
                      f"config.connector.n_frames={config.connector.n_frames}")
-  mesh = parallel.make_mesh()
-  parallel.check_divisible(config.batch_size, mesh, "config.batch_size")
+  mesh = mesh_lib.make_mesh()
+  mesh_lib.check_divisible(config.batch_size, mesh, "config.batch_size")
   keys = wm_lib.BATCH_KEYS + (("vlm_embedding",) if with_connector else ())
   train, _ = input_pipeline.heldout_split(dataset, config.mfwm.heldout_episodes)
   sampler = input_pipeline.SequenceSampler(dataset, config.batch_size // jax.process_count(),
@@ -55,7 +57,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
   _, state, step_fn = mfwm_lib.build(config, action_dim, mesh, with_connector)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "mfwm"),
                                   save_every=config.mfwm.save_every, keep=config.mfwm.keep,
-                                  config=configs.config_to_dict(config))
+                                  config=experiment_config.config_to_dict(config))
   state, resumed = ckpt.restore_or_keep(state)
   if resumed:
     logging.info("mfwm: resumed from step %d", int(state.step))

@@ -15,9 +15,10 @@ from typing import Callable, Iterator
 import jax
 import ml_collections
 
-from genrl_jax import configs
+from genrl_jax import experiment_config
 from genrl_jax import files
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
 from genrl_jax.data import input_pipeline
 from genrl_jax.prompts import behavior_prompt
 from genrl_jax.prompts import cache as prompt_cache
@@ -86,7 +87,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"{key}={task!r} is a task of the reference without an environment "
                        "here (no make_env); see `genrl_jax list-tasks`")
   embedder_lib.embedder_identifier(config)  # checks config.vlm.name
-  configs.task_configs(config)  # one custom prompt for several tasks
+  experiment_config.task_configs(config)  # one custom prompt for several tasks
   behavior_prompt.prompt_source(config)
   check_updates_per_call(config.behavior)
   check_collector(config.data.collector)
@@ -110,7 +111,7 @@ def check_vlm_files(config: ml_collections.ConfigDict, workdir: str,
     needs.append(f"the data stage, to embed the episodes of {root} with {identifier}")
   if "behavior" in stages:
     cache_dir = prompt_cache.default_cache_dir(workdir)
-    for c in configs.task_configs(config):
+    for c in experiment_config.task_configs(config):
       if (behavior_prompt.prompt_source(c) != "dataset_video"
           and behavior_prompt.needs_embedder(c, cache_dir)):
         prompt = behavior_prompt.config_prompt(c)
@@ -161,7 +162,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Creates the workdir, or checks that the run it holds used a compatible config."""
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
-  current = configs.config_to_dict(config)
+  current = experiment_config.config_to_dict(config)
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
@@ -186,7 +187,7 @@ def dataset_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def choose_embedding(config: ml_collections.ConfigDict,
-                     dataset: dataset_lib.EpisodeDataset) -> str | None:
+                     dataset: dataset_reader.EpisodeDataset) -> str | None:
   """The VLM whose embeddings train the connector, or None when the dataset has none.
 
   `config.data.embedding` if set; else the config's VLM (`config.vlm`), whose embeddings
@@ -219,19 +220,19 @@ def fully_embedded(root: str, identifier: str) -> bool:
   """Whether every shard of the dataset at `root` (if any) has `identifier`'s embeddings."""
   if not os.path.exists(os.path.join(root, dataset_lib.SPEC_FILE)):
     return False
-  dataset = dataset_lib.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root)
   have = dataset.embedding_sets.get(identifier)
   return have is not None and {s.name for s in dataset.shards} <= set(have.shards)
 
 
 def open_run_dataset(config: ml_collections.ConfigDict, workdir: str,
-                     with_embeddings: bool) -> dataset_lib.EpisodeDataset:
+                     with_embeddings: bool) -> dataset_reader.EpisodeDataset:
   """The run's dataset, with the chosen embeddings when `with_embeddings`."""
   root = dataset_dir(config, workdir)
-  dataset = dataset_lib.open_dataset(root, cache_mib=config.data.cache_mib)
+  dataset = dataset_reader.open_dataset(root, cache_mib=config.data.cache_mib)
   embedding = choose_embedding(config, dataset) if with_embeddings else None
-  return dataset_lib.open_dataset(root, embedding, cache_mib=config.data.cache_mib
-                                  ) if embedding else dataset
+  return dataset_reader.open_dataset(root, embedding, cache_mib=config.data.cache_mib
+                                     ) if embedding else dataset
 
 
 def dataset_batches(config: ml_collections.ConfigDict, sampler: input_pipeline.SequenceSampler,

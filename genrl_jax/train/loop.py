@@ -12,7 +12,8 @@ from jax.sharding import Mesh
 
 from genrl_jax.data.prefetch import prefetch
 from genrl_jax.report.metrics import MetricWriter
-from genrl_jax.train import distributed, parallel
+from genrl_jax.train import distributed
+from genrl_jax.train import mesh as mesh_lib
 from genrl_jax.train.checkpoints import Checkpointer
 from genrl_jax.train.state import TrainState, step_rng
 
@@ -84,7 +85,7 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
         done = step + chunk
       else:
         host_batch = next(host_batches)
-        state, metrics = step_fn(state, parallel.shard_batch(host_batch, mesh),
+        state, metrics = step_fn(state, mesh_lib.shard_batch(host_batch, mesh),
                                  step_rng(seed, step))
         done = step + 1
       logging_now = done % log_every == 0 or done == num_steps

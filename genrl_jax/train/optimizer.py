@@ -1,4 +1,4 @@
-"""The reference's optimizer wrapper (spec 1.9) built from optax parts.
+"""The reference's optimizer wrapper (method.md §1.9) built from optax parts.
 
 Per update: clip the gradients to a global norm (torch's coefficient
 `min(1, clip / (norm + 1e-6))`), multiply every parameter by `(1 - wd)` (decoupled and
@@ -36,7 +36,7 @@ def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
 
 
 def lr_free_weight_decay(rate: float, times: int = 1) -> optax.GradientTransformation:
-  """Adds what turns `p + update` into `p (1 - rate)^times + update` (spec 1.9).
+  """Adds what turns `p + update` into `p (1 - rate)^times + update` (method.md §1.9).
 
   `times=2` reproduces the reference's connector, whose parameters the shared Adam decays
   once in the world-model step and again in the connector step.

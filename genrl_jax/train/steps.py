@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from genrl_jax.train import parallel
+from genrl_jax.train import mesh as mesh_lib
 from genrl_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -53,6 +53,6 @@ def jit_train_step(step_fn: StepFn, mesh: Mesh, **static: Any) -> StepFn:
   """Jits `step_fn(state, batch, rng, **static)` for the mesh: state replicated and donated,
   batch split over the `data` axis, metrics replicated."""
   fn = functools.partial(step_fn, **static)
-  rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  rep, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh)
   return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
                  donate_argnums=(0,))

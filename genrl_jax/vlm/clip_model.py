@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genrl_jax.reference import convert
+from genrl_jax.reference import rules
 
 SAFETENSORS_FILE = "model.safetensors"
 MSGPACK_FILE = "flax_model.msgpack"
@@ -371,15 +371,15 @@ def param_shapes(config: ClipConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
 
 
 # The converter table: Flax leaf name -> PyTorch leaf name. Kernels change layout as
-# `convert.Layout` says (dense kernels LINEAR, the patch conv CONV); the rest is copied.
+# `rules.Layout` says (dense kernels LINEAR, the patch conv CONV); the rest is copied.
 TORCH_LEAVES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias",
                 "class_embedding": "class_embedding", "logit_scale": "logit_scale"}
 
 
-def _layout(path: tuple[str, ...], ndim: int) -> convert.Layout:
+def _layout(path: tuple[str, ...], ndim: int) -> rules.Layout:
   if path[-1] != "kernel":
-    return convert.Layout.COPY
-  return {2: convert.Layout.LINEAR, 4: convert.Layout.CONV}[ndim]
+    return rules.Layout.COPY
+  return {2: rules.Layout.LINEAR, 4: rules.Layout.CONV}[ndim]
 
 
 def torch_key(path: tuple[str, ...]) -> str:
@@ -394,7 +394,7 @@ def to_torch_state(params: Any) -> dict[str, np.ndarray]:
     # np.array, not np.ascontiguousarray: the latter turns the scalar logit_scale into (1,).
     value = np.asarray(value)
     state[torch_key(path)] = np.array(
-        convert.to_torch_array(value, _layout(path, value.ndim), torch_key(path)), order="C")
+        rules.to_torch_array(value, _layout(path, value.ndim), torch_key(path)), order="C")
   return state
 
 
@@ -427,12 +427,12 @@ def _checked(arrays: dict[str, np.ndarray], config: ClipConfig, source: str,
     name = names[path]
     if name not in arrays:
       raise ValueError(f"{source}: missing weight {name!r}")
-    layout = _layout(path, len(shape)) if torch else convert.Layout.COPY
-    want = convert.torch_shape(shape, layout)
+    layout = _layout(path, len(shape)) if torch else rules.Layout.COPY
+    want = rules.torch_shape(shape, layout)
     if tuple(np.shape(arrays[name])) != want:
       raise ValueError(f"{source}: weight {name!r} has shape {tuple(np.shape(arrays[name]))}"
                        f" but config.json asks for {want}")
-    flat[path] = np.asarray(convert.to_flax_array(arrays[name], layout, name), np.float32)
+    flat[path] = np.asarray(rules.to_flax_array(arrays[name], layout, name), np.float32)
   return unflatten_dict(flat)
 
 

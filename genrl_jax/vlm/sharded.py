@@ -2,7 +2,7 @@
 file digests for identifiers.
 
 `DataParallel` holds a model's params replicated over a 1-D mesh of this process's devices
-(`genrl_jax.train.parallel`) and runs jitted functions on batches split along their
+(`genrl_jax.train.mesh`) and runs jitted functions on batches split along their
 leading axis, chunk by chunk, padding each chunk to a multiple of the device count.
 """
 
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genrl_jax.train import parallel
+from genrl_jax.train import mesh as mesh_lib
 
 
 def unit_rows(x: jax.Array) -> jax.Array:
@@ -44,7 +44,7 @@ class DataParallel:
   """Params replicated over a mesh of local devices; batches split along axis 0.
 
   Attributes:
-    mesh: the 1-D mesh (`parallel.DATA_AXIS`).
+    mesh: the 1-D mesh (`mesh_lib.DATA_AXIS`).
     batch_size: rows per device call, a multiple of the device count.
     params: the replicated params.
   """
@@ -54,15 +54,15 @@ class DataParallel:
     """`batch_size` is rounded up to a multiple of the device count; `devices` default to
     this process's local devices (an embedder is called from one process)."""
     check_batch_size(batch_size, option)
-    self.mesh = parallel.make_mesh(list(devices or jax.local_devices()))
+    self.mesh = mesh_lib.make_mesh(list(devices or jax.local_devices()))
     n_dev = self.mesh.devices.size
     self.batch_size = -(-batch_size // n_dev) * n_dev
-    self.params = jax.device_put(params, parallel.replicated(self.mesh))
+    self.params = jax.device_put(params, mesh_lib.replicated(self.mesh))
 
   def jit(self, fn: Callable[..., jax.Array], n_inputs: int) -> Callable[..., jax.Array]:
     """`fn(params, *inputs)` jitted with replicated params and inputs/output split on axis 0."""
-    sharded = parallel.batch_sharded(self.mesh)
-    return jax.jit(fn, in_shardings=(parallel.replicated(self.mesh),) + (sharded,) * n_inputs,
+    sharded = mesh_lib.batch_sharded(self.mesh)
+    return jax.jit(fn, in_shardings=(mesh_lib.replicated(self.mesh),) + (sharded,) * n_inputs,
                    out_shardings=sharded)
 
   def run(self, fn: Callable[..., jax.Array], out_dim: int, *arrays: np.ndarray
@@ -77,7 +77,7 @@ class DataParallel:
     if n == 0:
       return np.zeros((0, out_dim), np.float32)
     n_dev = self.mesh.devices.size
-    sharding = parallel.batch_sharded(self.mesh)
+    sharding = mesh_lib.batch_sharded(self.mesh)
     done, pending = [], []
     for start in range(0, n, self.batch_size):
       chunk = [a[start:start + self.batch_size] for a in arrays]

@@ -6,8 +6,8 @@ an interrupted one resumes by collecting only the missing ids. Episodes go throu
 `EpisodeWriter`, which keeps every finished episode when the collection is interrupted
 (finished episodes still buffered are written on the way out). `collect_random_parallel`
 runs several environments at once (one subprocess each) and writes the same episodes as
-`collect_random`, whatever the number of environments. Model-based collection agents
-live in `genrl_jax/agents/`.
+`collect_random`, whatever the number of environments. The agents that learn while
+they collect are `collect.online`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import numpy as np
 import tqdm
 
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
+from genrl_jax.data import dataset_writer
 from genrl_jax.data import episodes as episodes_lib
 
 
@@ -35,7 +37,7 @@ def run_episode(env, policy: Callable[[dict], np.ndarray]) -> episodes_lib.Episo
   return {k: np.stack([np.asarray(s[k]) for s in steps]) for k in episodes_lib.EPISODE_KEYS}
 
 
-def collect_random(make_env: Callable[[int], object], writer: dataset_lib.EpisodeWriter,
+def collect_random(make_env: Callable[[int], object], writer: dataset_writer.EpisodeWriter,
                    num_episodes: int, seed: int, progress: bool = True) -> list[int]:
   """Collects episodes `0 .. num_episodes - 1` missing from `writer`'s dataset with uniform
   random actions in [-1, 1].
@@ -61,10 +63,10 @@ def _todo(num_episodes: int, episode_ids: Sequence[int] | None, done: set[int]) 
   return [int(i) for i in ids if int(i) not in done]
 
 
-def collect_random_envs(envs, writer: dataset_lib.EpisodeWriter, num_episodes: int,
+def collect_random_envs(envs, writer: dataset_writer.EpisodeWriter, num_episodes: int,
                         seed: int, progress: bool = True,
                         episode_ids: Sequence[int] | None = None) -> list[int]:
-  """`collect_random` on the environments of `envs` (`genrl_jax.envs.parallel`), each
+  """`collect_random` on the environments of `envs` (`genrl_jax.envs.vector`), each
   running one episode at a time; episodes may end at different steps.
 
   `episode_ids`: the ids of the `num_episodes` episodes (default `0 .. num_episodes - 1`);
@@ -116,21 +118,21 @@ def collect_random_parallel(task: str,
   `collect_random_envs` (several tasks can share a dataset with disjoint ids).
   Returns the ids collected by this call.
   """
-  from genrl_jax.envs import parallel as parallel_lib  # pylint: disable=g-import-not-at-top
+  from genrl_jax.envs import vector as vector_lib  # pylint: disable=g-import-not-at-top
   from genrl_jax.envs import tasks  # pylint: disable=g-import-not-at-top
 
-  todo = _todo(num_episodes, episode_ids, dataset_lib.existing_episode_ids(root))
+  todo = _todo(num_episodes, episode_ids, dataset_reader.existing_episode_ids(root))
   if not todo:
     return []
   num_envs = max(1, min(num_envs, len(todo)))
   make_kwargs = {k: env_kwargs.pop(k) for k in ("fast_render", "action_repeat", "size")
                  if k in env_kwargs}
   # Built with the seeds of the first episodes, so that their first reset needs no rebuild.
-  with parallel_lib.make_envs(task, num_envs, seed + todo[0],
-                              parallel=num_envs > 1 if parallel is None else parallel,
-                              env_kwargs=env_kwargs, **make_kwargs) as envs:
+  with vector_lib.make_envs(task, num_envs, seed + todo[0],
+                            parallel=num_envs > 1 if parallel is None else parallel,
+                            env_kwargs=env_kwargs, **make_kwargs) as envs:
     spec = dataset_lib.DatasetSpec(tasks.task_info(task).domain, envs.action_dim,
                                    make_kwargs.get("size", 64))
     source = {"collector": "random", "task": task, "seed": seed}
-    with dataset_lib.EpisodeWriter(root, spec, episodes_per_shard, source) as writer:
+    with dataset_writer.EpisodeWriter(root, spec, episodes_per_shard, source) as writer:
       return collect_random_envs(envs, writer, num_episodes, seed, progress, episode_ids)

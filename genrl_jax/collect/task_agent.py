@@ -1,6 +1,6 @@
 """The online model-based learner of the collection agents: state, modules and train step.
 
-`data.collector='dreamer'` (spec 8): a DreamerV3-style agent trained on the environment's
+`data.collector='dreamer'` (method.md §8): a DreamerV3-style agent trained on the environment's
 reward. One update on a replay batch `(B, T)`:
 
 1. World model: `world_model_loss` on the batch. The reward loss also trains the encoder
@@ -47,7 +47,7 @@ import optax
 
 from genrl_jax import dists, rssm
 from genrl_jax import world_model as wm_lib
-from genrl_jax.agents import plan2explore as p2e
+from genrl_jax.collect import plan2explore as p2e
 from genrl_jax.behavior import learner as learner_lib
 from genrl_jax.behavior import starts as starts_lib
 from genrl_jax.behavior import actor_critic_update as ac_update
@@ -72,7 +72,7 @@ class AgentState:
   `params = {'world_model', 'actor', 'critic'}` (+ `'ensemble'` for Plan2Explore);
   `step`: updates applied; `agent_steps`: environment (agent) steps the collection has
   taken (written by the collection loop before each save); `return_ema (2,)`: the return
-  percentiles' EMA (spec 1.11); `reward_magnitude`: the intrinsic reward normaliser
+  percentiles' EMA (method.md §1.11); `reward_magnitude`: the intrinsic reward normaliser
   (Plan2Explore; unused by the task agent); `nonfinite_step`: the first update whose loss
   was not finite (-1 while all were).
   """
@@ -157,7 +157,7 @@ def init_key(seed: int) -> jax.Array:
 
 def init_state(settings: ml_collections.FrozenConfigDict, action_dim: int, key: jax.Array
                ) -> AgentState:
-  """A fresh state; the slow critic starts as a copy of the critic (spec 4.1).
+  """A fresh state; the slow critic starts as a copy of the critic (method.md §4.1).
 
   Each part is initialised by one jitted program keyed by its modules, so that agents with
   the same world model and actor-critic (both collectors) share the compilation.
@@ -309,7 +309,7 @@ def train_step(state: AgentState, batch: dict[str, jax.Array], rng: jax.Array, *
                         nonfinite_step=steps.first_nonfinite(state.nonfinite_step, state.step,
                                                              loss, optax.tree.norm(grads)))
 
-  # Every posterior state of the batch starts an imagined rollout (spec 4.2); the
+  # Every posterior state of the batch starts an imagined rollout (method.md §4.2); the
   # actor-critic sees the world model just updated, as the reference's in-place update.
   starts = starts_lib.flatten_starts(post)
   wm_params = state.params["world_model"]

@@ -1,8 +1,8 @@
-"""Online collection of episodes by a learning agent, into a dataset (spec 8).
+"""Online collection of episodes by a learning agent, into a dataset (method.md §8).
 
 Collection agents
 -----------------
-Besides uniform random actions (`data.collector='random'`, `genrl_jax/collect.py`), two
+Besides uniform random actions (`data.collector='random'`, `genrl_jax/collect/random_policy.py`), two
 agents that learn while they collect write the paper's kinds of datasets:
 
 * `data.collector='dreamer'` ("expert" data): a DreamerV3-style world model and an
@@ -38,7 +38,7 @@ continues the collection after the episodes already in the dataset; episodes tha
 unfinished when it stopped are lost, and no shard is ever rewritten.
 
 The learner runs on one device (the reference trained its collector on one GPU); the
-environments run in `data.num_envs` worker processes (`envs.parallel.make_envs`).
+environments run in `data.num_envs` worker processes (`envs.vector.make_envs`).
 Episode ids follow the dataset's (one more than the largest). Environment `j` of a
 (re)started collection is seeded `seed + first new episode id + j` and then reset between
 episodes, as the reference's one long-lived environment (random collection instead builds
@@ -58,16 +58,20 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from genrl_jax import collect, configs
+from genrl_jax import experiment_config
+
+from genrl_jax.collect import random_policy
 from genrl_jax import world_model as wm_lib
-from genrl_jax.agents import task_agent
+from genrl_jax.collect import task_agent
 from genrl_jax.behavior import policy as policy_lib
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
+from genrl_jax.data import dataset_writer
 from genrl_jax.data import episodes as episodes_lib
 from genrl_jax.data import input_pipeline
 from genrl_jax.data import prefetch as prefetch_lib
 from genrl_jax.envs import driver as driver_lib
-from genrl_jax.envs import parallel as parallel_lib
+from genrl_jax.envs import vector as vector_lib
 from genrl_jax.envs import tasks as tasks_lib
 from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.train import checkpoints
@@ -117,7 +121,7 @@ class Replay:
 
   def refresh(self) -> None:
     self._drop_ahead()
-    dataset = dataset_lib.open_dataset(self.root, allow_empty=True)
+    dataset = dataset_reader.open_dataset(self.root, allow_empty=True)
     self.sampler = None
     if dataset.num_episodes:
       self.sampler = input_pipeline.SequenceSampler(
@@ -150,10 +154,10 @@ class Replay:
 
 def _make_envs(task: str, num_envs: int, seed: int, config: ml_collections.ConfigDict,
                env_kwargs: dict[str, Any] | None):
-  return parallel_lib.make_envs(task, num_envs, seed, parallel=num_envs > 1,
-                                fast_render=config.data.fast_render,
-                                action_repeat=config.data.action_repeat,
-                                env_kwargs=env_kwargs)
+  return vector_lib.make_envs(task, num_envs, seed, parallel=num_envs > 1,
+                              fast_render=config.data.fast_render,
+                              action_repeat=config.data.action_repeat,
+                              env_kwargs=env_kwargs)
 
 
 def check_single_process(config: ml_collections.ConfigDict, root: str) -> None:
@@ -162,7 +166,7 @@ def check_single_process(config: ml_collections.ConfigDict, root: str) -> None:
   The agent learns on one device of one process, and its checkpoints and the processes'
   agreement on them need every process; the other processes would wait for it in vain.
   """
-  if jax.process_count() > 1 and (len(dataset_lib.existing_episode_ids(root))
+  if jax.process_count() > 1 and (len(dataset_reader.existing_episode_ids(root))
                                   < config.data.collect_episodes):
     raise RuntimeError(
         f"data.collector={config.data.collector!r} collects in a single process; run "
@@ -184,9 +188,9 @@ def collect_with_agent(config: ml_collections.ConfigDict, workdir: str,
   settings = task_agent.agent_settings(config, collector)  # refuses unknown collectors
   root = root or os.path.join(workdir, "dataset")
   check_single_process(config, root)
-  task = collect.collect_tasks(config)[0]
+  task = random_policy.collect_tasks(config)[0]
   target = config.data.collect_episodes
-  done = dataset_lib.existing_episode_ids(root)
+  done = dataset_reader.existing_episode_ids(root)
   if len(done) >= target:
     return CollectionResult(collector, [], [], 0, 0, None)
   a = config.agent
@@ -200,7 +204,7 @@ def collect_with_agent(config: ml_collections.ConfigDict, workdir: str,
     state = task_agent.init_state(settings, action_dim, task_agent.init_key(config.seed))
     ckpt = checkpoints.Checkpointer(os.path.join(workdir, "collector", collector),
                                     save_every=a.save_every, keep=a.keep,
-                                    config=configs.config_to_dict(config))
+                                    config=experiment_config.config_to_dict(config))
     state, resumed = ckpt.restore_or_keep(state)
     # Fresh and restored states alike committed to one device: one compilation each.
     state = jax.device_put(state, _DEVICE())
@@ -210,7 +214,7 @@ def collect_with_agent(config: ml_collections.ConfigDict, workdir: str,
                    run.agent_steps, run.updates)
     source = {"collector": collector, "task": task, "seed": config.seed}
     try:
-      with dataset_lib.EpisodeWriter(root, spec, a.episodes_per_shard, source) as writer:
+      with dataset_writer.EpisodeWriter(root, spec, a.episodes_per_shard, source) as writer:
         run.loop(writer)
     finally:
       run.close()
@@ -253,8 +257,9 @@ class _Collection:
     if self.replay is not None:
       self.replay.close()
 
-  def loop(self, writer: dataset_lib.EpisodeWriter) -> None:
+  def loop(self, writer: dataset_writer.EpisodeWriter) -> None:
     a, envs, n = self.config.agent, self.envs, self.envs.num_envs
+    # 0, the earlier spelling of "the same as batch_size / batch_length", still means that.
     self.replay = Replay(self.root, a.batch_size or self.config.batch_size,
                          a.batch_length or self.config.batch_length, self.seed)
     done = len(writer.episode_ids)

@@ -1,4 +1,5 @@
-"""The eval stage: each learned behaviour played in the real environment (spec 7.4).
+"""The eval stage (`--mode=eval`; the evaluation itself is `envs.evaluate`): each learned
+behaviour played in the real environment (method.md §7.4).
 
 For a behaviour checkpoint `<workdir>/behavior/<name>/` (learned for `config.task`), the
 policy filters observations through the MFWM's world model (sampling the posterior, as the
@@ -43,16 +44,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from genrl_jax import configs
+from genrl_jax import experiment_config
 from genrl_jax import files
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax import world_model as wm_lib
 from genrl_jax.behavior import latent_gap
 from genrl_jax.behavior import learner
 from genrl_jax.behavior import policy as policy_lib
-from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
 from genrl_jax.envs import evaluate as evaluate_lib
-from genrl_jax.envs import parallel as parallel_envs
+from genrl_jax.envs.baseline_policies import baseline_returns, eval_seed
+from genrl_jax.envs import vector as vector_lib
 from genrl_jax.prompts import dataset_clips
 from genrl_jax.report import open_loop
 from genrl_jax.report import plots
@@ -64,8 +66,6 @@ from genrl_jax.train import checkpoints
 
 EVAL_FILE = "eval.json"
 VIDEO_FILE = "eval_episode.gif"
-EVAL_SEED_SALT = 7919
-RANDOM_POLICY_SALT = 0x4A2D
 RANDOM_DIR = "random_policy"
 # The imagination gap's eval.json entries (`imagination_gap`; None where not measured).
 LATENT_METRICS = ("latent_reward", "replayed_latent_reward", "imagined_latent_reward",
@@ -81,33 +81,6 @@ def _write_gif(path: str, frames: np.ndarray, workdir: str, stage: str, step: in
   gif = tensorboard.write_gif(path, frames, duration_ms=50)
   with tensorboard.TensorBoardWriter(workdir, stage) as writer:
     writer.gif("eval_episode", step, gif, frames.shape[1], frames.shape[2])
-
-
-BASELINES = ("random", "zero")
-
-
-def eval_seed(config: ml_collections.ConfigDict) -> int:
-  """The seed of the evaluation's first environment: behaviours and baselines alike."""
-  return config.seed * 1000 + EVAL_SEED_SALT
-
-
-def baseline_returns(config: ml_collections.ConfigDict, policy: str, episodes: int,
-                     progress: bool = True) -> evaluate_lib.EvalResult:
-  """`episodes` episodes of a baseline policy on `config.task`, on the environment seeds of
-  the behaviour's evaluation, nothing rendered: `policy` 'random' (uniform actions, the
-  learning report's baseline) or 'zero' (all-zero actions, `evaluate.ZeroPolicy`)."""
-  if policy not in BASELINES:
-    raise ValueError(f"baseline policy {policy!r}: expected one of {BASELINES}")
-  seed = eval_seed(config)
-  env_kwargs = {"time_limit": config.eval.time_limit} if config.eval.time_limit > 0 else {}
-  with parallel_envs.make_envs(config.task, config.eval.num_envs, seed,
-                               parallel=config.eval.num_envs > 1,
-                               env_kwargs={**env_kwargs, "render": False},
-                               action_repeat=config.data.action_repeat) as envs:
-    actor = (evaluate_lib.RandomPolicy(envs.action_dim, seed + RANDOM_POLICY_SALT)
-             if policy == "random" else evaluate_lib.ZeroPolicy(envs.action_dim))
-    return evaluate_lib.evaluate(envs, actor, episodes, task=config.task, record_episodes=0,
-                                 progress=progress and jax.process_index() == 0)
 
 
 def random_baseline(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
@@ -194,7 +167,7 @@ def imagination_gap(config: ml_collections.ConfigDict, workdir: str, mfwm: mfwm_
              imagined_latent_reward=ours["imagined"])
   root = workdir_lib.dataset_dir(config, workdir)
   if os.path.isdir(root):
-    dataset = dataset_lib.open_dataset(root)
+    dataset = dataset_reader.open_dataset(root)
     positions = dataset_clips.task_episodes(dataset, config.task)[:n]
     data = [e for e in map(dataset.read_episode, positions) if fits(e)]
     if data:
@@ -219,7 +192,7 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
                       progress: bool = True) -> dict[str, Any]:
   """Evaluates the behaviour `behavior_name(config)` of `config.task`; returns eval.json's
   content (also written). Skips (returning the saved one) when already done."""
-  name = configs.behavior_name(config)
+  name = experiment_config.behavior_name(config)
   directory = os.path.join(workdir, "behavior", name)
   step = checkpoints.latest_step(directory)
   if step is None:
@@ -249,10 +222,10 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
                               "actor": actor_params}, seed=seed,
       sample_state=not config.behavior.eval_state_mean)
   env_kwargs = {"time_limit": config.eval.time_limit} if config.eval.time_limit > 0 else {}
-  with parallel_envs.make_envs(config.task, config.eval.num_envs, seed,
-                               parallel=config.eval.num_envs > 1, env_kwargs=env_kwargs,
-                               action_repeat=config.data.action_repeat,
-                               fast_render=config.data.fast_render) as envs:
+  with vector_lib.make_envs(config.task, config.eval.num_envs, seed,
+                            parallel=config.eval.num_envs > 1, env_kwargs=env_kwargs,
+                            action_repeat=config.data.action_repeat,
+                            fast_render=config.data.fast_render) as envs:
     if envs.action_dim != action_dim:
       raise ValueError(f"{config.task} has {envs.action_dim}-d actions; the MFWM in "
                        f"{workdir}/mfwm acts with {action_dim}")
@@ -294,7 +267,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
         ) -> list[dict[str, Any]]:
   """The eval stage: evaluates the behaviours of the config's tasks, then rewrites the
   results table and its figure."""
-  out = [evaluate_behavior(c, workdir, progress) for c in configs.task_configs(config)]
+  out = [evaluate_behavior(c, workdir, progress) for c in experiment_config.task_configs(config)]
   if jax.process_index() == 0:
     rows = results_lib.write_results(workdir)
     plots.plot_results(rows, os.path.join(workdir, "plots", "results.png"))

@@ -1,4 +1,4 @@
-"""Tests of genrl_jax.envs.parallel (environments in worker processes) and parallel collection."""
+"""Tests of genrl_jax.envs.vector (environments in worker processes) and parallel collection."""
 
 import gc
 import multiprocessing
@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 import genrl_jax.envs  # noqa: F401  (selects MUJOCO_GL before mujoco is imported)
-from genrl_jax import collect
+from genrl_jax.collect import random_policy
 from genrl_jax.data import dataset as dataset_lib
+from genrl_jax.data import dataset_reader
+from genrl_jax.data import dataset_writer
 from genrl_jax.envs import make_env
-from genrl_jax.envs.parallel import ParallelEnvs, SerialEnvs, make_envs
+from genrl_jax.envs.vector import ParallelEnvs, SerialEnvs, make_envs
 
 TASK = "stickman_walk"
 # 0.5 s of simulated time: 10 agent steps with action repeat 2.
@@ -121,13 +123,13 @@ def test_parallel_close_and_garbage_collection_leave_no_live_children():
 
 def _episode_files(root):
   """`{episode id: episode}` of the dataset at `root`."""
-  dataset = dataset_lib.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root)
   return {int(i): dataset.read_episode(n) for n, i in
           sorted(enumerate(dataset.episode_ids), key=lambda x: x[1])}
 
 
 def _writer(root, action_dim, domain="stickman"):
-  return dataset_lib.EpisodeWriter(root, dataset_lib.DatasetSpec(domain, action_dim), 2)
+  return dataset_writer.EpisodeWriter(root, dataset_lib.DatasetSpec(domain, action_dim), 2)
 
 
 def _assert_same_episodes(a, b):
@@ -142,20 +144,20 @@ def test_parallel_collection_with_1_and_2_envs_gives_identical_episodes(tmp_path
   legacy, one, two, resumed = (str(tmp_path / d) for d in ("legacy", "one", "two", "resumed"))
   make = lambda s: make_env(TASK, seed=s, fast_render=True, time_limit=0.5)
   with _writer(legacy, make(0).action_dim) as writer:
-    assert collect.collect_random(make, writer, 3, seed=5, progress=False) == [0, 1, 2]
+    assert random_policy.collect_random(make, writer, 3, seed=5, progress=False) == [0, 1, 2]
   kwargs = dict(fast_render=True, time_limit=0.5, progress=False)
-  assert collect.collect_random_parallel(TASK, one, 3, 5, num_envs=1, **kwargs) == [0, 1, 2]
-  assert collect.collect_random_parallel(TASK, two, 3, 5, num_envs=2, **kwargs) == [0, 1, 2]
+  assert random_policy.collect_random_parallel(TASK, one, 3, 5, num_envs=1, **kwargs) == [0, 1, 2]
+  assert random_policy.collect_random_parallel(TASK, two, 3, 5, num_envs=2, **kwargs) == [0, 1, 2]
   _assert_same_episodes(_episode_files(legacy), _episode_files(one))
   _assert_same_episodes(_episode_files(one), _episode_files(two))
   # Resuming a shorter collection never rewrites its shards and gives the same episodes.
-  assert collect.collect_random_parallel(TASK, resumed, 2, 5, num_envs=2, **kwargs) == [0, 1]
+  assert random_policy.collect_random_parallel(TASK, resumed, 2, 5, num_envs=2, **kwargs) == [0, 1]
   first_shard = os.path.join(resumed, "episodes", "shard-00000")
   mtime = os.path.getmtime(first_shard)
-  assert collect.collect_random_parallel(TASK, resumed, 3, 5, num_envs=2, **kwargs) == [2]
+  assert random_policy.collect_random_parallel(TASK, resumed, 3, 5, num_envs=2, **kwargs) == [2]
   assert os.path.getmtime(first_shard) == mtime
   _assert_same_episodes(_episode_files(one), _episode_files(resumed))
-  assert collect.collect_random_parallel(TASK, resumed, 3, 5, num_envs=2, **kwargs) == []
+  assert random_policy.collect_random_parallel(TASK, resumed, 3, 5, num_envs=2, **kwargs) == []
 
 
 class _VaryingEnv:
@@ -192,11 +194,11 @@ class _VaryingEnvs(SerialEnvs):
 def test_parallel_collection_handles_episodes_ending_at_different_steps(tmp_path):
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
   with _writer(a, 2, "varying") as writer:
-    assert collect.collect_random(_VaryingEnv, writer, 7, seed=4,
+    assert random_policy.collect_random(_VaryingEnv, writer, 7, seed=4,
                                   progress=False) == list(range(7))
   envs = _VaryingEnvs("varying_task", 3, seed=4)
   with _writer(b, 2, "varying") as writer:
-    assert collect.collect_random_envs(envs, writer, 7, seed=4,
+    assert random_policy.collect_random_envs(envs, writer, 7, seed=4,
                                        progress=False) == list(range(7))
   _assert_same_episodes(_episode_files(a), _episode_files(b))
   lengths = {len(e["observation"]) for e in _episode_files(b).values()}

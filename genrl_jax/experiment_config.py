@@ -82,6 +82,7 @@ def task_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Confi
 
 
 def behavior_seed(config: ml_collections.ConfigDict) -> int:
-  """`behavior.seed`, or `config.seed` while it is -1 (the default). Behaviour settings may
-  change between runs in one workdir, so several seeds can learn in one MFWM."""
+  """`behavior.seed` (which follows `config.seed` unless set; -1, its earlier default, still
+  means `config.seed`). Behaviour settings may change between runs in one workdir, so
+  several seeds can learn in one MFWM."""
   return config.behavior.seed if config.behavior.seed >= 0 else config.seed

@@ -1,6 +1,6 @@
 """Plan2Explore's disagreement ensemble, its loss, intrinsic reward and reward normaliser.
 
-The exploration collector (`data.collector='plan2explore'`, spec 8) learns its actor-critic
+The exploration collector (`data.collector='plan2explore'`, method.md §8) learns its actor-critic
 in imagination on an intrinsic reward: how much an ensemble of one-step predictors of the
 next frame's encoder embedding disagree about the imagined transition. States the world
 model has rarely seen give high disagreement, so the policy seeks them out; its episodes
@@ -12,7 +12,7 @@ are the "exploration" part of the paper's datasets.
   loss is the mean over members and positions of the L2 norm of the error.
 * Intrinsic reward of imagined step `i >= 1`: the unbiased variance across members of the
   predictions for `(feat_{i-1}, a_i)`, averaged over the embedding dims; 0 at step 0.
-* Normaliser (spec 1.10, StreamNorm with momentum 0.95): rewards are divided by an EMA of
+* Normaliser (method.md §1.10, StreamNorm with momentum 0.95): rewards are divided by an EMA of
   their mean absolute value (the first batch initialises it) and multiplied by a scale.
 
 Deviation from the reference: the reference ran Plan2Explore with a DreamerV2 config (no
@@ -118,7 +118,7 @@ def intrinsic_reward(ensemble: Ensemble, params: Params, seq: dict[str, jax.Arra
 
 def update_stream_norm(magnitude: jax.Array, reward: jax.Array, momentum: float,
                        first: jax.Array | bool) -> jax.Array:
-  """The EMA of the batch's mean absolute reward; the first batch sets it (spec 1.10)."""
+  """The EMA of the batch's mean absolute reward; the first batch sets it (method.md §1.10)."""
   batch = jnp.mean(jnp.abs(jax.lax.stop_gradient(reward)))
   return jnp.where(first, batch, momentum * magnitude + (1.0 - momentum) * batch)
 
