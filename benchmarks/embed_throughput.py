@@ -89,7 +89,7 @@ def main():
   parser.add_argument("--iters", type=int, default=3, help="timed calls after the first")
   parser.add_argument("--vlm", choices=("clip", "internvideo2"), default="clip")
   parser.add_argument("--dtype", choices=tuple(internvideo2_model.DTYPES), default="float32",
-                      help="internvideo2: matmul dtype (config.vlm.dtype)")
+                      help="internvideo2: matmul dtype (config.vlm.internvideo2.dtype)")
   args = parser.parse_args()
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
         f"{jax.local_device_count()}x{jax.local_devices()[0].device_kind}", flush=True)

@@ -148,7 +148,7 @@ if __name__ == "__main__":
   flags.mark_flag_as_required("config")
   try:
     host_allocator.reexec_with_tcmalloc()  # XLA on CPU page-faults less (see the module)
-    sys.argv = _resolve_config_argv(sys.argv)
+    sys.argv = _resolve_config_argv(experiment_config.rename_flags(sys.argv))
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
   app.run(main_in_job)

@@ -19,6 +19,47 @@ EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
                                "experiments")
 
 
+# Config keys that moved: old dotted key -> new. A command line or a workdir's saved config
+# that uses an old key keeps its meaning (`rename_flags`, `upgrade_saved_config`).
+RENAMED_KEYS = {f"vlm.{k}": f"vlm.internvideo2.{k}"
+                for k in ("tokenizer", "dtype", "size", "size_overrides")}
+
+
+def rename_flags(argv: list[str]) -> list[str]:
+  """`--config.<old key>[=value]` -> `--config.<new key>[=value]` for `RENAMED_KEYS`,
+  saying so on stderr; other arguments unchanged."""
+  out = []
+  for arg in argv:
+    for old, new in RENAMED_KEYS.items():
+      flag = f"--config.{old}"
+      if arg == flag or arg.startswith(flag + "="):
+        print(f"warning: {flag} is now --config.{new}", file=sys.stderr)
+        arg = f"--config.{new}" + arg[len(flag):]
+        break
+    out.append(arg)
+  return out
+
+
+def upgrade_saved_config(saved: dict) -> dict:
+  """A config dict saved before keys moved (`RENAMED_KEYS`), with them in their new places
+  (a copy; an up-to-date dict comes back equal)."""
+  saved = json.loads(json.dumps(saved))
+  for old, new in RENAMED_KEYS.items():
+    *old_path, old_leaf = old.split(".")
+    node = saved
+    for part in old_path:
+      node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or old_leaf not in node:
+      continue
+    value = node.pop(old_leaf)
+    *new_path, new_leaf = new.split(".")
+    target = saved
+    for part in new_path:
+      target = target.setdefault(part, {})
+    target.setdefault(new_leaf, value)
+  return saved
+
+
 def resolve_config_path(spec: str) -> str:
   """`configs/x.py:arg` -> `/abs/.../experiments/configs/x.py:arg` when not found as given."""
   path, sep, arg = spec.partition(":")

@@ -170,6 +170,8 @@ def test_every_documented_command_resolves_to_its_recorded_config():
   sort_keys=True, indent=1)"`."""
   with open(GOLDEN) as f:
     golden = json.load(f)
+  golden = {spec: experiment_config.upgrade_saved_config(recorded)  # keys that moved since
+            for spec, recorded in golden.items()}
   for recorded in golden.values():  # Sentinels then, references now: the same meaning.
     for key in ("batch_size", "batch_length"):
       if recorded["agent"][key] == 0:
@@ -207,3 +209,35 @@ def test_same_as_fields_follow_until_set_themselves():
   # The earlier spellings keep their meaning: 0 and -1 mean "the same".
   config.behavior.seed = -1
   assert experiment_config.behavior_seed(config) == 3
+
+
+def test_renamed_keys_keep_old_command_lines_working(capsys):
+  argv = ["main.py", "--config=configs/walker.py", "--config.vlm.tokenizer=/v",
+          "--config.vlm.dtype", "bfloat16", "--config.vlm.size_overrides=a=1",
+          "--config.vlm.model=/m.pt", "--config.vlm.sizes=2"]
+  assert experiment_config.rename_flags(argv) == [
+      "main.py", "--config=configs/walker.py", "--config.vlm.internvideo2.tokenizer=/v",
+      "--config.vlm.internvideo2.dtype", "bfloat16",
+      "--config.vlm.internvideo2.size_overrides=a=1", "--config.vlm.model=/m.pt",
+      "--config.vlm.sizes=2"]
+  err = capsys.readouterr().err
+  assert "--config.vlm.tokenizer is now --config.vlm.internvideo2.tokenizer" in err
+  assert "vlm.model" not in err
+
+
+def test_a_workdir_saved_before_keys_moved_is_the_same_config(tmp_path):
+  from genrl_jax.stages import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = experiment_config.load_config("configs/walker.py:tiny")
+  saved = experiment_config.config_to_dict(config)
+  saved["vlm"].update(saved["vlm"].pop("internvideo2"))  # the layout before the move
+  assert "tokenizer" in saved["vlm"] and "internvideo2" not in saved["vlm"]
+  assert experiment_config.upgrade_saved_config(saved) == (
+      experiment_config.config_to_dict(config))
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(saved, f)
+  workdir_lib.prepare_workdir(config, str(tmp_path))  # not refused
+  saved["vlm"]["dtype"] = "bfloat16"  # ... but a different value still is
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(saved, f)
+  with pytest.raises(workdir_lib.WorkdirMismatchError, match="vlm.internvideo2.dtype"):
+    workdir_lib.prepare_workdir(config, str(tmp_path))

@@ -49,7 +49,7 @@ TOL_COSINE, TOL_LOGITS = dict(rtol=0, atol=1e-6), dict(rtol=0, atol=1e-4)
 # features (entries up to ~0.46 here) move by ~1e-3. Measured on these fixtures (CPU):
 #   bf16 .pt (up-cast exactly), float32 compute: max|diff| 2.0e-3 video, 3.7e-3 text,
 #     min cosine 0.99996;
-#   f32 .pt, bfloat16 compute (config.vlm.dtype): 4.6e-3 video, 2.6e-3 text, 0.99995.
+#   f32 .pt, bfloat16 compute (config.vlm.internvideo2.dtype): 4.6e-3 video, 2.6e-3 text, 0.99995.
 # Bounds: about 3x the larger measured difference, and 4x the measured 1 - cosine.
 TOL_BF16_WEIGHTS = dict(rtol=0, atol=1.2e-2)
 TOL_BF16_COMPUTE = dict(rtol=0, atol=1.5e-2)
@@ -445,12 +445,15 @@ def test_internvideo2_bfloat16(checkpoint, dtype, tol, min_cos):
 
 
 def _config(**vlm):
+  """The tiny walker config with the tiny InternVideo2; `vlm` overrides `config.vlm.*` and
+  `config.vlm.internvideo2.*` keys alike, by name."""
   config = experiment_config.load_config("configs/walker.py:tiny")
   overrides = ",".join(f"{k}={v}" for k, v in head_overrides().items())
-  config.vlm.update(dict(dict(name="internvideo2",
-                              model=str(FIXTURES / "internvideo2_tiny_f32.pt"),
-                              tokenizer=str(FIXTURES), batch_size=4, size_overrides=overrides),
-                         **vlm))
+  settings = {**dict(name="internvideo2", model=str(FIXTURES / "internvideo2_tiny_f32.pt"),
+                     tokenizer=str(FIXTURES), batch_size=4, size_overrides=overrides), **vlm}
+  for key, value in settings.items():
+    node = config.vlm.internvideo2 if key in config.vlm.internvideo2 else config.vlm
+    node[key] = value
   config.connector.embed_dim = tiny_config().embed_dim
   return config
 
@@ -484,15 +487,15 @@ def test_internvideo2_make_embedder_and_identifier(tmp_path):
 def test_internvideo2_config_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"config\.vlm\.model='openai/clip-vit"):
     embedder_lib.make_embedder(_config(model="openai/clip-vit-base-patch32"))
-  with pytest.raises(FileNotFoundError, match=r"config\.vlm\.tokenizer=.*vocab\.txt"):
+  with pytest.raises(FileNotFoundError, match=r"config\.vlm\.internvideo2\.tokenizer=.*vocab\.txt"):
     embedder_lib.make_embedder(_config(tokenizer=str(tmp_path)))
   with pytest.raises(FileNotFoundError, match=r"config\.vlm\.model='' is not a file"):
     embedder_lib.make_embedder(_config(model=""))
-  with pytest.raises(ValueError, match=r"config\.vlm\.dtype"):
+  with pytest.raises(ValueError, match=r"config\.vlm\.internvideo2\.dtype"):
     embedder_lib.embedder_identifier(_config(dtype="float16"))
-  with pytest.raises(ValueError, match=r"config\.vlm\.size_overrides"):
+  with pytest.raises(ValueError, match=r"config\.vlm\.internvideo2\.size_overrides"):
     embedder_lib.make_embedder(_config(size_overrides="heads=4"))
-  with pytest.raises(ValueError, match=r"config\.vlm\.size="):
+  with pytest.raises(ValueError, match=r"config\.vlm\.internvideo2\.size="):
     embedder_lib.make_embedder(_config(size="7b"))
 
 
@@ -555,7 +558,8 @@ def test_internvideo2_prompts_an_imported_reference_model(tmp_path):
               tmp_path / f"{iv.OFFICIAL_CHECKPOINT}.pt")
   shutil.copy(FIXTURES / "vocab.txt", tmp_path / "vocab.txt")
   config.vlm.model = str(tmp_path / f"{iv.OFFICIAL_CHECKPOINT}.pt")
-  config.vlm.size_overrides = ",".join(f"{k}={v}" for k, v in head_overrides().items())
+  config.vlm.internvideo2.size_overrides = ",".join(
+      f"{k}={v}" for k, v in head_overrides().items())
   config.vlm.batch_size = 8
   workdir_lib.check_vlm_files(config, workdir, ("behavior",))
   workdir_lib.prepare_workdir(config, workdir)

@@ -165,12 +165,13 @@ def base_config() -> ml_collections.ConfigDict:
   # (genrl_jax/vlm/random_clip.py).
   c.vlm.model = ""
   c.vlm.batch_size = 64  # clip, internvideo2: clips or texts per device call (bounds memory)
-  # internvideo2: a directory holding bert-large-uncased's vocab.txt; empty: the
-  # checkpoint's folder. Its embedding size is 512 (connector.embed_dim).
-  c.vlm.tokenizer = ""
-  c.vlm.dtype = "float32"  # internvideo2 matmuls: 'float32' (GenRL's numbers) or 'bfloat16'
-  c.vlm.size = "1b"  # internvideo2: head counts (the other sizes are read off the weights)
-  c.vlm.size_overrides = ""  # internvideo2: 'field=int,...' of InternVideo2Config
+  # Options of InternVideo2 alone (its embedding size is 512: connector.embed_dim).
+  iv = c.vlm.internvideo2 = ml_collections.ConfigDict()
+  # A directory holding bert-large-uncased's vocab.txt; empty: the checkpoint's folder.
+  iv.tokenizer = ""
+  iv.dtype = "float32"  # matmuls: 'float32' (GenRL's numbers) or 'bfloat16'
+  iv.size = "1b"  # head counts (the other sizes are read off the weights)
+  iv.size_overrides = ""  # 'field=int,...' of InternVideo2Config
 
   b = c.behavior = ml_collections.ConfigDict()
   # The task prompt: exactly one of a text, a video file (mp4/gif) or a precomputed

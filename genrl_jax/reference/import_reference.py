@@ -292,8 +292,8 @@ def import_reference(snapshot_path: str, out_dir: str,
                     f"({vlm or 'unknown'}); for InternVideo2 (config.vlm.name="
                     f"'{config.vlm.name}') give its checkpoint: --config.vlm.model=<path of "
                     "InternVideo2-stage2_1b-224p-f4.pt> (bert-large-uncased's vocab.txt next "
-                    "to it, or --config.vlm.tokenizer=<its folder>); precomputed embeddings "
-                    "can be given with --config.behavior.prompt.embedding=<file.npy>",
+                    "to it, or --config.vlm.internvideo2.tokenizer=<its folder>); precomputed "
+                    "embeddings can be given with --config.behavior.prompt.embedding=<file.npy>",
                     "offline behaviour starts read the dataset of --config.data.path "
                     "(else <workdir>/dataset); --config.behavior.start=data_free needs no "
                     "data"]}

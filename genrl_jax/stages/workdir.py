@@ -42,8 +42,8 @@ RESUMABLE_PREFIXES = ("behavior.", "eval.", "agent.")
 # how many clips it embeds per call: these may change in a workdir as long as the VLM's
 # identifier stays (e.g. an imported reference workdir given the InternVideo2 checkpoint
 # later: its identifier names the official file either way).
-VLM_LOCATION_KEYS = ("vlm.model", "vlm.tokenizer", "vlm.batch_size", "vlm.size",
-                     "vlm.size_overrides")
+VLM_LOCATION_KEYS = ("vlm.model", "vlm.internvideo2.tokenizer", "vlm.batch_size",
+                     "vlm.internvideo2.size", "vlm.internvideo2.size_overrides")
 
 
 def _same_vlm(saved: dict, config: ml_collections.ConfigDict) -> bool:
@@ -165,7 +165,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   current = experiment_config.config_to_dict(config)
   if os.path.exists(path):
     with open(path) as f:
-      saved = json.load(f)
+      saved = experiment_config.upgrade_saved_config(json.load(f))
     old, new = _flatten(saved), _flatten(current)
     differ = sorted(k for k in set(old) | set(new)
                     if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS

@@ -17,13 +17,14 @@ embeddings in one space out. `make_embedder(config)` builds the one a config nam
   'internvideo2'       `genrl_jax.vlm.internvideo2.InternVideo2Embedder`: GenRL's video-text
                        model (InternVideo2 stage 2) from the checkpoint file
                        `config.vlm.model` (.pt, read without torch) and the BERT vocabulary
-                       directory `config.vlm.tokenizer` (empty: the checkpoint's folder).
-                       Its identifier names the checkpoint file (empty `config.vlm.model`:
-                       the official one), so datasets imported from the reference and
-                       cached prompts are found without the checkpoint; loading it needs
-                       the file. `config.vlm.dtype` ('float32' or
-                       'bfloat16' matmuls), `config.vlm.size` ('1b': head counts the shapes
-                       cannot give) and `config.vlm.size_overrides` ('field=int,...').
+                       directory `config.vlm.internvideo2.tokenizer` (empty: the
+                       checkpoint's folder). Its identifier names the checkpoint file
+                       (empty `config.vlm.model`: the official one), so datasets imported
+                       from the reference and cached prompts are found without the
+                       checkpoint; loading it needs the file. `config.vlm.internvideo2.dtype` ('float32' or
+                       'bfloat16' matmuls), `config.vlm.internvideo2.size` ('1b': head
+                       counts the shapes cannot give) and
+                       `config.vlm.internvideo2.size_overrides` ('field=int,...').
 
 `has_semantics(config)` says whether the configured VLM relates text to video at all (False
 for the two stand-ins); the behaviour stage then prompts with dataset clips by default.
@@ -167,7 +168,8 @@ def embedder_identifier(config: ml_collections.ConfigDict) -> str | None:
     return RandomProjectionEmbedder.IDENTIFIER
   if name == "internvideo2":
     from genrl_jax.vlm import internvideo2  # pylint: disable=g-import-not-at-top
-    return internvideo2.internvideo2_identifier(config.vlm.model, config.vlm.dtype)
+    return internvideo2.internvideo2_identifier(config.vlm.model,
+                                                config.vlm.internvideo2.dtype)
   if not config.vlm.model:
     from genrl_jax.vlm import random_clip  # pylint: disable=g-import-not-at-top
     return random_clip.identifier(config.vlm.seed, config.connector.embed_dim)
@@ -183,7 +185,7 @@ def missing_files(config: ml_collections.ConfigDict) -> str | None:
   if config.vlm.name == "internvideo2":
     from genrl_jax.vlm import internvideo2  # pylint: disable=g-import-not-at-top
     try:
-      internvideo2.check_files(config.vlm.model, config.vlm.tokenizer)
+      internvideo2.check_files(config.vlm.model, config.vlm.internvideo2.tokenizer)
     except FileNotFoundError as e:
       return str(e)
   return None
@@ -211,9 +213,9 @@ def make_embedder(config: ml_collections.ConfigDict) -> Embedder | None:
   if name == "internvideo2":
     from genrl_jax.vlm import internvideo2  # pylint: disable=g-import-not-at-top
     embedder = internvideo2.InternVideo2Embedder(
-        config.vlm.model, config.vlm.tokenizer, size=config.vlm.size,
-        overrides=internvideo2.parse_overrides(config.vlm.size_overrides),
-        dtype=config.vlm.dtype, batch_size=int(config.vlm.batch_size))
+        config.vlm.model, config.vlm.internvideo2.tokenizer, size=config.vlm.internvideo2.size,
+        overrides=internvideo2.parse_overrides(config.vlm.internvideo2.size_overrides),
+        dtype=config.vlm.internvideo2.dtype, batch_size=int(config.vlm.batch_size))
     _check_embed_dim(config, embedder)
     return embedder
   from genrl_jax.vlm import clip  # pylint: disable=g-import-not-at-top

@@ -21,7 +21,8 @@ from genrl_jax.vlm.internvideo2_model import (DTYPES, InternVideo2, InternVideo2
 from genrl_jax.vlm.internvideo2_tokenizer import VOCAB_FILE, Tokenizer
 
 
-def parse_overrides(spec: str, option: str = "config.vlm.size_overrides") -> dict[str, int]:
+def parse_overrides(spec: str, option: str = "config.vlm.internvideo2.size_overrides"
+                    ) -> dict[str, int]:
   """`'vision_heads=4,text_heads=4'` -> `{'vision_heads': 4, 'text_heads': 4}`."""
   fields = {f.name for f in dataclasses.fields(InternVideo2Config)}
   out = {}
@@ -40,7 +41,7 @@ OFFICIAL_CHECKPOINT = "InternVideo2-stage2_1b-224p-f4"
 
 
 def tokenizer_dir(checkpoint: str, tokenizer: str) -> str:
-  """The vocabulary directory: `config.vlm.tokenizer`, else the checkpoint's folder."""
+  """The vocabulary directory: `config.vlm.internvideo2.tokenizer`, else the checkpoint's folder."""
   return os.path.expanduser(tokenizer or os.path.dirname(os.path.abspath(
       os.path.expanduser(checkpoint))))
 
@@ -55,8 +56,8 @@ def check_files(checkpoint: str, tokenizer: str) -> None:
   vocab_dir = tokenizer_dir(checkpoint, tokenizer)
   if not os.path.isfile(os.path.join(vocab_dir, VOCAB_FILE)):
     raise FileNotFoundError(
-        f"config.vlm.tokenizer={tokenizer!r}: no {VOCAB_FILE} in {vocab_dir}: expected a "
-        f"directory holding the BERT WordPiece vocabulary (bert-large-uncased's "
+        f"config.vlm.internvideo2.tokenizer={tokenizer!r}: no {VOCAB_FILE} in {vocab_dir}: "
+        f"expected a directory holding the BERT WordPiece vocabulary (bert-large-uncased's "
         f"{VOCAB_FILE}); empty means the checkpoint's folder")
 
 
@@ -71,7 +72,7 @@ def internvideo2_identifier(checkpoint: str, dtype: str = "float32") -> str:
   model must therefore come under another file name.
   """
   if dtype not in DTYPES:
-    raise ValueError(f"config.vlm.dtype={dtype!r}: expected one of {sorted(DTYPES)}")
+    raise ValueError(f"config.vlm.internvideo2.dtype={dtype!r}: expected one of {sorted(DTYPES)}")
   stem = (os.path.splitext(os.path.basename(os.path.expanduser(checkpoint)))[0]
           if checkpoint else OFFICIAL_CHECKPOINT)
   suffix = "" if dtype == "float32" else f":{dtype}"
@@ -92,9 +93,9 @@ class InternVideo2Embedder:
                overrides: Mapping[str, int] | None = None, dtype: str = "float32",
                batch_size: int = 64, devices: list[jax.Device] | None = None):
     """Loads the checkpoint (`config.vlm.model`) and the vocabulary directory
-    (`config.vlm.tokenizer`, empty: the checkpoint's folder); `size`/`overrides` name what
-    the shapes cannot give (heads);
-    `dtype` 'float32' or 'bfloat16' (`config.vlm.dtype`)."""
+    (`config.vlm.internvideo2.tokenizer`, empty: the checkpoint's folder); `size`/`overrides`
+    name what the shapes cannot give (heads); `dtype` 'float32' or 'bfloat16'
+    (`config.vlm.internvideo2.dtype`)."""
     sharded.check_batch_size(batch_size)
     identifier = internvideo2_identifier(checkpoint, dtype)
     check_files(checkpoint, tokenizer)

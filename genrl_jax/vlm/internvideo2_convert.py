@@ -118,7 +118,7 @@ def infer_config(state_dict: Mapping[str, Any], size: str = "1b", **overrides: A
   """The sizes read off the checkpoint's shapes; head counts, frames and text length
   (which shapes cannot give) from `SIZES[size]`; then `overrides` (any field)."""
   if size not in SIZES:
-    raise ValueError(f"config.vlm.size={size!r}: expected one of {sorted(SIZES)}")
+    raise ValueError(f"config.vlm.internvideo2.size={size!r}: expected one of {sorted(SIZES)}")
   s = lambda key: _shape_of(state_dict, key)
   depth = 0
   while f"{_V}blocks.{depth}.norm1.weight" in state_dict:

@@ -15,7 +15,8 @@ class Tokenizer:
   right-padded with `[PAD]`.
   """
 
-  def __init__(self, vocab_dir: str, max_len: int = 40, option: str = "config.vlm.tokenizer"):
+  def __init__(self, vocab_dir: str, max_len: int = 40,
+               option: str = "config.vlm.internvideo2.tokenizer"):
     path = os.path.join(os.path.expanduser(vocab_dir), VOCAB_FILE)
     if not os.path.isfile(path):
       raise FileNotFoundError(
