@@ -8,6 +8,7 @@ repository root as documented.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -43,7 +44,7 @@ def rename_flags(argv: list[str]) -> list[str]:
 def upgrade_saved_config(saved: dict) -> dict:
   """A config dict saved before keys moved (`RENAMED_KEYS`), with them in their new places
   (a copy; an up-to-date dict comes back equal)."""
-  saved = json.loads(json.dumps(saved))
+  saved = copy.deepcopy(saved)
   for old, new in RENAMED_KEYS.items():
     *old_path, old_leaf = old.split(".")
     node = saved
