@@ -5,9 +5,8 @@ r"""Returns of the baseline policies on tasks, on the evaluation's environment s
 Prints, per task, the random policy's return (the learning report's baseline) and the
 passive policy's (all-zero actions) as mean +- std over `--episodes` episodes, next to the
 bar a behaviour must clear to beat the random policy by 2 std. On tasks a body reaches by
-falling the passive policy can clear that bar while learning nothing (README, "Does it
-learn?"). Measured 2026-12-06 (10 episodes, seed 1): stickman_lying_down random 298.1 +-
-188.3, zero 619.3 +- 272.6; walker_lying_down random 433.7 +- 65.0, zero 570.9 +- 222.0.
+falling, the passive policy can clear that bar while learning nothing; figures in
+`docs/experiment_log.md`.
 """
 
 from __future__ import annotations

@@ -3,35 +3,13 @@ r"""The CPU budget of the whole method over several domains, with its learning r
   python experiments/cpu_pipeline.py --domains=stickman,walker --workdir=workdirs/cpu
 
 For each domain, runs `experiments/main.py --config=configs/<domain>.py:cpu` in
-`<workdir>/<domain>` stage by stage (tiny model sizes with the `cpu` budget of
-`configs/base.py`), times the stages, and then prints one table over all domains: per
-task, the behaviour's mean return +- std next to the random policy's (measured in the same
-run), whether it beats it by 2 std, the normalised score, the decoded prompt target's
-per-pixel MSE against its clip next to the mean frame's, and the MFWM's open-loop MSE on
-held-out episodes next to the mean frame's, and the imagination gap (GenRL's reward of the
-evaluation episodes as the model filters them, of the model's replay of their actions, of
-the actor's imagined rollouts, and of random dataset episodes; `behavior/latent_gap.py`;
-measured by the eval stage since 2026-12-07, after the figures below). After the offline
-behaviours it learns each
-task again from data-free starts (behaviour `<task>_data_free`, same MFWM; skip with
-`--no_data_free`). Extra arguments go to every main.py call (e.g.
-`--config.mfwm.num_steps=500`). Like main.py it resumes: a second call with the same
-workdir skips what is done.
-
-Measured (2026-12-06, 2-core CPU, `--domains=stickman,walker`): 51 min 5 s; from offline
-starts stickman_legs_up, stickman_lying_down and walker_lying_down beat the random policy
-by 2 std with normalised scores 0.45, 0.53 and 0.72, walker_sit_knees does not (0.05);
-7 of the 8 behaviours (data-free ones included) beat it (README "Does it learn?").
-`--domains=cheetah` (26 min 42 s): open loop 0.62, but none of its 4 behaviours beats it.
-`--domains=quadruped` (2026-12-07, 29 min 42 s): open loop 0.91; lie_down normalised
-0.786 (data-free 0.892), stand 0.324, none above a 2-std bar that exceeds the maximum
-return (bimodal random returns from random start orientations).
-Rerun 2026-12-07, `--domains=stickman --no_data_free` (21 min 3 s): a different MFWM
-(open loop 1.00 against 0.99; not the code nor the data, most likely another host:
-README "Reproducibility"), legs_up normalised 0.221 (beats random), lying_down 0.522;
-`--domains=walker,stickman` on that host (walker 25.8 min): walker_lying_down 0.928,
-walker_sit_knees -0.083, so two tasks in two domains from offline starts (three
-data-free: legs_up 0.477, lying_down 0.814, walker_lying_down 0.915).
+`<workdir>/<domain>` stage by stage, times the stages, then prints one table over all
+domains: per task the behaviour's return next to the random policy's (same run), whether it
+beats it by 2 std, the normalised score, the prompt target's and the open-loop error next to
+the mean frame's, and the imagination gap (`behavior/latent_gap.py`). After the offline
+behaviours it learns each task again from data-free starts (`<task>_data_free`; skip with
+`--no_data_free`). Extra arguments go to every main.py call. It resumes like main.py.
+About half an hour per domain on 2 CPU cores; figures in `docs/experiment_log.md`.
 """
 
 from __future__ import annotations

@@ -102,6 +102,7 @@ def main(argv):
   from genrl_jax.stages import workdir as workdir_lib
   from genrl_jax.data.episodes import DatasetError
   from genrl_jax.train import checkpoints
+  from genrl_jax.train.loop import NonFiniteError
   from genrl_jax.train import distributed  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
@@ -127,11 +128,16 @@ def main(argv):
     logging.info("stage %s (workdir %s)", stage, workdir)
     try:
       stages[stage](config, workdir)
-    except (DatasetError, checkpoints.CheckpointError, FileNotFoundError) as e:
-      # What the user gave (a dataset, a checkpoint, a file) is not what the stage needs:
-      # one line, not a traceback. Nothing already in the workdir was changed.
+    except (DatasetError, checkpoints.CheckpointError, FileNotFoundError,
+            NonFiniteError) as e:
+      # What the user gave (a dataset, a checkpoint, a file) is not what the stage needs,
+      # or training diverged: one line, not a traceback. Nothing already in the workdir
+      # was changed (a damaged checkpoint step may have been moved aside, as logged).
       logging.error("%s", e)
       raise SystemExit(f"error: stage {stage}: {e}") from None
+  if "eval" in stage_names and jax.process_index() == 0:
+    from genrl_jax.report import results as results_lib  # pylint: disable=g-import-not-at-top
+    print(results_lib.run_summary(workdir), flush=True)
   # Processes that finish early (e.g. while process 0 still collects) would give up waiting
   # in JAX's shutdown after 5 minutes; wait here instead.
   distributed.barrier("main: stages done")
@@ -149,6 +155,7 @@ if __name__ == "__main__":
   try:
     host_allocator.reexec_with_tcmalloc()  # XLA on CPU page-faults less (see the module)
     sys.argv = _resolve_config_argv(experiment_config.rename_flags(sys.argv))
+    experiment_config.check_override_keys(sys.argv)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
   app.run(main_in_job)

@@ -1,11 +1,12 @@
 """The ``genrl_jax`` command line (also ``python -m genrl_jax``).
 
     genrl_jax list-tasks [--domain stickman]     # the task table
-    genrl_jax import-reference SNAPSHOT.pt --out=DIR [--config=configs/walker.py]
+    genrl_jax import-reference SNAPSHOT.pt --out=DIR [--config=configs/walker.py] [--vlm-model=PT]
                                                  # a reference PyTorch snapshot as a workdir
     genrl_jax import-npz EPISODES_DIR --out=DATASET --domain=walker
                                                  # reference .npz episodes as a dataset
     genrl_jax dataset-info DATASET               # episodes, steps, shards, embeddings
+    genrl_jax check-dataset DATASET              # damaged shards (exit status 1 if any)
 
 Each command is a subparser whose ``handler`` takes the parsed arguments and returns
 the exit status; new commands are added in :func:`build_parser`.
@@ -33,7 +34,7 @@ def _import_reference(args: argparse.Namespace) -> int:
   # Imported here: JAX and Orbax are slow to import and other commands do not need them.
   from genrl_jax.reference import import_reference
 
-  return import_reference.run_command(args.snapshot, args.out, args.config)
+  return import_reference.run_command(args.snapshot, args.out, args.config, args.vlm_model)
 
 
 def _import_npz(args: argparse.Namespace) -> int:
@@ -56,7 +57,8 @@ def _dataset_info(args: argparse.Namespace) -> int:
   from genrl_jax.data import dataset_reader  # pylint: disable=g-import-not-at-top
 
   try:
-    dataset = dataset_reader.open_dataset(args.dataset)
+    # Metadata only: a damaged shard is described too (`check-dataset` finds damage).
+    dataset = dataset_reader.open_dataset(args.dataset, check_sizes=False)
   except dataset_lib.DatasetError as e:
     print(f"genrl_jax dataset-info: {e}", file=sys.stderr)
     return 2
@@ -74,6 +76,22 @@ def _dataset_info(args: argparse.Namespace) -> int:
   if not dataset.embedding_sets:
     print("  no VLM embeddings")
   return 0
+
+
+def _check_dataset(args: argparse.Namespace) -> int:
+  from genrl_jax.data import dataset_check  # pylint: disable=g-import-not-at-top
+  from genrl_jax.data.episodes import DatasetError  # pylint: disable=g-import-not-at-top
+
+  try:
+    reports = dataset_check.check_dataset(args.dataset)
+  except DatasetError as e:
+    print(f"genrl_jax check-dataset: {e}", file=sys.stderr)
+    return 2
+  for report in reports:
+    if not report.intact:
+      print(report.describe())
+  print(dataset_check.summary(args.dataset, reports))
+  return 0 if all(r.intact for r in reports) else 1
 
 
 def _add_domain_option(parser: argparse.ArgumentParser, default=None) -> None:
@@ -107,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
   imports.add_argument("--config", default=None,
                        help="configs/<domain>.py[:variant] whose sizes must match the "
                        "snapshot; default: the snapshot's domain with its sizes")
+  imports.add_argument("--vlm-model", default=None,
+                       help="the InternVideo2 checkpoint that the printed next commands "
+                       "embed prompts with; default: InternVideo2-stage2_1b-224p-f4.pt "
+                       "next to the snapshot")
   imports.set_defaults(handler=_import_reference)
 
   npz = commands.add_parser(
@@ -128,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
   info = commands.add_parser("dataset-info", help="describe a dataset")
   info.add_argument("dataset", help="dataset folder")
   info.set_defaults(handler=_dataset_info)
+
+  check = commands.add_parser(
+      "check-dataset",
+      help="verify every episode and embedding shard (against its checksums, or by reading "
+      "every record when it has none); names the damaged ones, exit status 1 if any")
+  check.add_argument("dataset", help="dataset folder")
+  check.set_defaults(handler=_check_dataset)
   return parser
 
 

@@ -4,7 +4,7 @@ Each computes exactly what `flax.linen.Conv(strides=2, padding='VALID')` or
 `ConvTranspose(strides=2, padding='VALID', transpose_kernel=True)` computes, with the same
 parameter names and layouts, so parameters and checkpoints are interchangeable. Why: XLA's
 CPU backend runs the gradients of strided convolutions (dilated convolutions) on a slow
-generic path (a small-size decoder update took 9 s, 10x the PyTorch reference), while its
+generic path (several times slower than the forward pass: `docs/benchmarks.md`), while its
 matrix multiplies reach most of the cores' peak. Written as one matrix multiply over
 gathered patches (im2col), the forward pass and both gradients are GEMMs with a long
 contraction (`K = taps * channels`), and the patch gathering transposes to sums of pads.
@@ -20,7 +20,7 @@ contraction (`K = taps * channels`), and the patch gathering transposes to sums 
 `impl`: `native` (XLA's convolutions: the choice on GPU/TPU), `im2col` (the above: the
 choice on CPU), `taps` (the same stride-1 forms with one GEMM per tap, K = channels) and
 `stride1` (the stride-1 forms through XLA's convolution); `auto` picks per backend.
-Measured with `python benchmarks/world_model_step.py` (README, "Benchmarks").
+Measured with `python benchmarks/world_model_step.py` (`docs/benchmarks.md`).
 """
 
 from __future__ import annotations

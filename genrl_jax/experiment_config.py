@@ -41,6 +41,32 @@ def rename_flags(argv: list[str]) -> list[str]:
   return out
 
 
+def check_override_keys(argv: list[str]) -> None:
+  """Refuses `--config.<key>=...` flags whose key the config does not have, in one line
+  (absl would end in a traceback). `argv` holds `--config=<file>[:variant]` (resolved).
+
+  Raises:
+    ValueError: naming the flag, the config and the nearest keys it does have.
+  """
+  spec = next((a[len("--config="):] for a in argv if a.startswith("--config=")), None)
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv
+               if a.startswith("--config.")]
+  if spec is None or not overrides:
+    return
+  config = load_config(spec)
+  for key in overrides:
+    node, parts = config, key.split(".")
+    for i, part in enumerate(parts):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        parent = ".".join(parts[:i])
+        known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        raise ValueError(
+            f"--config.{key}: the config {os.path.basename(spec)} has no key "
+            f"{key!r}" + (f"; {parent or 'the top level'} has {', '.join(known)}"
+                          if known else f" ({parent} is not a group)"))
+      node = node[part]
+
+
 def upgrade_saved_config(saved: dict) -> dict:
   """A config dict saved before keys moved (`RENAMED_KEYS`), with them in their new places
   (a copy; an up-to-date dict comes back equal)."""

@@ -12,18 +12,28 @@ scan for leftovers (`data/dataset.py`) recognise them by it.
 
 Files and directories get the usual permissions (0o666 / 0o777 less the umask), as a plain
 `open` or `os.mkdir` would give them.
+
+Checksum records (`write_checksums`, `folder_damage`): the size and SHA-256 of every file
+of a finished folder (a dataset shard, a checkpoint step), written as JSON into the
+folder itself, so that a later reader can tell a damaged file (truncated, changed,
+missing) from an intact one before using it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 import shutil
+import threading
 from typing import Any, Callable
 
 TEMP_SUFFIX = ".tmp"
+CHECKSUM_FILE = "checksums.json"
+# Read in pieces of this size when hashing (a checkpoint file may be gigabytes).
+_HASH_CHUNK = 1 << 22
 
 
 def temp_name(path: str) -> str:
@@ -96,3 +106,103 @@ def write_directory(path: str, fill: Callable[[str], None]) -> None:
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def file_sha256(path: str) -> str:
+  """The SHA-256 hex digest of the file `path`."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    while chunk := f.read(_HASH_CHUNK):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def folder_files(folder: str) -> list[str]:
+  """Paths relative to `folder` of its files (recursively, sorted), the record excluded."""
+  out = []
+  for root, dirs, names in os.walk(folder):
+    dirs.sort()
+    for name in names:
+      rel = os.path.relpath(os.path.join(root, name), folder)
+      if rel != CHECKSUM_FILE:
+        out.append(rel)
+  return sorted(out)
+
+
+def write_checksums(folder: str) -> dict[str, dict[str, Any]]:
+  """Records `{relative path: {'bytes', 'sha256'}}` of every file under `folder` in its
+  `CHECKSUM_FILE` (atomically); returns the record's `files`."""
+  record = {rel: {"bytes": os.path.getsize(os.path.join(folder, rel)),
+                  "sha256": file_sha256(os.path.join(folder, rel))}
+            for rel in folder_files(folder)}
+  write_json(os.path.join(folder, CHECKSUM_FILE), {"algorithm": "sha256", "files": record})
+  with _INTACT_LOCK:  # just hashed: a check in this process need not read it again
+    _INTACT[folder] = _signature(folder)
+  return record
+
+
+def has_checksums(folder: str) -> bool:
+  return os.path.exists(os.path.join(folder, CHECKSUM_FILE))
+
+
+def folder_damage(folder: str, contents: bool = True) -> list[str]:
+  """What differs between `folder` and its checksum record, one phrase per damaged file
+  (`'<file>: truncated (1000 of 82518 bytes)'`, `'... content changed (SHA-256
+  differs from the record)'`, `'... missing'`); [] when intact. Files added since are not
+  damage. Without `contents` only the sizes are compared (a stat per file, no reading). A
+  folder without a record has nothing to compare (`has_checksums`): [].
+
+  A folder whose contents matched before, in this process, and whose files have the same
+  names, sizes and modification times since, is not read again.
+  """
+  path = os.path.join(folder, CHECKSUM_FILE)
+  if not os.path.exists(path):
+    return []
+  signature = _signature(folder)
+  with _INTACT_LOCK:
+    if _INTACT.get(folder) == signature:
+      return []
+  try:
+    with open(path) as f:
+      record = json.load(f)["files"]
+    expected = {rel: (int(v["bytes"]), str(v["sha256"])) for rel, v in record.items()}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    return [f"{CHECKSUM_FILE}: unreadable ({type(e).__name__}: {e})"]
+  problems = []
+  for rel, (size, sha) in sorted(expected.items()):
+    file = os.path.join(folder, rel)
+    try:
+      have = os.path.getsize(file)
+    except OSError:
+      problems.append(f"{rel}: missing")
+      continue
+    if have < size:
+      problems.append(f"{rel}: truncated ({have} of {size} bytes)")
+    elif have > size:
+      problems.append(f"{rel}: longer than recorded ({have} of {size} bytes)")
+    elif contents:
+      try:
+        if file_sha256(file) != sha:
+          problems.append(f"{rel}: content changed (SHA-256 differs from the record)")
+      except OSError as e:
+        problems.append(f"{rel}: unreadable ({e.strerror or e})")
+  if contents and not problems:
+    with _INTACT_LOCK:
+      _INTACT[folder] = signature
+  return problems
+
+
+# Folder -> its `_signature` when its contents last matched its record (this process).
+_INTACT: dict[str, tuple] = {}
+_INTACT_LOCK = threading.Lock()
+
+
+def _signature(folder: str) -> tuple:
+  out = []
+  for rel in folder_files(folder) + [CHECKSUM_FILE]:
+    try:
+      stat = os.stat(os.path.join(folder, rel))
+    except OSError:
+      continue
+    out.append((rel, stat.st_size, stat.st_mtime_ns))
+  return tuple(out)

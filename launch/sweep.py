@@ -96,9 +96,7 @@ def _mean_std(values: list[float]) -> str:
 
 def results_markdown(rows: list[dict[str, Any]], title: str) -> str:
   """The per-job table, then per task the mean ± std over seeds of the finished jobs."""
-  lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-  lines += ["| " + " | ".join(_cell(r.get(c)).replace("|", "\\|") for c in COLUMNS) + " |"
-            for r in rows]
+  lines = [f"# {title}", "", results_lib.markdown_table(rows, COLUMNS, cell=_cell).rstrip("\n")]
   summary = ("mean_return", "normalized_score", "imag_reward_mean")
   lines += ["", "Per task, over seeds (mean ± std):", "",
             "| task | " + " | ".join(summary) + " |", "|---|" + "---|" * len(summary)]

@@ -18,6 +18,7 @@ from genrl_jax.stages import behavior as behavior_stage
 from genrl_jax.stages import evaluation as eval_stage
 from genrl_jax.prompts import behavior_prompt
 from genrl_jax import experiment_config
+from genrl_jax import files
 from genrl_jax import mfwm as mfwm_lib
 from genrl_jax.behavior import learner
 from genrl_jax.envs import evaluate as evaluate_lib
@@ -147,6 +148,8 @@ def test_behavior_checkpoint_of_another_mfwm_is_refused(trained, first_run, tmp_
     saved["behavior_run"]["mfwm_fingerprint"] = "0" * 64
     with open(meta, "w") as f:
       json.dump(saved, f)
+    # Recorded as saved (else the step reads as damaged, tests/test_faults_checkpoints.py).
+    files.write_checksums(os.path.dirname(os.path.dirname(meta)))
   before = sorted(os.listdir(copy / "behavior" / "walker_walk"))
   with pytest.raises(checkpoints.CheckpointError, match="different MFWM"):
     behavior_stage.run_task(_config(episodes), str(copy), progress=False)
@@ -246,8 +249,9 @@ def test_eval_stage_plays_each_behaviour_and_writes_the_results_table(trained, f
   frames = iio.imread(os.path.join(first_run.directory, "eval_episode.gif"))
   assert frames.shape == (11, 64, 64, 3)  # reset frame + 10 steps
   table = open(os.path.join(workdir, "results.md")).read()
-  assert ("| walker_walk | walker_walk | text | text: \"walk fast clean\" | random-projection |"
-          in table)
+  assert "| walker_walk | walker_walk | offline | " in table  # the summary row
+  assert ("| prompt | text: \"walk fast clean\" |" in table
+          and "| vlm | random-projection |" in table)  # its details
   csv_lines = open(os.path.join(workdir, "results.csv")).read().splitlines()
   assert csv_lines[0].startswith("task,behavior,prompt_kind,prompt,vlm") and len(csv_lines) == 2
   # Evaluated at the latest checkpoint already: skipped, same result.

@@ -62,7 +62,7 @@ def test_config_docstrings_state_the_command():
     with open(path) as f:
       text = f.read()
     assert f"python experiments/main.py --config=configs/{domain}.py" in text
-    assert "Produces:" in text
+    assert "`:tiny`" in text and "docs/results.md" in text  # the variants, where figures are
 
 
 def test_unknown_variant_and_unknown_file_are_refused():
@@ -241,3 +241,28 @@ def test_a_workdir_saved_before_keys_moved_is_the_same_config(tmp_path):
     json.dump(saved, f)
   with pytest.raises(workdir_lib.WorkdirMismatchError, match="vlm.internvideo2.dtype"):
     workdir_lib.prepare_workdir(config, str(tmp_path))
+
+
+def test_unknown_override_keys_are_refused_in_one_line():
+  ec = experiment_config
+  spec = ec.resolve_config_path("configs/walker.py:tiny")
+  ec.check_override_keys([f"--config={spec}", "--config.world_model.deter=64",
+                          "--config.behavior.prompt.text=x"])  # known keys pass
+  with pytest.raises(ValueError, match=r"^--config\.world_model\.dter: the config walker\.py:"
+                     r"tiny has no key 'world_model\.dter'; world_model has .*deter"):
+    ec.check_override_keys([f"--config={spec}", "--config.world_model.dter=64"])
+  with pytest.raises(ValueError, match=r"no key 'seed\.x' \(seed is not a group\)"):
+    ec.check_override_keys([f"--config={spec}", "--config.seed.x=1"])
+
+
+def test_main_refuses_an_unknown_key_before_writing(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, os.path.join(root, "experiments", "main.py"),
+       "--config=configs/walker.py:tiny", "--config.data.colect_episodes=3",
+       f"--workdir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300,
+      check=False, env=dict(os.environ, GENRL_JAX_MALLOC="system"))
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "error: --config.data.colect_episodes: the config walker.py:tiny has no key")
+  assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

@@ -182,6 +182,10 @@ def test_dataset_half_written_shards_are_invisible_and_cleaned_up(tmp_path):
 
 def test_dataset_corrupted_or_truncated_shards_fail_naming_the_file(tmp_path):
   _tagged_dataset(tmp_path, [10, 10, 10, 10])
+  # Shards written before checksum records: ArrayRecord's own checks find the damage on
+  # read (with records, it is found before: tests/test_faults_dataset.py).
+  for record in tmp_path.glob("episodes/shard-*/checksums.json"):
+    record.unlink()
   files = sorted(tmp_path.glob("episodes/shard-*/*.array_record-*"))
   data = bytearray(files[0].read_bytes())
   for k in range(200, len(data), 997):
@@ -375,3 +379,11 @@ def test_heldout_split_keeps_the_largest_ids_out_of_the_sampler(tmp_path):
   assert input_pipeline.heldout_split(dataset, 0)[1].size == 0
   with pytest.raises(DatasetError, match="config.mfwm.heldout_episodes"):
     input_pipeline.heldout_split(dataset, 4)
+
+
+def test_a_folder_of_npz_episodes_gets_the_full_import_command(tmp_path):
+  from genrl_jax.data.episodes import DatasetError  # pylint: disable=g-import-not-at-top
+  (tmp_path / "episode_0.npz").write_bytes(b"")
+  with pytest.raises(DatasetError, match=r"not a genrl_jax dataset .*`genrl_jax import-npz "
+                     rf"{tmp_path} --out={tmp_path}_dataset --domain=DOMAIN`"):
+    dataset_lib.read_spec(str(tmp_path))

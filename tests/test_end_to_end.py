@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "experiments", "main.py")
 sys.path.insert(0, ROOT)
 from genrl_jax import experiment_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+import test_notebook  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 pytestmark = pytest.mark.slow  # whole pipelines in subprocesses: the full tier only
 
@@ -196,3 +197,30 @@ def test_end_to_end_rerun_skips_finished_stages_and_refuses_other_config(run):
     assert os.path.getmtime(os.path.join(workdir, path)) == mtime
   assert read("results.csv") == results_csv
   assert os.path.isdir(os.path.join(workdir, "mfwm"))
+
+
+@pytest.mark.slow
+def test_end_to_end_notebook_runs_on_the_finished_micro_run(run):
+  """experiments/notebook.ipynb executed with nbclient in a fresh kernel of this
+  interpreter against this module's finished run (`GENRL_WORKDIR`); nbclient fails on the
+  first cell that raises. The notebook must only read the workdir."""
+  import nbclient  # pylint: disable=g-import-not-at-top
+  import nbformat  # pylint: disable=g-import-not-at-top
+  workdir, _, _ = run
+  before = test_notebook.files(workdir)
+  notebook = nbformat.read(test_notebook.NOTEBOOK, as_version=4)
+  for cell in test_notebook.code_cells(notebook):  # outputs of this run only
+    cell["outputs"], cell["execution_count"] = [], None
+  notebook.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable)"))
+  # One CPU device, as the micro run was trained with (the test session simulates 8, and
+  # its batches of 4 do not split over them); matplotlib's inline backend draws the figures.
+  env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+  env.update(GENRL_WORKDIR=workdir, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                   resources={"metadata": {"path": ROOT}})
+  client.execute(env=env)  # raises CellExecutionError at the first cell that raises
+  assert not test_notebook.errors(notebook)
+  assert test_notebook.image_outputs(notebook) >= test_notebook.MIN_IMAGES
+  printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+  assert os.path.realpath(printed.strip()) == os.path.realpath(sys.executable)
+  assert test_notebook.files(workdir) == before, "the notebook changed files of the workdir it read"

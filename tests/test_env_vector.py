@@ -85,7 +85,8 @@ def test_parallel_errors_name_the_env_and_leave_the_envs_usable():
 
 
 def test_parallel_killed_worker_raises_runtime_error_instead_of_hanging():
-  envs = ParallelEnvs(TASK, 2, seed=0, **SHORT)
+  # Without restarts (tests/test_faults_workers.py has them): the death itself raises.
+  envs = ParallelEnvs(TASK, 2, seed=0, max_restarts=0, **SHORT)
   envs.reset()
   os.kill(envs.processes[1].pid, signal.SIGKILL)
   # The step runs in a thread so that a hang fails the test (after a generous wait) instead

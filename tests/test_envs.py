@@ -422,3 +422,10 @@ def test_kitchen_missing_package_message(monkeypatch):
   monkeypatch.setattr(kitchen, "_patched", False)
   with pytest.raises(ImportError, match=r"pip install genrl_jax\[kitchen\]"):
     make_env("kitchen_microwave")
+
+
+def test_the_registry_lists_the_dm_control_tasks_without_importing_them():
+  from genrl_jax.envs import dmc, registry  # pylint: disable=g-import-not-at-top
+  assert sorted(registry.DMC_TASKS) == dmc.dmc_task_names()
+  assert list_tasks() == sorted(dmc.dmc_task_names() +
+                                [f"kitchen_{t}" for t in registry.KITCHEN_TASKS])

@@ -485,3 +485,24 @@ def test_import_reference_then_behavior_stage_learns_from_a_precomputed_prompt(i
   assert run.mfwm_fingerprint == checkpoints.params_fingerprint(
       mfwm_lib.load(os.path.join(imported, "mfwm")))
   assert os.path.isdir(os.path.join(imported, "behavior", "stickman_walk", "1"))
+
+
+def test_import_reference_next_commands_are_shell_lines_that_round_trip():
+  import subprocess  # pylint: disable=g-import-not-at-top
+
+  def bash_words(line: str) -> list[str]:  # what bash passes to the program
+    out = subprocess.run(["bash", "-c", f"printf '%s\\0' {line}"], capture_output=True,
+                         check=True).stdout
+    return out.decode().split("\0")[:-1]
+
+  commands = ir.next_commands("configs/walker.py", ["--config.world_model.deter=64"],
+                              "/runs/my run", "walker_walk", "/models/iv2 $HOME.pt")
+  assert [argv[-1] for _, argv in commands] == ["--mode=behavior", "--mode=eval"]
+  assert "--config.behavior.start=data_free" in commands[0][1]
+  text = ir.format_commands(commands + [("a prompt", ['--config.behavior.prompt.text=say "hi"'])])
+  lines = [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
+  assert [bash_words(line) for line in lines] == [argv for _, argv in commands] + [
+      ['--config.behavior.prompt.text=say "hi"']]
+  assert "\"--workdir=/runs/my run\"" in text and "\\$HOME" in text
+  # A world model that cannot act in the task's environment gets no evaluation command.
+  assert len(ir.next_commands("configs/walker.py", [], "/r", "walker_walk", None, False)) == 1

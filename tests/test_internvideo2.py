@@ -14,7 +14,6 @@ import shutil
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -511,62 +510,72 @@ def test_internvideo2_embedder_from_params():
 
 
 @pytest.mark.slow
-def test_internvideo2_prompts_an_imported_reference_model(tmp_path):
-  """The paper path at fixture scale: a reference snapshot imported as a workdir (its
-  config names InternVideo2, the paper variant's VLM), then a behaviour prompted by its
-  task's text through our InternVideo2. Without the checkpoint the run stops first,
-  naming it, and writes nothing; with it (under the official file name, the vocabulary
-  next to it), the prompt embeds to the reference's text feature and the behaviour trains."""
-  parity_fixtures.require_fixtures()
+def test_internvideo2_prompts_an_imported_reference_model(tmp_path, capsys):
+  """The released-model path at fixture scale, as a user runs it: `genrl_jax
+  import-reference` on the reference snapshot prints the next command lines, naming the
+  InternVideo2 checkpoint where the user put it. Run before the checkpoint is there, the
+  printed command stops with one line naming it and writes nothing; run after (the tiny
+  model under the official file name, its vocabulary beside it), the task's text prompt
+  embeds to the reference's text feature and the behaviour trains. Only budget flags (and
+  the tiny model's head counts) are added to the printed command."""
+  import shlex  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from genrl_jax import cli  # pylint: disable=g-import-not-at-top
   from genrl_jax.prompts import cache as prompt_cache  # pylint: disable=g-import-not-at-top
   from genrl_jax.prompts import prompt as prompt_lib  # pylint: disable=g-import-not-at-top
-  from genrl_jax.reference import import_reference as ir  # pylint: disable=g-import-not-at-top
-  from genrl_jax.stages import behavior as behavior_stage  # pylint: disable=g-import-not-at-top
-  from genrl_jax.stages import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   embed_dim = parity_fixtures.sizes().embed_dim
   if embed_dim != tiny_config().embed_dim:
     pytest.skip(f"the GenRL fixtures' embedding size {embed_dim} is not the tiny "
                 f"InternVideo2's {tiny_config().embed_dim}")
-  workdir = ir.import_reference(str(parity_fixtures.fixture_dir() / "snapshot_small.pt"),
-                                str(tmp_path / "run"))
+  checkpoint = tmp_path / "models" / f"{iv.OFFICIAL_CHECKPOINT}.pt"
+  checkpoint.parent.mkdir()
+  checkpoint.write_bytes(b"")  # --vlm-model must name a file; the real one comes later
+  workdir = str(tmp_path / "run")
+  assert cli.main(["import-reference", str(parity_fixtures.fixture_dir() / "snapshot_small.pt"),
+                   f"--out={workdir}", f"--vlm-model={checkpoint}"]) == 0
+  printed = capsys.readouterr().out
+  commands = [shlex.split(line) for line in printed.splitlines()
+              if line.startswith("  python ")]
+  # The fixture's world model has 6 actions, Stickman 10: no evaluation is offered.
+  assert len(commands) == 1 and commands[0][-1] == "--mode=behavior", printed
+  assert f"--config.vlm.model={checkpoint}" in commands[0]
   with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  assert config.vlm.name == "internvideo2" and config.vlm.model == ""
-  prompts = [str(p) for p in npz("text.npz")["in/prompts"]]
-  task_text = "robot walk fast clean"  # GenRL's stickman_walk prompt, prompt 0 of the fixture
-  assert config.task == "stickman_walk" and task_text in prompts
-  config.tasks = ("stickman_walk",)
-  b = config.behavior
-  b.start, b.num_steps, b.log_every, b.save_every = "data_free", 2, 1, 2
-  b.batch_size, b.batch_length = 8, 4
+    assert json.load(f)["task"] == "stickman_walk"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  budget = ["--config.behavior.num_steps=2", "--config.behavior.log_every=1",
+            "--config.behavior.save_every=2", "--config.behavior.batch_size=8",
+            "--config.behavior.batch_length=4", "--config.vlm.batch_size=8",
+            "--config.vlm.internvideo2.size_overrides=" + ",".join(
+                f"{k}={v}" for k, v in head_overrides().items())]
+  env = dict(os.environ, GENRL_JAX_MALLOC="system")
+
+  def run_printed() -> subprocess.CompletedProcess:
+    argv = [sys.executable if w == "python" else w for w in commands[0]]
+    return subprocess.run(argv + budget, cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
 
   def listing():
     return sorted(os.path.relpath(os.path.join(d, f), workdir)
                   for d, _, files in os.walk(workdir) for f in files)
 
+  checkpoint.unlink()
   before = listing()
-  with pytest.raises(FileNotFoundError, match=r"config\.vlm\.model='' is not a file.*the "
-                     r"behaviour stage, to embed the text prompt of stickman_walk"):
-    workdir_lib.check_vlm_files(config, workdir, ("data", "mfwm", "behavior", "eval"))
-  with pytest.raises(FileNotFoundError, match=r"config\.vlm\.model=''"):
-    behavior_stage.run(config, workdir, progress=False)
+  result = run_printed()
+  assert result.returncode != 0
+  assert f"error: config.vlm.model='{checkpoint}' is not a file" in result.stderr, \
+      result.stderr[-3000:]
   assert listing() == before
 
-  # The checkpoint arrives under the official name with its vocabulary: same identifier,
-  # so the imported workdir accepts it.
-  shutil.copy(FIXTURES / "internvideo2_tiny_f32.pt",
-              tmp_path / f"{iv.OFFICIAL_CHECKPOINT}.pt")
-  shutil.copy(FIXTURES / "vocab.txt", tmp_path / "vocab.txt")
-  config.vlm.model = str(tmp_path / f"{iv.OFFICIAL_CHECKPOINT}.pt")
-  config.vlm.internvideo2.size_overrides = ",".join(
-      f"{k}={v}" for k, v in head_overrides().items())
-  config.vlm.batch_size = 8
-  workdir_lib.check_vlm_files(config, workdir, ("behavior",))
-  workdir_lib.prepare_workdir(config, workdir)
-  [run] = behavior_stage.run(config, workdir, progress=False)
-  assert int(run.state.step) == 2
-  identifier = embedder_lib.embedder_identifier(config)
-  assert identifier == npz_import.REFERENCE_VLM
+  shutil.copy(FIXTURES / "internvideo2_tiny_f32.pt", checkpoint)
+  shutil.copy(FIXTURES / "vocab.txt", checkpoint.parent / "vocab.txt")
+  result = run_printed()
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert os.path.isdir(os.path.join(workdir, "behavior", "stickman_walk", "2"))
+  # The prompt, the task's reference text, embedded as the reference does.
+  task_text = "robot walk fast clean"  # GenRL's stickman_walk prompt, prompt 0 of the fixture
+  prompts = [str(p) for p in npz("text.npz")["in/prompts"]]
+  identifier = npz_import.REFERENCE_VLM
   prompt = prompt_lib.parse_prompt(text=task_text)
   cached = prompt_cache.load(prompt_cache.default_cache_dir(workdir), identifier, "text",
                              prompt_lib.prompt_cache_key(prompt, embed_dim))

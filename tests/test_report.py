@@ -57,8 +57,14 @@ def test_results_table_rows_sorted_with_every_column(tmp_path):
   rows = results.write_results(str(tmp_path))
   assert [r["task"] for r in rows] == ["walker_run", "walker_walk"]
   md = (tmp_path / "results.md").read_text()
-  assert "| walker_walk | a | text | text: \"x\\|y\" | clip:tiny | offline | 3 | 512.2 | 1.500 | " \
-         "0.250 | 7 |" in md
+  # The summary: 9 columns, the return as mean +- std, empty where nothing was measured.
+  assert "| " + " | ".join(results.SUMMARY_HEADER) + " |" in md
+  assert len(results.SUMMARY_HEADER) <= 9
+  assert "| walker_walk | a | offline | 512.2 +- 1.500 |  |  | 0.250 |  |  |" in md
+  # The details: every recorded column of each behaviour, escaped.
+  details = md[md.index("## Details"):]
+  assert "### walker_walk, behaviour a" in details
+  assert "| prompt | text: \"x\\|y\" |" in details and "| checkpoint_step | 7 |" in details
   lines = (tmp_path / "results.csv").read_text().splitlines()
   assert lines[0] == ",".join(results.COLUMNS) and lines[1].startswith("walker_run,b,")
   assert lines[1].split(",")[9] == ""  # no bounds: empty score
@@ -271,8 +277,12 @@ def test_results_table_and_figure_carry_the_learning_report(tmp_path):
   rows = results.write_results(str(tmp_path))
   md = (tmp_path / "results.md").read_text()
   assert "1 of 2 behaviours beat the random policy by 2 std" in md
-  assert "| 100.0 | 10.0 | measured (10 episodes) | yes | 0.00200 | 0.010 | 0.00400 | 0.012 | " \
-         "heldout |" in md
+  # Ratios to the mean frame: prompt 0.002 / 0.01, open loop 0.004 / 0.012.
+  assert "| walker_walk | a | | 130.0 +- 5.000 | 100.0 +- 10.0 | yes | | 0.20 | 0.33 |" \
+      in md.replace("|  |", "| |")
+  assert "| walker_walk | b | | 110.0 +- 5.000 | 100.0 +- 10.0 | no | | 0.20 | 0.33 |" \
+      in md.replace("|  |", "| |")
+  assert "| random_source | measured (10 episodes) |" in md and "| open_loop_split | heldout |" in md
   header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
   assert {"random_mean_return", "beats_random", "open_loop_mse", "prompt_target_mse"} <= set(header)
   path = str(tmp_path / "plots" / "results.png")
@@ -306,3 +316,29 @@ def test_cpu_pipeline_report_table_prints_the_learning_report_and_the_imaginatio
                               "/", "0.0118", "0.19/0.48/0.54/0.19"]
   # What was not measured prints as "-" (the behaviour column falls back on the task).
   assert lines[3].split()[0] == "walker_stand" and lines[3].split()[-3:] == ["-", "-", "-/-/-/-"]
+
+
+def test_run_summary_prints_the_table_and_the_videos_that_exist(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "w"
+  (workdir / "behavior" / "walk").mkdir(parents=True)
+  (workdir / "mfwm").mkdir()
+  (workdir / "prompts").mkdir()
+  own = dict(task="walker_walk", behavior="walk", start="data_free", mean_return=30.0,
+             std_return=2.0, random_mean_return=10.0, random_std_return=1.0, beats_random=True)
+  (workdir / "behavior" / "walk" / "eval.json").write_text(json.dumps(own))
+  (workdir / "behavior" / "walk" / "eval_walker_run.json").write_text(
+      json.dumps(dict(own, task="walker_run", beats_random=False)))
+  for path in ("mfwm/open_loop.gif", "prompts/walker_walk.gif",
+               "behavior/walk/prompt_target.gif", "behavior/walk/eval_episode.gif",
+               "behavior/walk/eval_episode_walker_run.gif"):
+    (workdir / path).write_bytes(b"GIF89a")
+  text = results.run_summary(str(workdir))
+  assert text.startswith(f"1 of 2 behaviours beat the random policy by 2 std ({workdir}/results.md)")
+  assert "| walker_run | walk | data_free | 30.0 +- 2.000 | 10.0 +- 1.000 | no |" in text
+  listed = [line.strip() for line in text.split("Videos:")[1].splitlines() if line.strip()]
+  assert listed == [str(workdir / p) for p in (
+      "mfwm/open_loop.gif", "behavior/walk/prompt_target.gif",
+      "behavior/walk/eval_episode_walker_run.gif", "prompts/walker_walk.gif",
+      "behavior/walk/eval_episode.gif")]
+  assert results.run_summary(str(tmp_path / "empty")) == f"No evaluated behaviours in {tmp_path}/empty."

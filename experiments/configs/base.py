@@ -8,9 +8,8 @@ A domain config calls `domain_config(task, arg)`; `arg` is the part after ':' in
 * `small`: deter/hidden 512, CNN multiplier 32, MLP 4x512, batch 16x32.
 * `tiny`: a CPU size that collects a few random episodes per task and trains in minutes
   (1500 MFWM and 500 behaviour updates per task; `TINY` says why each value).
-* `cpu`: `tiny` sizes with a longer budget (20 episodes per task, 3000 MFWM and 600
-  behaviour updates, actor lr 3e-5): about half an hour per domain on 2 CPU cores
-  (`experiments/cpu_pipeline.py` runs several domains and prints the learning report).
+* `cpu`: `tiny` sizes, a longer budget (20 episodes per task, 3000 MFWM and 600
+  behaviour updates): about half an hour per domain on 2 cores (`experiments/cpu_pipeline.py`).
 """
 
 import ml_collections
@@ -57,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Decoded episodes kept in memory per reader process (MiB; least recently used dropped):
   # a window of a cached episode is a copy instead of a decode of its records.
   c.data.cache_mib = 2048
+  c.data.skip_damaged = False  # True: train on the intact shards, leaving damaged ones out
   c.data.num_envs = 1  # environments stepped in parallel worker processes when collecting
   c.data.action_repeat = 2
   c.data.fast_render = False  # True: no shadows / multisampling (~7x faster, differs a bit).
@@ -253,7 +253,7 @@ SMALL = {
 }
 
 TINY = {
-    # Sizes for minutes of compute on 2 CPU cores (the README's first command); larger
+    # Sizes for minutes of compute on 2 CPU cores (the README's quick start); larger
     # latents, CNN or batch trained no better within this budget and ran 1.5-2x slower.
     "world_model.deter": 128, "world_model.hidden": 128,
     "world_model.stoch": 16, "world_model.discrete": 16,
@@ -293,7 +293,7 @@ CPU = {
     "data.collect_episodes": 21,  # 20 to train on and 1 held out, per task
     "mfwm.num_steps": 3000, "mfwm.log_every": 500, "mfwm.save_every": 1000,
     # The actor at the reference's lr, the critic at tiny's 3e-4: from offline starts an
-    # actor at 3e-4 loses its entropy ahead of the critic (docs/results.md).
+    # actor at 3e-4 loses its entropy ahead of the critic (docs/experiment_log.md).
     "behavior.actor_optimizer.lr": 3e-5,
     "behavior.num_steps": 600, "behavior.log_every": 100, "behavior.save_every": 300,
 }

@@ -1,22 +1,13 @@
-r"""Cheetah (dm_control half-cheetah, 6 actuators): the GenRL MFWM for cheetah tasks.
+r"""Cheetah (dm_control half-cheetah, 6 actuators): the GenRL MFWM and behaviours for cheetah.
 
-Command (from the repository root):
-  python experiments/main.py --config=configs/cheetah.py --workdir=workdirs/cheetah
-Variants: `configs/cheetah.py:small`, `configs/cheetah.py:tiny`.
+  python experiments/main.py --config=configs/cheetah.py --workdir=workdirs/cheetah \
+      --config.vlm.model=models/InternVideo2-stage2_1b-224p-f4.pt
 
-Produces: collected random episodes, MFWM checkpoints under `mfwm/` (with
-`open_loop.gif`; the world model alone while the episodes carry no VLM embeddings), one
-behaviour per task of `config.tasks` (default: the domain's paper tasks) under
-`behavior/<task>/` with its prompt's decoded target and an evaluation episode (GIFs),
-`results.md`/`results.csv`, `metrics.jsonl`, `plots/` and `tensorboard/` in the workdir.
-`:tiny` runs cheetah_standing and cheetah_lying_down, each prompted with a clip of its own
-episodes. It trains in minutes on a 2-core CPU.
-Measured with `:cpu` (`python experiments/cpu_pipeline.py --domains=cheetah`, 2-core CPU,
-2026-12-06, 26 min 42 s): open loop 0.62 x the mean frame's error on held-out episodes
-(the best of the three domains tried), prompt targets 0.56 (standing) and 0.90
-(lying_down); no behaviour beats the random policy: cheetah_standing 4.6 +- 0.1 offline
-and 4.9 +- 0.0 data-free against 6.4 +- 0.4, cheetah_lying_down 355.5 +- 1.5 and
-213.4 +- 4.9 against 434.7 +- 8.1 (README "Does it learn?").
+Variants `:small`, `:tiny`, `:cpu` (`experiments/configs/base.py`). `:tiny` and `:cpu`
+learn cheetah_standing and cheetah_lying_down (`:cpu`: `python
+experiments/cpu_pipeline.py --domains=cheetah`, about half an hour on 2 CPU cores).
+Outputs as in `configs/stickman.py`. Figures: `docs/results.md`,
+`docs/experiment_log.md`.
 """
 
 from configs import base

@@ -18,7 +18,9 @@ frames to plan a batch.
 
 Shards are written into a temporary folder (`genrl_jax.files.write_directory`, a name
 ending in `.tmp`) and renamed when complete: a crash leaves no half-written shard that reads
-as valid, and the next writer removes the leftovers.
+as valid, and the next writer removes the leftovers. Before the rename the size and SHA-256
+of each of the shard's files go into its `checksums.json` (`files.write_checksums`), so
+that damage done later is found (`data/dataset_check.py`, `genrl_jax check-dataset`).
 Embeddings are added later as separate shards, one per episode shard, without rewriting
 frames; embeddings of several VLMs can coexist. ArrayRecord checksums every chunk, so a
 corrupted or truncated shard fails on read (with the file named) instead of yielding bad data.
@@ -106,6 +108,7 @@ def write_tfds_shard(final: str, name: str, features, metadata: dict,
     writer.close_all()
     if os.path.exists(final):
       raise DatasetError(f"{final} already exists; nothing was overwritten")
+    files.write_checksums(folder)
 
   files.write_directory(final, fill)
 
@@ -142,8 +145,9 @@ def read_spec(root: str) -> DatasetSpec:
   if not os.path.exists(path):
     hint = ""
     if os.path.isdir(root) and any(n.endswith(".npz") for n in os.listdir(root)):
-      hint = (" It holds .npz episode files: convert them with `python -m genrl_jax "
-              f"import-npz {root} --out <dataset folder>`.")
+      hint = (" It holds .npz episode files: convert them with `genrl_jax import-npz "
+              f"{root} --out={root.rstrip(os.sep)}_dataset --domain=DOMAIN` (DOMAIN: "
+              "walker, cheetah, quadruped, stickman or kitchen) and train on that folder.")
     raise DatasetError(f"{root} is not a genrl_jax dataset (no {SPEC_FILE}).{hint}")
   try:
     with open(path) as f:

@@ -1,5 +1,11 @@
 """Reading a dataset: `open_dataset` reads only metadata, and the `EpisodeDataset` it returns
 gives random access to episodes, windows and their VLM embeddings.
+
+Damaged shards (`data/dataset_check.py`) are refused with the shard named: a file whose
+size differs from the shard's checksum record when the dataset is opened, a file whose
+content differs when the shard is first read (each shard is hashed once per process), a
+record that fails to decode when it is read. `open_dataset(skip_damaged=True)` checks
+every shard in full first and leaves the damaged ones out instead.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from genrl_jax.data import dataset_check
 from genrl_jax.data import episodes as episodes_lib
 from genrl_jax.data.dataset import (EMBEDDINGS_DIR, EPISODES_DIR, SPEC_FILE, DatasetSpec,
                                     open_shard, read_shard_metadata, read_spec, shard_names)
@@ -36,8 +43,11 @@ class EpisodeDataset:
 
   def __init__(self, root: str, spec: DatasetSpec, shards: list[Shard],
                embedding_sets: dict[str, EmbeddingSet], embedding: str | None,
-               cache_mib: float = 0):
+               cache_mib: float = 0,
+               skipped: tuple[dataset_check.ShardReport, ...] = ()):
+    """`skipped`: the damaged shards left out (`open_dataset(skip_damaged=True)`)."""
     self.root, self.spec, self.shards = root, spec, shards
+    self.skipped = skipped
     self.embedding_sets = embedding_sets
     self.embedding = embedding
     self.episode_ids = np.array([i for s in shards for i in s.episode_ids], np.int64)
@@ -74,6 +84,11 @@ class EpisodeDataset:
     return int(self.lengths.sum())
 
   @property
+  def skipped_episodes(self) -> int:
+    """Episodes of the damaged shards left out (their episode shard's metadata)."""
+    return len({i for r in self.skipped for i in r.episode_ids})
+
+  @property
   def embed_dim(self) -> int | None:
     return self.embedding_sets[self.embedding].embed_dim if self.embedding else None
 
@@ -83,6 +98,9 @@ class EpisodeDataset:
       name = self.shards[shard].name
       path = (self.shards[shard].path if kind == "episodes" else os.path.join(
           self.root, EMBEDDINGS_DIR, embedding_key(self.embedding), name))
+      damage = dataset_check.shard_content_damage(path)
+      if damage:
+        raise DatasetError(_damaged_message(self.root, path, damage))
       self._sources[key] = open_shard(path)
     return self._sources[key]
 
@@ -164,20 +182,48 @@ class EpisodeDataset:
                          f"{process_count} processes reading it")
     return np.arange(process_index, self.num_episodes, process_count)
 
+def _damaged_message(root: str, path: str, problems: list[str] | tuple[str, ...]) -> str:
+  return (f"{path}: damaged shard ({'; '.join(problems)}); `genrl_jax check-dataset {root}` "
+          "lists every damaged shard, --config.data.skip_damaged=True trains on the others")
+
+
 def open_dataset(root: str, embedding: str | None = None,
-                 allow_empty: bool = False, cache_mib: float = 0) -> EpisodeDataset:
-  """Opens the dataset at `root`, reading only metadata.
+                 allow_empty: bool = False, cache_mib: float = 0,
+                 skip_damaged: bool = False, check_sizes: bool = True) -> EpisodeDataset:
+  """Opens the dataset at `root`, reading only metadata (and the sizes of its files).
 
   `embedding`: the identifier of the VLM whose embeddings reads should include; it must
   cover every episode shard. `cache_mib`: decoded episodes kept in memory (least recently
   used dropped first; 0: none), so that windows of a cached episode cost a copy. Raises
-  `DatasetError` for a missing or empty dataset.
+  `DatasetError` for a missing or empty dataset, and (`check_sizes`; writers and id
+  listings, which read no episode, turn it off) for a shard whose files' sizes differ from
+  its checksum record. `skip_damaged`: check every shard in full first
+  (`dataset_check.check_shard`: hashes, or every record of shards without checksums) and
+  leave out the damaged ones (with their embeddings; listed in `skipped`).
   """
   spec = read_spec(root)
   episodes_dir = os.path.join(root, EPISODES_DIR)
   shards = []
+  skipped = []
+  emb_dir = (os.path.join(root, EMBEDDINGS_DIR, embedding_key(embedding))
+             if embedding is not None else None)
   for name in shard_names(episodes_dir):
     path = os.path.join(episodes_dir, name)
+    folders = [(path, "episodes")]
+    if emb_dir is not None and os.path.isdir(os.path.join(emb_dir, name)):
+      folders.append((os.path.join(emb_dir, name), f"embeddings {embedding_key(embedding)}"))
+    if skip_damaged:
+      reports = [dataset_check.check_shard(*f) for f in folders]
+      if not all(r.intact for r in reports):
+        # Counted by the episode shard's ids (those a damaged embedding shard belongs to).
+        skipped += [dataclasses.replace(r, episode_ids=reports[0].episode_ids)
+                    for r in reports if not r.intact]
+        continue
+    elif check_sizes:
+      for folder, _ in folders:
+        damage = dataset_check.shard_size_damage(folder)
+        if damage:
+          raise DatasetError(_damaged_message(root, folder, damage))
     meta = read_shard_metadata(path)
     try:
       ids, lengths = tuple(meta["episode_ids"]), tuple(meta["lengths"])
@@ -187,6 +233,9 @@ def open_dataset(root: str, embedding: str | None = None,
       raise DatasetError(f"{path}/metadata.json: {len(ids)} episode ids, {len(lengths)} "
                          "lengths")
     shards.append(Shard(name, path, ids, lengths, meta))
+  if not shards and skipped:
+    raise DatasetError(f"every shard of the dataset {root} is damaged, e.g. "
+                       f"{skipped[0].describe()}")
   if not shards and not allow_empty:
     raise DatasetError(f"the dataset {root} has no episodes (no complete shard in "
                        f"{episodes_dir})")
@@ -200,10 +249,10 @@ def open_dataset(root: str, embedding: str | None = None,
       raise DatasetError(f"{root}: embeddings of {embedding!r} are missing for shards "
                          f"{missing[:5]}{'...' if len(missing) > 5 else ''}; run the "
                          "embedding stage to complete them")
-  return EpisodeDataset(root, spec, shards, sets, embedding, cache_mib)
+  return EpisodeDataset(root, spec, shards, sets, embedding, cache_mib, tuple(skipped))
 
 def existing_episode_ids(root: str) -> set[int]:
   """Ids of the episodes of the dataset at `root` (empty if there is none yet)."""
   if not os.path.exists(os.path.join(root, SPEC_FILE)):
     return set()
-  return set(open_dataset(root, allow_empty=True).episode_ids.tolist())
+  return set(open_dataset(root, allow_empty=True, check_sizes=False).episode_ids.tolist())

@@ -66,7 +66,7 @@ class EpisodeWriter:
     self._buffer: list[tuple[int, Episode]] = []
     self._lock = None
     create_or_check(root, spec)
-    existing = open_dataset(root, allow_empty=True)
+    existing = open_dataset(root, allow_empty=True, check_sizes=False)  # ids only
     self._ids = set(existing.episode_ids.tolist())
     # Embeddings of one VLM have one size: fixed by those already written, else the first.
     have = existing.embedding_sets.get(vlm) if vlm is not None else None

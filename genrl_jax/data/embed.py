@@ -55,7 +55,7 @@ def embed_episodes(episodes: list[np.ndarray], embedder: Embedder, n_frames: int
 
 def embed_dataset(root: str, embedder: Embedder, n_frames: int, batch_size: int = 64,
                   progress: bool = True, process_index: int = 0,
-                  process_count: int = 1) -> dict[str, float]:
+                  process_count: int = 1, skip_damaged: bool = False) -> dict[str, float]:
   """Adds the embeddings of `embedder` to every shard of the dataset at `root` lacking them.
 
   Clips are embedded `batch_size` at a time (the embedder spreads each batch over its
@@ -63,11 +63,12 @@ def embed_dataset(root: str, embedder: Embedder, n_frames: int, batch_size: int 
   of `process_count` embeds the shards `k` with `k % process_count == process_index`
   (each shard's embeddings are written atomically, so processes never collide; wait for
   all of them before reading). Returns `{'shards', 'episodes', 'clips', 'seconds',
-  'clips_per_second'}` of this call.
+  'clips_per_second'}` of this call. `skip_damaged`: damaged shards are left without
+  embeddings (`open_dataset`) instead of refused.
   """
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} with process_count={process_count}")
-  dataset = dataset_reader.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root, skip_damaged=skip_damaged)
   have = dataset.embedding_sets.get(embedder.identifier)
   if have is not None and have.embed_dim != embedder.embed_dim:
     raise dataset_lib.DatasetError(

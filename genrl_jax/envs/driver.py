@@ -17,7 +17,9 @@ acts, what it records, what it does between steps):
 
 `envs` is a batch of environments (`envs.vector.SerialEnvs` / `ParallelEnvs`):
 `num_envs`, `reset(indices, seeds=...)` and `step(actions, indices)` returning stacked
-time-step dicts with a leading axis over `indices`.
+time-step dicts with a leading axis over `indices`. A `ParallelEnvs` worker that dies is
+restarted and its environment replayed below this loop (`envs/vector.py`): the episodes
+played here, their seeds and actions, are those of a run without the failure.
 """
 
 from __future__ import annotations

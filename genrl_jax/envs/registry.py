@@ -8,6 +8,25 @@ import difflib
 # listing tasks does not import gymnasium-robotics).
 KITCHEN_TASKS = ("microwave", "kettle", "burner", "light", "slide", "hinge", "top_burner")
 
+# The dm_control tasks `dmc.dmc_task_names()` builds (the suite's and our custom ones),
+# named here so that listing tasks (and so loading a config) imports no simulator: the
+# benchmarks run where dm_control and MuJoCo are not installed. tests/test_envs.py checks
+# that the two lists agree.
+DMC_TASKS = (
+    "cheetah_flip", "cheetah_flip_backward", "cheetah_flipping", "cheetah_lying_down",
+    "cheetah_run", "cheetah_run_backward", "cheetah_standing", "quadruped_jump",
+    "quadruped_lie_down", "quadruped_run", "quadruped_stand", "quadruped_two_legs",
+    "quadruped_walk", "stickman_arabesque", "stickman_backflip", "stickman_boxing",
+    "stickman_flip", "stickman_flipping", "stickman_hands_up", "stickman_headstand",
+    "stickman_high_kick", "stickman_legs_up", "stickman_lunge_pose", "stickman_lying_down",
+    "stickman_one_foot", "stickman_run", "stickman_sit_knees", "stickman_stand",
+    "stickman_urlb_flip", "stickman_walk", "walker_arabesque", "walker_backflip",
+    "walker_flip", "walker_flipping", "walker_headstand", "walker_high_kick",
+    "walker_legs_up", "walker_lunge_pose", "walker_lying_down", "walker_one_foot",
+    "walker_run", "walker_run_backwards", "walker_sit_knees", "walker_stand",
+    "walker_urlb_flip", "walker_walk", "walker_walk_backwards",
+)
+
 
 def split_task(name: str) -> tuple[str, str]:
   """'walker_walk' -> ('walker', 'walk'); split at the first underscore."""
@@ -19,9 +38,7 @@ def split_task(name: str) -> tuple[str, str]:
 
 def list_tasks() -> list[str]:
   """All task names accepted by :func:`make_env`, sorted."""
-  from genrl_jax.envs.dmc import dmc_task_names
-
-  return sorted(dmc_task_names() + [f"kitchen_{t}" for t in KITCHEN_TASKS])
+  return sorted(DMC_TASKS + tuple(f"kitchen_{t}" for t in KITCHEN_TASKS))
 
 
 def unknown_task_error(name: str,

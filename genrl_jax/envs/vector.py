@@ -12,11 +12,23 @@ that end at different times).
 
 Workers are started with 'spawn' and build their environment themselves: GL contexts do not
 survive ``fork``, and forking a process in which JAX runs threads can deadlock.
+
+A worker that dies (killed, out of memory, a crash in the renderer) is noticed within about
+50 ms and restarted (at most ``max_restarts`` times per environment): the new worker
+rebuilds the environment with the seed of its last rebuild and replays the commands sent
+since (resets and actions), checking that every replayed time step equals the one
+answered before, bit for bit, and then answers the pending command. Environments are
+deterministic given their seed and actions, so callers (collection, evaluation) see the
+same time steps as without the failure and need not know. Where replay is not possible
+(restarts used up, a replay that differs, an environment left broken by an error, or
+more than ``MAX_REPLAY`` commands since the last rebuild) the call raises one
+RuntimeError naming the environment, task and seed.
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -26,6 +38,7 @@ import weakref
 from typing import Sequence
 
 import numpy as np
+from absl import logging
 
 from genrl_jax.envs.pixels import check_action
 from genrl_jax.envs.registry import make_env
@@ -33,6 +46,10 @@ from genrl_jax.envs.registry import make_env
 # How often a waiting parent checks that its workers are alive.
 _POLL_S = 0.05
 _CLOSE_WAIT_S = 5.0
+# Commands kept per environment since its last rebuild with a seed, for replay: collection
+# rebuilds every episode; evaluation's 10 episodes of 500 steps need 5010. Beyond this an
+# environment is no longer replayable (its memory stays bounded).
+MAX_REPLAY = 100_000
 
 
 def stack_time_steps(steps: Sequence[dict]) -> dict:
@@ -42,6 +59,16 @@ def stack_time_steps(steps: Sequence[dict]) -> dict:
 
 def _describe(task: str, index: int, seed: int) -> str:
   return f"env {index} ({task}, seed {seed})"
+
+
+def _digest(payload: dict) -> bytes:
+  """A fingerprint of a time step dict (keys, dtypes, shapes and bytes of its arrays)."""
+  h = hashlib.blake2b(digest_size=16)
+  for key in sorted(payload):
+    a = np.ascontiguousarray(payload[key])
+    h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+    h.update(a.tobytes())
+  return h.digest()
 
 
 def _env_info(env) -> dict:
@@ -251,6 +278,9 @@ def _rebuild_error(where: str, name: str, message: str, tb: str) -> Exception:
 
 def _shutdown(processes: list, conns: list) -> None:
   """Stops workers: ask, then terminate, then kill; joins them so none is left a zombie."""
+  # Slots of workers never started (a failed start) hold None.
+  pairs = [(c, p) for c, p in zip(conns, processes) if p is not None]
+  conns, processes = [c for c, _ in pairs], [p for _, p in pairs]
   for conn, proc in zip(conns, processes):
     if proc.is_alive():
       try:
@@ -271,6 +301,10 @@ def _shutdown(processes: list, conns: list) -> None:
     conn.close()
 
 
+class _WorkerDied(Exception):
+  """A worker process is gone; the message says how (signal or exit code, pid)."""
+
+
 class ParallelEnvs(_Envs):
   """``num_envs`` environments, each in its own worker process.
 
@@ -281,13 +315,16 @@ class ParallelEnvs(_Envs):
         unsafe: GL contexts and JAX's threads do not survive it).
       timeout: seconds one call may wait for a worker before failing (None: no limit);
         a worker that dies is noticed within about 50 ms whatever this is.
+      max_restarts: how many times each environment's worker is restarted after dying
+        (its commands replayed, see the module doc) before a death raises; 0: never.
 
     Unless ``LP_NUM_THREADS`` is set, each worker's Mesa software renderer (llvmpipe) gets
     ``cpu_count // num_envs`` threads (at least 1), not one per core.
 
     Errors raised in a worker are raised here with the same builtin type, naming the env
-    index, task and seed, followed by the worker's traceback. A worker that dies or does
-    not answer in time raises RuntimeError and closes all workers.
+    index, task and seed, followed by the worker's traceback. A worker that dies past its
+    restarts or where replay is not possible, or that does not answer in time, raises
+    RuntimeError and closes all workers.
     """
 
   def __init__(self,
@@ -300,28 +337,32 @@ class ParallelEnvs(_Envs):
                size: int = 64,
                env_kwargs: dict | None = None,
                start_method: str = "spawn",
-               timeout: float | None = 300.0):
+               timeout: float | None = 300.0,
+               max_restarts: int = 3):
     super().__init__(task, num_envs, seed, fast_render, action_repeat, size, env_kwargs)
     if start_method == "fork":
       raise ValueError("start_method='fork' is not supported: GL contexts and JAX threads do "
                        "not survive fork; use 'spawn' or 'forkserver'")
+    if max_restarts < 0:
+      raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
     self.timeout = timeout
-    context = multiprocessing.get_context(start_method)
-    render_threads = max(1, (os.cpu_count() or 1) // self.num_envs)
-    self._conns, self._processes = [], []
+    self.max_restarts = int(max_restarts)
+    self._context = multiprocessing.get_context(start_method)
+    self._render_threads = max(1, (os.cpu_count() or 1) // self.num_envs)
+    # Per environment, what a restarted worker needs to reach the same state: the seed its
+    # environment was last built with and the commands answered since, each with the
+    # digest of its answer ((command, argument, digest)); None where replay is not possible,
+    # `_why_not` then says why.
+    self._built_with = list(self.seeds)
+    self._log: list[list | None] = [[] for _ in range(self.num_envs)]
+    self._why_not = [""] * self.num_envs
+    self.restarts = [0] * self.num_envs  # restarts so far, per environment
+    self._conns, self._processes = [None] * self.num_envs, [None] * self.num_envs
     self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._conns)
     for i, s in enumerate(self.seeds):
-      parent, child = context.Pipe()
-      proc = context.Process(target=_worker,
-                             args=(child, task, s, self._make_kwargs, render_threads),
-                             name=f"genrl-env-{i}-{task}",
-                             daemon=True)
-      proc.start()
-      child.close()  # the worker's end; the parent keeps only its own
-      self._conns.append(parent)
-      self._processes.append(proc)
+      self._start_worker(i, s)
     try:
-      info = self._gather(list(range(self.num_envs)))[0]
+      info = self._send(list(range(self.num_envs)), [None] * self.num_envs)[0]
     except BaseException:
       self.close()
       raise
@@ -329,7 +370,8 @@ class ParallelEnvs(_Envs):
 
   @property
   def processes(self) -> list:
-    """The worker processes (``multiprocessing.Process``), one per environment."""
+    """The worker processes (``multiprocessing.Process``), one per environment (a
+    restarted worker replaces its predecessor)."""
     return list(self._processes)
 
   @property
@@ -343,8 +385,27 @@ class ParallelEnvs(_Envs):
     self.close()
     return RuntimeError(message + "; all workers of this ParallelEnvs were closed")
 
-  def _receive(self, i: int, deadline: float | None):
-    """The answer of worker i, or RuntimeError when it dies or the deadline passes."""
+  def _start_worker(self, i: int, seed: int) -> None:
+    """Starts the worker of environment i, which builds ``make_env(task, seed)`` and
+    answers ("ok", info) or ("error", ...) before its first command."""
+    parent, child = self._context.Pipe()
+    proc = self._context.Process(
+        target=_worker, args=(child, self.task, seed, self._make_kwargs, self._render_threads),
+        name=f"genrl-env-{i}-{self.task}", daemon=True)
+    proc.start()
+    child.close()  # the worker's end; the parent keeps only its own
+    # In place: the finalizer shuts down what these lists hold.
+    self._conns[i], self._processes[i] = parent, proc
+
+  def _post(self, i: int, command: tuple) -> None:
+    try:
+      self._conns[i].send(command)
+    except (OSError, ValueError):
+      pass  # a dead worker: _wait reports it
+
+  def _wait(self, i: int, deadline: float | None):
+    """The answer of worker i; _WorkerDied when it is gone, RuntimeError (all workers
+    closed) when the deadline passes."""
     conn, proc = self._conns[i], self._processes[i]
     while True:
       try:
@@ -357,31 +418,110 @@ class ParallelEnvs(_Envs):
         code = proc.exitcode
         how = (f"was killed by signal {signal.Signals(-code).name}"
                if code is not None and code < 0 else f"exited with code {code}")
-        raise self._fail(f"{self._where(i)}: the worker process (pid {proc.pid}) {how}")
+        raise _WorkerDied(f"the worker process (pid {proc.pid}) {how}")
       if deadline is not None and time.monotonic() > deadline:
         raise self._fail(f"{self._where(i)}: no answer from the worker process within "
                          f"{self.timeout} s")
 
-  def _gather(self, indices: list[int]) -> list:
-    """Receives one answer per index (all of them, so that the pipes stay in step), then
-      raises the first worker error, if any."""
-    deadline = None if self.timeout is None else time.monotonic() + self.timeout
-    answers = [self._receive(i, deadline) for i in indices]
-    for i, (status, payload) in zip(indices, answers):
-      if status == "error":
-        raise _rebuild_error(self._where(i), *payload)
-    return [payload for _, payload in answers]
+  def _deadline(self) -> float | None:
+    return None if self.timeout is None else time.monotonic() + self.timeout
+
+  def _revive(self, i: int, how: str) -> dict:
+    """Restarts the dead worker of environment i and replays its commands; returns the
+    new worker's environment info. Raises RuntimeError (all workers closed) when the
+    restarts are used up, replay is not possible or what it gives differs."""
+    while True:
+      self._conns[i].close()
+      if self.restarts[i] >= self.max_restarts:
+        raise self._fail(f"{self._where(i)}: {how}; not restarted (max_restarts="
+                         f"{self.max_restarts}" + (f", all used: it was restarted "
+                                                   f"{self.restarts[i]} times)"
+                                                   if self.max_restarts else ")"))
+      log = self._log[i]
+      if log is None:
+        raise self._fail(f"{self._where(i)}: {how}; it cannot be restarted: "
+                         f"{self._why_not[i]}")
+      self.restarts[i] += 1
+      logging.warning("%s: %s; restarting it (restart %d of at most %d) and replaying the "
+                      "%d commands since its environment was built with seed %d",
+                      self._where(i), how, self.restarts[i], self.max_restarts, len(log),
+                      self._built_with[i])
+      self._start_worker(i, self._built_with[i])
+      try:
+        status, info = self._wait(i, self._deadline())
+        if status == "error":
+          raise self._fail(str(_rebuild_error(self._where(i), *info)))
+        for k, (command, arg, digest) in enumerate(log):
+          self._post(i, (command, arg))
+          status, payload = self._wait(i, self._deadline())
+          if status == "error" or _digest(payload) != digest:
+            what = (_rebuild_error(self._where(i), *payload) if status == "error"
+                    else "a different time step than before")
+            raise self._fail(
+                f"{self._where(i)}: {how}; restarted, but replaying its command {k + 1} of "
+                f"{len(log)} ({command}) gave {what}: the environment is not deterministic "
+                "given its seed and actions, so it cannot be restarted")
+        return info
+      except _WorkerDied as again:
+        how = f"{how}; restarted, it died again: {again}"
+
+  def _record(self, i: int, command: tuple | None, status: str, payload) -> None:
+    """Keeps what replaying environment i needs after its answer to `command`."""
+    if command is None:
+      return  # the build: nothing to replay
+    name, arg = command
+    if status != "ok":
+      # An environment whose command failed (e.g. a failed rebuild) is in no state a
+      # replay could be checked against.
+      self._log[i], self._why_not[i] = None, f"its {name} command failed before"
+      return
+    if name == "reset" and arg is not None:
+      self._built_with[i], self._log[i] = arg, []
+      name, arg = "reset", None  # replayed on a worker built with that seed
+    log = self._log[i]
+    if log is None:
+      return
+    if len(log) >= MAX_REPLAY:
+      self._log[i] = None
+      self._why_not[i] = (f"more than {MAX_REPLAY} commands since its environment was "
+                          "built with its seed, too many to replay")
+      return
+    # A copy: the caller may reuse its action buffer.
+    log.append((name, None if arg is None else np.array(arg), _digest(payload)))
 
   def _send(self, indices: list[int], commands: list) -> list:
+    """Sends `commands[k]` to worker `indices[k]` (None: none, the answer to its build is
+    awaited) and receives one answer per index (all of them, so that the pipes stay in
+    step), restarting workers that died; then raises the first worker error, if any."""
     if self.closed:
       raise RuntimeError(f"{self!r} is closed")
     try:
       for i, command in zip(indices, commands):
-        try:
-          self._conns[i].send(command)
-        except (OSError, ValueError):
-          pass  # a dead worker: _receive reports it
-      return self._gather(indices)
+        if command is not None:
+          self._post(i, command)
+      deadline = self._deadline()
+      answers = []
+      for i, command in zip(indices, commands):
+        while True:
+          try:
+            answers.append(self._wait(i, deadline))
+            break
+          except _WorkerDied as died:
+            if command is not None and command[0] == "reset" and command[1] is not None:
+              # The environment is rebuilt anyway: nothing from before needs replaying.
+              self._built_with[i], self._log[i] = command[1], []
+            info = self._revive(i, str(died))
+            deadline = self._deadline()  # the replay took its time, not the others'
+            if command is None:
+              answers.append(("ok", info))
+              break
+            self._post(i, command)
+      for i, command, (status, payload) in zip(indices, commands, answers):
+        self._record(i, command, status, payload)
+      for i, (status, payload) in zip(indices, answers):
+        if status == "error":
+          raise _rebuild_error(self._where(i), *payload)
+      return [payload for _, payload in answers]
     except KeyboardInterrupt:
       self.close()  # answers may be left in the pipes: these workers cannot be reused
       raise

@@ -13,8 +13,11 @@ and behaviours with the converter table (`convert.py`), and writes into `out`:
                                 `{'actor', 'critic', 'target_critic', 'return_ema'}`
   out/reference_import.json     what was imported, from where, and the command that continues
 
-`python experiments/main.py --config=<same config> --workdir=out --mode=behavior` then learns
-behaviours from prompts in the imported MFWM, and `--mode=mfwm` resumes its training.
+`next_commands` gives the exact `experiments/main.py` command lines that continue (printed by
+`genrl_jax import-reference` and kept in `reference_import.json`): a behaviour for the
+snapshot's task from its text prompt, from data-free starts (the import holds no episodes),
+then its evaluation. They name the InternVideo2 checkpoint the prompts need: the file given
+with `--vlm-model`, else the official file name next to the snapshot.
 The sizes come from the tensor shapes; without a config the domain's config file is loaded
 and given those sizes, with one they are checked against it.
 """
@@ -39,6 +42,7 @@ from genrl_jax.reference import convert
 from genrl_jax.reference import snapshot as snapshot_lib
 from genrl_jax.train import checkpoints
 from genrl_jax.train.state import TrainState
+from genrl_jax.vlm import internvideo2
 
 # Action sizes of the reference's domains (method.md §11), to guess the domain of a
 # snapshot whose config does not name its task.
@@ -179,6 +183,58 @@ def _override_flags(values: Mapping[str, Any], spec: str) -> list[str]:
   return flags
 
 
+def _shell_word(word: str) -> str:
+  """`word` for a POSIX shell: as it is when plain, else in double quotes (escaped)."""
+  if all(c.isalnum() or c in "-_=./:,+@%" for c in word):
+    return word
+  return '"' + "".join("\\" + c if c in '"\\$`' else c for c in word) + '"'
+
+
+# The commands are printed to be run from the repository root (`experiments/main.py`).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _from_root(path: str) -> str:
+  """`path` relative to the repository root when inside it (shorter, portable), else
+  absolute."""
+  path = os.path.abspath(path)
+  relative = os.path.relpath(path, REPO_ROOT)
+  return path if relative.startswith(os.pardir) else relative
+
+
+def next_commands(spec: str, flags: list[str], out_dir: str, task: str,
+                  vlm_model: str | None, can_act: bool = True
+                  ) -> list[tuple[str, list[str]]]:
+  """The command lines that continue from an imported workdir, as (what, argv) pairs.
+
+  Args:
+    spec: the config file the imported config is built from (`configs/<domain>.py`).
+    flags: the `--config.<key>=<value>` flags that give it the snapshot's sizes.
+    out_dir: the imported workdir (absolute).
+    task: the behaviour task (the snapshot's).
+    vlm_model: the InternVideo2 checkpoint for the prompts, or None (config without one).
+    can_act: whether the world model's actions fit the task's environment (else no
+      evaluation command).
+  """
+  common = ["python", "experiments/main.py", f"--config={spec}", *flags,
+            f"--workdir={_from_root(out_dir)}", f"--config.tasks=('{task}',)",
+            "--config.behavior.start=data_free"]
+  if vlm_model:
+    common.append(f"--config.vlm.model={_from_root(vlm_model)}")
+  commands = [(f"learn a behaviour for {task} from its text prompt, from data-free starts",
+               common + ["--mode=behavior"])]
+  if can_act:
+    commands.append((f"play it in {task} next to the random policy; writes "
+                     f"{_from_root(out_dir)}/results.md", common + ["--mode=eval"]))
+  return commands
+
+
+def format_commands(commands: list[tuple[str, list[str]]]) -> str:
+  """`next_commands` as shell lines, each after a `#` comment saying what it does."""
+  return "\n".join(f"  # {what}\n  " + " ".join(_shell_word(w) for w in argv)
+                   for what, argv in commands)
+
+
 def _float32(tree: Any) -> Any:
   return jax.tree.map(lambda x: np.asarray(x, np.float32), tree)
 
@@ -221,7 +277,7 @@ def _write(tmp: str, config: ml_collections.ConfigDict, state: TrainState, step:
 
 def import_reference(snapshot_path: str, out_dir: str,
                      config: ml_collections.ConfigDict | str | None = None,
-                     step: int | None = None) -> str:
+                     step: int | None = None, vlm_model: str | None = None) -> str:
   """Imports a reference snapshot into a new workdir `out_dir` (layout in the module doc).
 
   Args:
@@ -233,6 +289,8 @@ def import_reference(snapshot_path: str, out_dir: str,
       the snapshot; None: the domain's config file (domain from the snapshot's task or its
       action size) given the snapshot's sizes.
     step: the MFWM checkpoint step; None: the snapshot's `_global_step` (0 if unknown).
+    vlm_model: the InternVideo2 checkpoint the next commands name (it must exist); None:
+      the official file name in the snapshot's folder (present or not).
   Returns:
     The absolute path of `out_dir`.
   Raises:
@@ -243,6 +301,9 @@ def import_reference(snapshot_path: str, out_dir: str,
   """
   out_dir = os.path.abspath(out_dir)
   _check_out_dir(out_dir)
+  if vlm_model is not None and not os.path.isfile(vlm_model):
+    raise FileNotFoundError(f"--vlm-model={vlm_model} is not a file: give the InternVideo2 "
+                            f"checkpoint ({internvideo2.OFFICIAL_CHECKPOINT}.pt)")
   snap = snapshot_lib.load_snapshot(snapshot_path)
   state_dict = _agent_state_dict(snap.state_dict)
   extra = convert.unmapped_agent_keys(state_dict)
@@ -281,22 +342,33 @@ def import_reference(snapshot_path: str, out_dir: str,
     warnings.append("no connector in the snapshot: behaviour learning from prompts needs "
                     "one (use out/mfwm as config.mfwm.init_world_model_from)")
   vlm = snap.agent_config.get("viclip_model")
-  command = " ".join(["python experiments/main.py", f"--config={spec or '<your config>'}",
-                      *flags, f"--workdir={out_dir}", "--mode=behavior"])
+  if config.vlm.name == "internvideo2":
+    vlm_model = os.path.abspath(vlm_model or os.path.join(
+        os.path.dirname(os.path.abspath(snapshot_path)),
+        internvideo2.OFFICIAL_CHECKPOINT + ".pt"))
+  # A ConfigDict given in Python has no file: the domain's, whose keys the flags then fix.
+  domain = config.task.split("_")[0]
+  commands = next_commands(spec or f"configs/{domain}.py", flags, out_dir, config.task,
+                           vlm_model, DOMAIN_ACTION_DIMS.get(domain) == action_dim)
+  command = " ".join(_shell_word(w) for w in commands[0][1])
   info = {"source": os.path.abspath(snapshot_path),
           "snapshot_metadata": snap.metadata, "step": step,
           "parameters": len(state_dict), "ignored_submodules": snap.ignored,
           "behaviors": sorted(behaviors), "config_file": spec, "config_flags": flags,
-          "vlm": vlm, "warnings": warnings, "command": command,
+          "vlm": vlm, "vlm_model": vlm_model, "warnings": warnings, "command": command,
+          "commands": [{"what": what, "argv": argv} for what, argv in commands],
           "notes": [f"prompts must be embedded with the VLM the snapshot was trained with "
-                    f"({vlm or 'unknown'}); for InternVideo2 (config.vlm.name="
-                    f"'{config.vlm.name}') give its checkpoint: --config.vlm.model=<path of "
-                    "InternVideo2-stage2_1b-224p-f4.pt> (bert-large-uncased's vocab.txt next "
-                    "to it, or --config.vlm.internvideo2.tokenizer=<its folder>); precomputed "
-                    "embeddings can be given with --config.behavior.prompt.embedding=<file.npy>",
+                    f"({vlm or 'unknown'}; config.vlm.name='{config.vlm.name}'). "
+                    + (f"The commands read InternVideo2's checkpoint from {vlm_model} "
+                       "(bert-large-uncased's vocab.txt next to it)"
+                       + ("" if os.path.isfile(vlm_model) else
+                          ", which is not there yet: download it there (docs/vlm.md)")
+                       if vlm_model else "Give its checkpoint with --config.vlm.model")
+                    + "; a precomputed prompt embedding (E,) in that space can be given "
+                    "with --config.behavior.prompt.embedding instead",
                     "offline behaviour starts read the dataset of --config.data.path "
-                    "(else <workdir>/dataset); --config.behavior.start=data_free needs no "
-                    "data"]}
+                    "(else <workdir>/dataset); the commands use data-free starts, which "
+                    "need no data"]}
 
   def fill(tmp: str) -> None:
     _write(tmp, config, state, step, behaviors, info)
@@ -311,14 +383,16 @@ def import_reference(snapshot_path: str, out_dir: str,
   return out_dir
 
 
-def run_command(snapshot: str, out: str, config: str | None = None) -> int:
-  """The `genrl_jax import-reference SNAPSHOT --out=DIR [--config=SPEC]` command.
+def run_command(snapshot: str, out: str, config: str | None = None,
+                vlm_model: str | None = None) -> int:
+  """The `genrl_jax import-reference SNAPSHOT --out=DIR [--config=SPEC] [--vlm-model=PT]`
+  command.
 
-  Prints where the import went and the command that continues from it (warnings are
+  Prints where the import went and the command lines that continue from it (warnings are
   logged); returns the exit status: 0, or 1 with the reason on stderr when refused.
   """
   try:
-    out_dir = import_reference(snapshot, out, config)
+    out_dir = import_reference(snapshot, out, config, vlm_model=vlm_model)
   except (snapshot_lib.SnapshotError, FileExistsError, FileNotFoundError, KeyError,
           ValueError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else e
@@ -330,5 +404,6 @@ def run_command(snapshot: str, out: str, config: str | None = None) -> int:
         f"{', '.join(info['behaviors']) or 'none'})")
   for note in info["notes"]:
     print(f"note: {note}")
-  print(f"continue with:\n  {info['command']}")
+  commands = [(c["what"], c["argv"]) for c in info["commands"]]
+  print(f"next, from the repository root:\n{format_commands(commands)}")
   return 0

@@ -41,7 +41,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) 
                                     batch_size=config.vlm.batch_size,
                                     progress=progress and jax.process_index() == 0,
                                     process_index=jax.process_index(),
-                                    process_count=jax.process_count())
+                                    process_count=jax.process_count(),
+                                    skip_damaged=config.data.skip_damaged)
     logging.info("data: embedded %d episodes with %s (%.1f clips/s)", stats["episodes"],
                  embedder.identifier, stats["clips_per_second"])
     distributed.barrier("data: embedded")

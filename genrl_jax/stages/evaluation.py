@@ -194,7 +194,7 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
   content (also written). Skips (returning the saved one) when already done."""
   name = experiment_config.behavior_name(config)
   directory = os.path.join(workdir, "behavior", name)
-  step = checkpoints.latest_step(directory)
+  step = checkpoints.newest_intact_step(directory)  # damaged newer steps: a warning
   if step is None:
     raise checkpoints.CheckpointError(f"no behaviour checkpoint in {directory}; run the "
                                       "behavior stage first (--mode=behavior)")

@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 
 import jax
 import ml_collections
+from absl import logging
 
 from genrl_jax import experiment_config
 from genrl_jax import files
@@ -32,10 +33,17 @@ RESUMABLE_KEYS = ("mfwm.num_steps", "mfwm.log_every", "mfwm.save_every", "mfwm.k
                   "data.path", "data.num_envs", "tasks",
                   # Reader and shard settings change no result; datasets may mix collectors.
                   "data.num_threads", "data.prefetch", "data.num_workers", "data.cache_mib",
-                  "data.episodes_per_shard", "data.collector")
+                  "data.episodes_per_shard", "data.collector",
+                  # Turned on to train past damaged shards found by an earlier run.
+                  "data.skip_damaged")
 # Behaviours are per task and prompt, each checkpointed apart: their settings may change
 # between runs that share a workdir (and its MFWM).
 RESUMABLE_PREFIXES = ("behavior.", "eval.", "agent.")
+# The MFWM's optimizer settings (learning rate, eps, clipping, weight decay) may change on
+# resume, e.g. a lower learning rate after a non-finite loss; it is logged. Clipping and
+# weight decay only between non-zero values: turning one on or off changes the
+# optimizer state's structure, which the checkpoints could not restore into.
+OPTIMIZER_PREFIXES = ("world_model.optimizer.", "connector.optimizer.")
 
 
 # Where the VLM's files are, how they are read (head counts the shapes cannot give) and
@@ -170,6 +178,9 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     differ = sorted(k for k in set(old) | set(new)
                     if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS
                     and not k.startswith(RESUMABLE_PREFIXES))
+    optimizer = [k for k in differ if k.startswith(OPTIMIZER_PREFIXES) and (
+        k.endswith((".lr", ".eps")) or (old.get(k) and new.get(k)))]
+    differ = [k for k in differ if k not in optimizer]
     if set(differ) & set(VLM_LOCATION_KEYS) and _same_vlm(saved, config):
       differ = [k for k in differ if k not in VLM_LOCATION_KEYS]
     if differ:
@@ -177,6 +188,10 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       raise WorkdirMismatchError(
           f"workdir {workdir} holds a run of a different config ({details}). Use a new "
           "--workdir, or the config saved in that workdir's config.json; nothing was changed.")
+    if optimizer:
+      logging.warning("workdir %s: resuming with other optimizer settings (%s); the "
+                      "checkpoints' optimizer state is kept", workdir,
+                      ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in optimizer))
   if jax.process_index() == 0:
     files.write_json(path, current)
 
@@ -220,7 +235,7 @@ def fully_embedded(root: str, identifier: str) -> bool:
   """Whether every shard of the dataset at `root` (if any) has `identifier`'s embeddings."""
   if not os.path.exists(os.path.join(root, dataset_lib.SPEC_FILE)):
     return False
-  dataset = dataset_reader.open_dataset(root)
+  dataset = dataset_reader.open_dataset(root, check_sizes=False)  # metadata only
   have = dataset.embedding_sets.get(identifier)
   return have is not None and {s.name for s in dataset.shards} <= set(have.shards)
 
@@ -229,10 +244,20 @@ def open_run_dataset(config: ml_collections.ConfigDict, workdir: str,
                      with_embeddings: bool) -> dataset_reader.EpisodeDataset:
   """The run's dataset, with the chosen embeddings when `with_embeddings`."""
   root = dataset_dir(config, workdir)
-  dataset = dataset_reader.open_dataset(root, cache_mib=config.data.cache_mib)
+  skip = config.data.skip_damaged
+  dataset = dataset_reader.open_dataset(root, cache_mib=config.data.cache_mib,
+                                        skip_damaged=skip)
   embedding = choose_embedding(config, dataset) if with_embeddings else None
-  return dataset_reader.open_dataset(root, embedding, cache_mib=config.data.cache_mib
-                                     ) if embedding else dataset
+  if embedding:
+    dataset = dataset_reader.open_dataset(root, embedding, cache_mib=config.data.cache_mib,
+                                          skip_damaged=skip)
+  if skip:
+    log = logging.warning if dataset.skipped else logging.info
+    log("data: %d of %d episodes left out: %d damaged shards of %s "
+        "(config.data.skip_damaged)%s", dataset.skipped_episodes,
+        dataset.num_episodes + dataset.skipped_episodes, len(dataset.skipped), root,
+        "".join(f"\n  {r.describe()}" for r in dataset.skipped))
+  return dataset
 
 
 def dataset_batches(config: ml_collections.ConfigDict, sampler: input_pipeline.SequenceSampler,

@@ -3,8 +3,8 @@
 The same config and seed give the same result bit for bit on one machine, but not across
 machines: XLA's kernels round differently with other instruction sets (on CPU, e.g., with
 or without fused multiply-add) and other library versions, and a training of thousands of
-updates grows a difference in the last bit into a different model (README,
-"Reproducibility"). Every checkpoint therefore records `describe_host()`, so that a result
+updates grows a difference in the last bit into a different model
+(`docs/reproducibility.md`). Every checkpoint therefore records `describe_host()`, so that a result
 that does not repeat can be told apart from a change of code or data: two machines with
 the same `numerics` fingerprint (and the same versions) compute the same bits.
 

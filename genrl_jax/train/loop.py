@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -26,13 +26,47 @@ class NonFiniteError(FloatingPointError):
   """The loss or the gradients became NaN or infinite."""
 
 
-def check_finite(state: TrainState, stage: str) -> None:
+def nonfinite_terms(metrics: Any) -> list[str]:
+  """`'name=value'` of each metric (scalar or array leaf of the tree) that holds a NaN or
+  an infinity: the loss terms and gradient norms that went non-finite."""
+  out = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(metrics))[0]:
+    value = np.asarray(leaf)
+    if value.dtype.kind in "fc" and not np.isfinite(value).all():
+      name = jax.tree_util.keystr(path).strip("[]'\"")
+      out.append(f"{name}={value.item() if value.size == 1 else 'non-finite'}")
+  return out
+
+
+def check_finite(state: TrainState, stage: str,
+                 recent: Sequence[tuple[int, int, Any]] = (),
+                 checkpointer: Checkpointer | None = None) -> None:
+  """Raises `NonFiniteError` if an update of `state` had a non-finite loss or gradient.
+
+  `recent`: `(first step, stop step, metrics)` of the calls since the last check; the
+  message names the terms that were non-finite in the call holding the first bad update
+  (a chunk's metrics are its means). `checkpointer`: where the rerun resumes from.
+  """
   bad = int(state.nonfinite_step)
-  if bad >= 0:
-    raise NonFiniteError(
-        f"[{stage}] the loss or gradients became non-finite at step {bad} (0-based update "
-        "index); training stopped and no checkpoint of a later step was written. Lower the "
-        "learning rate, check the data for NaNs, or use float32 compute.")
+  if bad < 0:
+    return
+  last_checkpoint = max(checkpointer.all_steps(), default=None) if checkpointer else None
+  terms = None
+  for first, stop, metrics in recent:
+    if first <= bad < stop:
+      terms = nonfinite_terms(metrics)
+      if stop - first > 1:
+        terms = [f"{t} (mean of updates {first}..{stop - 1})" for t in terms]
+  named = (f"non-finite: {', '.join(terms)}" if terms else
+           "its metrics were not kept" if terms is None else
+           "its metrics were all finite: its gradients were not")
+  kept = ("no checkpoint was written yet" if last_checkpoint is None else
+          f"the last checkpoint, step {last_checkpoint}, is kept and no later one was written")
+  raise NonFiniteError(
+      f"[{stage}] the loss or gradients became non-finite at step {bad} (0-based update "
+      f"index; {named}); training stopped, {kept}. Lower the learning rate (optimizer "
+      "settings may change on resume), check the data for NaNs, or use float32 compute, "
+      "then run again: it resumes from the last checkpoint.")
 
 
 def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
@@ -77,6 +111,9 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
   bar = tqdm.tqdm(total=num_steps, initial=start, desc=stage, disable=not show,
                   dynamic_ncols=True)
   host_batches = batches(start, num_steps)
+  # The metrics of the calls since the last finiteness check, to name the terms of a
+  # non-finite update (at most SYNC_EVERY of them).
+  recent: list[tuple[int, int, Any]] = []
   try:
     step = start
     while step < num_steps:
@@ -91,8 +128,10 @@ def train_loop(*, stage: str, state: TrainState, step_fn: Callable[..., Any],
       logging_now = done % log_every == 0 or done == num_steps
       saving_now = checkpointer is not None and (
           done == num_steps or checkpointer.should_save(done))
+      recent.append((step, done, metrics))  # device values: nothing waits here
       if logging_now or saving_now or done % SYNC_EVERY < done - step:
-        check_finite(state, stage)
+        check_finite(state, stage, recent, checkpointer)
+        recent = []
       if logging_now and writer is not None:
         scalars = writer.write(done, metrics)
         bar.set_postfix({k: f"{scalars[k]:.4g}" for k in list(scalars)[:3]})

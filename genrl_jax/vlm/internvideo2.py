@@ -51,8 +51,8 @@ def check_files(checkpoint: str, tokenizer: str) -> None:
   if not checkpoint or not os.path.isfile(os.path.expanduser(checkpoint)):
     raise FileNotFoundError(
         f"config.vlm.model={checkpoint!r} is not a file: config.vlm.name='internvideo2' "
-        f"needs the InternVideo2 stage-2 checkpoint ({OFFICIAL_CHECKPOINT}.pt, see the "
-        "README's 'InternVideo2' section) to embed text or video")
+        f"needs the InternVideo2 stage-2 checkpoint ({OFFICIAL_CHECKPOINT}.pt, see "
+        "docs/vlm.md) to embed text or video")
   vocab_dir = tokenizer_dir(checkpoint, tokenizer)
   if not os.path.isfile(os.path.join(vocab_dir, VOCAB_FILE)):
     raise FileNotFoundError(
