@@ -59,17 +59,20 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-
 _INIT_TIMEOUT = flags.DEFINE_integer(
     "init_timeout", 300, "Seconds to wait for the coordinator and every process to join.")
 _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
-    "heartbeat_timeout", 100, "Seconds after which a silent process counts as dead; the "
+    "heartbeat_timeout", 50, "Seconds after which a silent process counts as dead; the "
     "other processes then stop.")
 
 
 class _OwnInfoOnly(logging.logging.Filter):
   """Keeps INFO lines of genrl_jax and this script; libraries (Orbax, XLA) log many. Also
   drops Orbax's warnings that a checkpoint opened for reading is read-only (every restore
-  of a behaviour or MFWM opens it so, on purpose)."""
+  of a behaviour or MFWM opens it so, on purpose), and its writer threads' tracebacks of a
+  full disk (the stage's `error:` line names the path and the space)."""
 
   def filter(self, record):
     own = "genrl_jax" in record.pathname or record.pathname == __file__
+    if "orbax" in record.pathname and "No space left on device" in record.getMessage():
+      return False  # each writer thread's traceback; the run's one error line says it
     if "orbax" in record.pathname and record.levelno == logging.logging.WARNING:
       message = record.getMessage()
       if "read_only=True" in message or "is read only" in message:
@@ -100,6 +103,7 @@ def main(argv):
   # pylint: disable=g-import-not-at-top (after flag parsing and joining the job)
   from genrl_jax.stages import behavior, data, evaluation, mfwm
   from genrl_jax.stages import workdir as workdir_lib
+  from genrl_jax import files
   from genrl_jax.data.episodes import DatasetError
   from genrl_jax.train import checkpoints
   from genrl_jax.train.loop import NonFiniteError
@@ -133,6 +137,15 @@ def main(argv):
       # What the user gave (a dataset, a checkpoint, a file) is not what the stage needs,
       # or training diverged: one line, not a traceback. Nothing already in the workdir
       # was changed (a damaged checkpoint step may have been moved aside, as logged).
+      logging.error("%s", e)
+      raise SystemExit(f"error: stage {stage}: {e}") from None
+    except OSError as e:
+      if not files.is_disk_full(e):
+        raise
+      # A full disk: one line naming the path and the space (writes through
+      # genrl_jax.files and checkpoints say how much they needed; others name the file).
+      if not isinstance(e, files.DiskFullError):
+        e = files.disk_full_error(getattr(e, "filename", None) or workdir, 0)
       logging.error("%s", e)
       raise SystemExit(f"error: stage {stage}: {e}") from None
   if "eval" in stage_names and jax.process_index() == 0:

@@ -13,6 +13,10 @@ scan for leftovers (`data/dataset.py`) recognise them by it.
 Files and directories get the usual permissions (0o666 / 0o777 less the umask), as a plain
 `open` or `os.mkdir` would give them.
 
+A write that finds the disk full (ENOSPC) raises `DiskFullError`, naming the target, the
+space it needed (at least what it had written) and the space free; the temporary is removed
+first, so the space it took is free again and nothing written before changed.
+
 Checksum records (`write_checksums`, `folder_damage`): the size and SHA-256 of every file
 of a finished folder (a dataset shard, a checkpoint step), written as JSON into the
 folder itself, so that a later reader can tell a damaged file (truncated, changed,
@@ -22,6 +26,7 @@ missing) from an intact one before using it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -58,21 +63,72 @@ def _exclusive(path: str, create: Callable[[str], None]) -> str:
       continue
 
 
+class DiskFullError(OSError):
+  """No space left for a write: the message names the target, the space the write needed
+  and the space free on that filesystem (`errno` is ENOSPC)."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """Whether `error` (or an error it was raised from) is a full disk (ENOSPC); libraries
+  (Orbax, TensorStore, TFDS) wrap the OSError or only keep its text."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _free_bytes(path: str) -> int:
+  """Free bytes on the filesystem of `path` (or of its nearest existing parent)."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  return shutil.disk_usage(path).free
+
+
+def folder_size(path: str) -> int:
+  """Bytes of the file or directory tree `path` (0 if gone)."""
+  if os.path.isfile(path):
+    return os.path.getsize(path)
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path)
+             for f in names if os.path.isfile(os.path.join(d, f)))
+
+
+def disk_full_error(path: str, needed: int, written: int = 0) -> DiskFullError:
+  """The `DiskFullError` of a write of `path` that needed `needed` bytes (0: unknown) and
+  had written `written` of them when the disk filled up (measure before removing the
+  temporary); say it after cleaning up, so that the free space is what a rerun finds."""
+  mib = lambda n: f"{n / 2**20:.1f} MiB"
+  need = (f"about {mib(needed)}" if needed > written else
+          f"more than the {mib(written)} it had written")
+  return DiskFullError(errno.ENOSPC,
+                       f"no space left on the device of {path}: writing it needs {need}, "
+                       f"{mib(_free_bytes(path))} are free; nothing written before was "
+                       "changed: free space and run the same command again, it continues "
+                       "from what was written")
+
+
 def _new_file(path: str) -> None:
   os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
-def write_with(path: str, writer: Callable[[str], None]) -> None:
+def write_with(path: str, writer: Callable[[str], None], size: int = 0) -> None:
   """Makes the file `path` by `writer(tmp)`, which writes the whole content to the (empty,
   existing) file `tmp`; `tmp` then replaces `path`. `writer` may reopen `tmp` as it likes,
-  but must not rely on its name's extension (pass formats explicitly)."""
+  but must not rely on its name's extension (pass formats explicitly). `size`: the bytes
+  it will write, if known (for the `DiskFullError` message)."""
   tmp = _exclusive(path, _new_file)
   try:
     writer(tmp)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
+    written = folder_size(tmp) if os.path.exists(tmp) else 0
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
+    if is_disk_full(e) and not isinstance(e, DiskFullError):
+      raise disk_full_error(path, size, written) from e
     raise
 
 
@@ -80,7 +136,7 @@ def write_bytes(path: str, data: bytes) -> None:
   def writer(tmp: str) -> None:
     with open(tmp, "wb") as f:
       f.write(data)
-  write_with(path, writer)
+  write_with(path, writer, len(data))
 
 
 def write_text(path: str, text: str) -> None:
@@ -92,19 +148,23 @@ def write_json(path: str, payload: Any, *, sort_keys: bool = True, indent: int =
   write_text(path, json.dumps(payload, indent=indent, sort_keys=sort_keys))
 
 
-def write_directory(path: str, fill: Callable[[str], None]) -> None:
+def write_directory(path: str, fill: Callable[[str], None], size: int = 0) -> None:
   """Makes the directory `path` by `fill(tmp)`, which writes everything into the (empty,
   existing) directory `tmp`; `tmp` is then renamed to `path`.
 
   The rename replaces an empty directory `path` and fails with `OSError` when `path` is a
   non-empty directory (another writer finished first) or a file; `tmp` is removed then too.
+  `size`: the bytes it will write, if known (for the `DiskFullError` message).
   """
   tmp = _exclusive(path, os.mkdir)
   try:
     fill(tmp)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
+    written = folder_size(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
+    if is_disk_full(e) and not isinstance(e, DiskFullError):
+      raise disk_full_error(path, size, written) from e
     raise
 
 

@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,18 @@ def write_tfds_shard(final: str, name: str, features, metadata: dict,
       raise DatasetError(f"{final} already exists; nothing was overwritten")
     files.write_checksums(folder)
 
-  files.write_directory(final, fill)
+  files.write_directory(final, fill, size=_nbytes(records))
+
+
+def _nbytes(tree: Any) -> int:
+  """Bytes of the arrays in a (nested dict / list) record tree: the size of a shard
+  before compression, for the disk-full message."""
+  if isinstance(tree, dict):
+    return sum(_nbytes(v) for v in tree.values())
+  if isinstance(tree, (list, tuple)):
+    return sum(_nbytes(v) for v in tree)
+  return int(np.asarray(tree).nbytes)
+
 
 def shard_names(folder: str) -> list[str]:
   if not os.path.isdir(folder):

@@ -27,8 +27,10 @@ alone: a read that fails although the shapes match the target counts as damage t
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import shutil
 import sys
 from typing import Any, Collection
 
@@ -96,8 +98,21 @@ class Checkpointer:
     config = dict(self._config, host=host_info.describe_host())
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               config=ocp.args.JsonSave(config))
-    saved = self._manager.save(step, args=args, force=True)
-    self._manager.wait_until_finished()
+    try:
+      saved = self._manager.save(step, args=args, force=True)
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      if not files.is_disk_full(e):
+        raise
+      # Orbax leaves its unfinished step under a temporary name: remove it, so the space
+      # is free again and no reader ever meets it; the earlier steps are untouched.
+      partial = glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*"))
+      written = sum(files.folder_size(p) for p in partial)
+      if jax.process_index() == 0:
+        for p in partial:
+          shutil.rmtree(p, ignore_errors=True)
+      needed = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state))
+      raise files.disk_full_error(self.step_dir(step), needed, written) from e
     if saved and jax.process_index() == 0:
       # After Orbax's rename, so the record describes the finished step; a crash before
       # it leaves a step without a record, which is read as one saved before records.
@@ -288,8 +303,9 @@ def _quiet_closed_loop_reports() -> None:
 
   Orbax reads an item with many concurrent TensorStore reads on an event loop it closes
   when one read fails; the reads still in flight then report `RuntimeError('Event loop
-  is closed')` through `sys.unraisablehook`, from TensorStore's threads, up to after the
-  process has printed its error line. They tell nothing the error does not, so they go to
+  is closed')`, or their own read error from an unawaited coroutine, through
+  `sys.unraisablehook`, from TensorStore's threads, up to after the process has printed
+  its error line. They tell nothing the error does not, so they go to
   the debug log; every other report reaches the hook installed before.
   """
   previous = sys.unraisablehook
@@ -297,9 +313,16 @@ def _quiet_closed_loop_reports() -> None:
     return
 
   def hook(report):
-    if (isinstance(report.exc_value, RuntimeError)
-        and str(report.exc_value) == "Event loop is closed"):
-      logging.debug("dropped a report of a failed checkpoint read: %s", report.exc_value)
+    closed_loop = (isinstance(report.exc_value, RuntimeError)
+                   and str(report.exc_value) == "Event loop is closed")
+    # The read coroutines left unawaited when the loop closed report their own failure
+    # ("Exception ignored in: <coroutine ... _read_array_index_and_device_put>").
+    failed_read = ("_read_array_index_and_device_put" in repr(report.object)
+                   or str(report.exc_value).startswith(
+                       "Encountered error while reading array index"))
+    if closed_loop or failed_read:
+      logging.debug("dropped a report of a failed checkpoint read: %s",
+                    str(report.exc_value)[:300])
       return
     previous(report)
 

@@ -159,7 +159,7 @@ def _fail_now(message: str) -> None:
   os._exit(JOIN_TIMEOUT_EXIT)  # pylint: disable=protected-access
 
 
-def initialize(job: Job, init_timeout: float = 300, heartbeat_timeout: int = 100) -> None:
+def initialize(job: Job, init_timeout: float = 300, heartbeat_timeout: int = 50) -> None:
   """Joins `job` (`jax.distributed.initialize`), before any other use of JAX.
 
   Waits at most `init_timeout` seconds for the coordinator and all processes, then ends
