@@ -1,5 +1,5 @@
 """What the benchmarks share: the device and host they ran on, peak memory, compilation
-counts, timed calls of a jitted step, and config loading on machines without a simulator.
+counts and timed calls of a jitted step.
 
 Nothing here imports a simulator (dm_control, MuJoCo), TensorFlow or transformers: the
 benchmarks and `scripts/accelerator_check.py` run on accelerator machines that lack them.
