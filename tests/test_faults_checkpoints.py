@@ -9,6 +9,8 @@ The fast tests damage small `Checkpointer` checkpoints; the slow ones run
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import glob
 import logging
 import os
@@ -175,6 +177,37 @@ def test_closed_event_loop_reports_of_a_failed_read_are_dropped(monkeypatch):
   other = report(RuntimeError("something else"))
   sys.unraisablehook(other)
   assert seen == [other]
+
+
+def test_unretrieved_failed_read_tasks_are_not_reported_by_asyncio(monkeypatch):
+  # A read task garbage-collected with its error never retrieved is reported by asyncio's
+  # logger ("Task exception was never retrieved"), not by sys.unraisablehook.
+  monkeypatch.setattr(sys, "unraisablehook", lambda report: None)
+  checkpoints._quiet_closed_loop_reports()  # pylint: disable=protected-access
+  seen = []
+  handler = logging.Handler()
+  handler.emit = seen.append
+  asyncio_logger = logging.getLogger("asyncio")
+  asyncio_logger.addHandler(handler)
+
+  async def async_deserialize(message):
+    raise Exception(message)  # pylint: disable=broad-exception-raised
+
+  def leave_unretrieved(message):
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(async_deserialize(message))
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    del task
+    gc.collect()
+
+  try:
+    leave_unretrieved("Encountered error while reading array index: (slice(0, 4, 1),).")
+    assert seen == []
+    leave_unretrieved("something else")
+    assert [r.exc_info[1].args for r in seen] == [("something else",)]
+  finally:
+    asyncio_logger.removeHandler(handler)
 
 
 def test_other_model_sizes_are_a_config_mismatch_not_damage(tmp_path):

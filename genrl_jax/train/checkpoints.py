@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging as std_logging
 import os
 import shutil
 import sys
@@ -305,8 +306,9 @@ def _quiet_closed_loop_reports() -> None:
   when one read fails; the reads still in flight then report `RuntimeError('Event loop
   is closed')`, or their own read error from an unawaited coroutine, through
   `sys.unraisablehook`, from TensorStore's threads, up to after the process has printed
-  its error line. They tell nothing the error does not, so they go to
-  the debug log; every other report reaches the hook installed before.
+  its error line, or through asyncio's logger when a failed read task is collected with
+  its error unretrieved. They tell nothing the error does not, so they go to the debug
+  log; every other report reaches the hook (or handlers) installed before.
   """
   previous = sys.unraisablehook
   if getattr(previous, "drops_closed_loop_reports", False):
@@ -318,8 +320,7 @@ def _quiet_closed_loop_reports() -> None:
     # The read coroutines left unawaited when the loop closed report their own failure
     # ("Exception ignored in: <coroutine ... _read_array_index_and_device_put>").
     failed_read = ("_read_array_index_and_device_put" in repr(report.object)
-                   or str(report.exc_value).startswith(
-                       "Encountered error while reading array index"))
+                   or _failed_read(report.exc_value))
     if closed_loop or failed_read:
       logging.debug("dropped a report of a failed checkpoint read: %s",
                     str(report.exc_value)[:300])
@@ -328,6 +329,23 @@ def _quiet_closed_loop_reports() -> None:
 
   hook.drops_closed_loop_reports = True
   sys.unraisablehook = hook
+  # A read task garbage-collected with its error unretrieved is reported by asyncio's
+  # logger instead ("Task exception was never retrieved"), with the same error.
+  std_logging.getLogger("asyncio").addFilter(_drop_failed_read_task)
+
+
+def _failed_read(error: BaseException | None) -> bool:
+  return error is not None and str(error).startswith(
+      "Encountered error while reading array index")
+
+
+def _drop_failed_read_task(record: std_logging.LogRecord) -> bool:
+  """Logging filter: False (drop) for asyncio's report of an unretrieved failed read."""
+  error = record.exc_info[1] if record.exc_info else None
+  if _failed_read(error):
+    logging.debug("dropped a report of a failed checkpoint read: %s", str(error)[:300])
+    return False
+  return True
 
 
 def _reader(directory: str) -> ocp.CheckpointManager:
