@@ -160,7 +160,8 @@ def main_in_job(argv):
   """`main`; in a multi-process job an error ends this process at once
   (`distributed.run_or_exit`), so that the other processes stop soon after."""
   from genrl_jax.train import distributed  # pylint: disable=g-import-not-at-top
-  distributed.run_or_exit(lambda: main(argv))
+  # A lost process is named by JAX's coordination service within the heartbeat timeout.
+  distributed.run_or_exit(lambda: main(argv), lost_peer_wait_s=_HEARTBEAT_TIMEOUT.value + 30)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -46,6 +47,38 @@ def temp_name(path: str) -> str:
   directory, name = os.path.split(path.rstrip(os.sep) or path)
   return os.path.join(directory,
                       f".{name}.{os.getpid()}-{secrets.token_hex(6)}{TEMP_SUFFIX}")
+
+
+def remove_dead_temporaries(path: str) -> list[str]:
+  """Removes the temporaries of `path` (`temp_name`) whose writer process is gone: its pid,
+  part of the name, names no running process on this host. For writers that run as one
+  process on one host (a temporary of a live process, e.g. a concurrent run, is kept).
+  Returns what was removed."""
+  directory, name = os.path.split(path.rstrip(os.sep) or path)
+  pattern = re.compile(re.escape(f".{name}.") + r"(\d+)-[0-9a-f]+" + re.escape(TEMP_SUFFIX))
+  removed = []
+  for entry in sorted(os.listdir(directory or ".")) if os.path.isdir(directory or ".") else []:
+    match = pattern.fullmatch(entry)
+    if match is None or _process_runs(int(match.group(1))):
+      continue
+    target = os.path.join(directory, entry)
+    if os.path.isdir(target) and not os.path.islink(target):
+      shutil.rmtree(target, ignore_errors=True)
+    else:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(target)
+    removed.append(target)
+  return removed
+
+
+def _process_runs(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's process
+    return True
+  return True
 
 
 def _exclusive(path: str, create: Callable[[str], None]) -> str:

@@ -299,3 +299,20 @@ def test_task_configs_one_per_task_and_custom_prompts_need_one_task():
   with pytest.raises(ValueError, match="applies to one task"):
     experiment_config.task_configs(_config("", **{"tasks": ("walker_walk", "walker_run"),
                                                   "behavior.prompt.text": "jump"}))
+
+
+def test_eval_metrics_row_is_written_once_per_evaluation(tmp_path):
+  # eval.json is written before the metrics row; a rerun after a kill between the two
+  # writes the row, and a rerun after both writes nothing more.
+  workdir = str(tmp_path)
+  summary = {"checkpoint_step": 4, "mean_return": 12.5, "std_return": 1.25,
+             "random_mean_return": 3.0, "random_std_return": 0.5, "beats_random": True}
+  for _ in range(2):
+    eval_stage._write_eval_metrics(workdir, "walker_walk", summary)  # pylint: disable=protected-access
+  rows = read_metrics(workdir, "behavior_walker_walk")
+  assert [(r["step"], r["eval_mean_return"], r["eval_beats_random"]) for r in rows] == [
+      (4, 12.5, 1.0)]
+  # Another evaluation at the same step (e.g. in another task) is a row of its own.
+  eval_stage._write_eval_metrics(workdir, "walker_walk", dict(summary, mean_return=7.0))  # pylint: disable=protected-access
+  assert [r["eval_mean_return"] for r in read_metrics(workdir, "behavior_walker_walk")] == [
+      12.5, 7.0]

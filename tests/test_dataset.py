@@ -387,3 +387,16 @@ def test_a_folder_of_npz_episodes_gets_the_full_import_command(tmp_path):
   with pytest.raises(DatasetError, match=r"not a genrl_jax dataset .*`genrl_jax import-npz "
                      rf"{tmp_path} --out={tmp_path}_dataset --domain=DOMAIN`"):
     dataset_lib.read_spec(str(tmp_path))
+
+
+def test_remove_leftovers_of_named_shards_only(tmp_path):
+  # Processes of a job embed different shards into one folder: each removes only what an
+  # interrupted run left of its own shards, never another's write in progress.
+  for name in ("shard-00000", ".shard-00001.123-abc.tmp", ".shard-00002.55-ff.tmp",
+               ".shard-000010.7-aa.tmp"):
+    os.makedirs(tmp_path / name)
+  dataset_lib.remove_leftovers(str(tmp_path), of=["shard-00001"])
+  assert sorted(os.listdir(tmp_path)) == [".shard-000010.7-aa.tmp", ".shard-00002.55-ff.tmp",
+                                          "shard-00000"]
+  dataset_lib.remove_leftovers(str(tmp_path))
+  assert os.listdir(tmp_path) == ["shard-00000"]

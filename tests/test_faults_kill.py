@@ -40,6 +40,7 @@ from genrl_jax.data import dataset_check
 from genrl_jax.data import dataset_reader
 from genrl_jax.data import embedding_shards
 from genrl_jax.reference import import_reference as ir
+from genrl_jax.report.metrics import read_metrics
 from genrl_jax.train import checkpoints
 from genrl_jax.train.state import TrainState
 
@@ -181,15 +182,92 @@ def test_embedding_killed_at_3_points_resumes_to_the_uninterrupted_embeddings(tm
   assert code == 0, output[-3000:]
   assert _embedded_shards(root, key) == sorted(want)
   assert _embedding_content(root, key, sorted(want)) == want  # bit for bit
-  # What a kill left mid-write stays a temporary, which no reader takes for a shard.
-  leftovers = set(os.listdir(os.path.join(root, "embeddings", key))) - set(want)
-  assert all(n.endswith(files.TEMP_SUFFIX) for n in leftovers), leftovers
+  # What a kill left mid-write was a temporary, which no reader takes for a shard; the
+  # next run removed it.
+  assert sorted(os.listdir(os.path.join(root, "embeddings", key))) == sorted(want)
   embedded = dataset_reader.open_dataset(root, identifier)
   expected = dataset_reader.open_dataset(reference, identifier)
   for i in range(expected.num_episodes):
     np.testing.assert_array_equal(embedded.read_episode(i)["vlm_embedding"],
                                   expected.read_episode(i)["vlm_embedding"])
   record("kill -9 during the data stage's embedding", len(points))
+
+
+# --- collection, MFWM and behaviour training --------------------------------------------
+
+
+def _training_config():
+  """Micro settings: 2 collected episodes (one per shard), 6 MFWM and 4 behaviour updates,
+  a checkpoint every 2."""
+  c = synthetic.micro_config("")
+  with c.unlocked():
+    c.data.collect_episodes, c.data.num_envs, c.data.episodes_per_shard = 2, 1, 1
+    c.mfwm.num_steps, c.mfwm.log_every, c.mfwm.save_every = 6, 2, 2
+    b = c.behavior
+    b.actor.units = b.critic.units = 32
+    b.actor.layers = b.critic.layers = 1
+    b.batch_size, b.batch_length = 8, 8
+    b.num_steps, b.log_every, b.save_every = 4, 2, 2
+  return c
+
+
+def _episode_content(root: str) -> dict[int, dict[str, bytes]]:
+  """episode id -> its arrays' bytes, over every episode shard of the dataset `root`."""
+  dataset = dataset_reader.open_dataset(root)
+  out = {}
+  for i in range(dataset.num_episodes):
+    episode = dataset.read_episode(i)
+    out[int(dataset.episode_ids[i])] = {k: np.asarray(v).tobytes() for k, v in episode.items()}
+  return out
+
+
+def test_collection_and_training_killed_at_2_points_each_resume_to_the_uninterrupted_run(
+    tmp_path):
+  config = _training_config()
+  flags, env = _flags(config), _env(tmp_path)
+  reference, work = str(tmp_path / "reference"), str(tmp_path / "work")
+  for mode in ("data", "mfwm", "behavior"):  # data: collect, then embed
+    code, output, _ = _run(_main_argv(reference, mode, flags), env,
+                           str(tmp_path / f"reference_{mode}.log"))
+    assert code == 0, output[-3000:]
+  episodes = os.path.join(work, "dataset", "episodes")
+  mfwm_dir = os.path.join(work, "mfwm")
+  behavior_dir = os.path.join(work, "behavior", config.task)
+
+  def temporary_in(folder):
+    return lambda *_: os.path.isdir(folder) and any(
+        n.endswith(files.TEMP_SUFFIX) or ".orbax-checkpoint-tmp" in n
+        for n in os.listdir(folder))
+
+  def intact(folder, step):
+    return lambda *_: os.path.exists(os.path.join(folder, str(step), files.CHECKSUM_FILE))
+
+  # Per stage: killed once its first shard or checkpoint is complete, then (in the run
+  # that resumes from it) while the next one is being written; then the run that ends.
+  kills = {"data": [lambda *_: dataset_lib.shard_names(episodes) == ["shard-00000"],
+                    temporary_in(episodes)],
+           "mfwm": [intact(mfwm_dir, 2), temporary_in(mfwm_dir)],
+           "behavior": [intact(behavior_dir, 2), temporary_in(behavior_dir)]}
+  for mode, points in kills.items():
+    argv = _main_argv(work, mode, flags)
+    for n, point in enumerate(points):
+      code, output, killed = _run(argv, env, str(tmp_path / f"{mode}_kill{n}.log"), point)
+      assert killed and code == -signal.SIGKILL, output[-3000:]
+    code, output, _ = _run(argv, env, str(tmp_path / f"{mode}_final.log"))
+    assert code == 0, output[-3000:]
+    if mode != "data":
+      assert "resumed from step" in output, output[-3000:]
+  # The dataset, the MFWM's state and the behaviour's, bit for bit.
+  assert _episode_content(os.path.join(work, "dataset")) == _episode_content(
+      os.path.join(reference, "dataset"))
+  assert dataset_lib.shard_names(episodes) == ["shard-00000", "shard-00001"]
+  for sub in (("mfwm",), ("behavior", config.task)):
+    _tree_equal(checkpoints.restore_subtree(os.path.join(work, *sub), ()),
+                checkpoints.restore_subtree(os.path.join(reference, *sub), ()))
+  assert checkpoints.newest_intact_step(mfwm_dir) == 6
+  assert checkpoints.newest_intact_step(behavior_dir) == 4
+  for mode in ("collection", "MFWM training", "behaviour training"):
+    record(f"kill -9 during {mode}", 2)
 
 
 # --- the eval stage ---------------------------------------------------------------------
@@ -323,6 +401,12 @@ def test_eval_stage_killed_at_3_points_or_losing_a_worker_gives_identical_result
   code, output, _ = _run(argv, env, str(tmp_path / "final.log"))
   assert code == 0, output[-3000:]
   assert results(killed_dir) == want
+  # metrics.jsonl holds the evaluation's row once (written after eval.json; a run killed
+  # between the two writes it when run again).
+  eval_rows = lambda path: [{k: v for k, v in r.items() if k.startswith("eval_")}
+                            for r in read_metrics(path, f"behavior_{config.task}")
+                            if "eval_mean_return" in r]
+  assert eval_rows(killed_dir) == eval_rows(reference) and len(eval_rows(reference)) == 1
   record("kill -9 of the eval stage", len(points))
   record("env worker killed in the eval stage (subprocess)", 1)
 
@@ -362,11 +446,13 @@ def test_import_reference_killed_at_3_points_leaves_nothing_valid_and_reruns(tmp
   for n, point in enumerate(points):
     code, output, killed = _run(argv, env, str(tmp_path / f"kill{n}.log"), point)
     assert killed and code == -signal.SIGKILL, output[-3000:]
-    # No workdir appeared: `out` is absent (or empty), the rest is a named temporary.
+    # No workdir appeared: `out` is absent (or empty), the rest is a named temporary (of
+    # this run: each run removes those of the killed ones before).
     assert not os.path.exists(out) or not os.listdir(out)
-    assert len(_temporaries(out)) == n + 1
+    assert len(_temporaries(out)) == 1
   code, output, _ = _run(argv, env, str(tmp_path / "final.log"))
   assert code == 0 and f"into {out}" in output, output[-3000:]
+  assert _temporaries(out) == []
   _tree_equal(checkpoints.restore_subtree(os.path.join(out, "mfwm"), ("params",)),
               checkpoints.restore_subtree(os.path.join(reference, "mfwm"), ("params",)))
   _tree_equal(checkpoints.restore_subtree(os.path.join(out, "imported_behavior"), ()),

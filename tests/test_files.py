@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -103,3 +105,17 @@ def test_write_directory(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["empty", "out"] and not os.listdir(empty)
   files.write_directory(empty, lambda tmp: open(os.path.join(tmp, "c.txt"), "w").close())
   assert os.listdir(empty) == ["c.txt"]
+
+
+def test_remove_dead_temporaries_keeps_those_of_running_processes(tmp_path):
+  target = str(tmp_path / "out")
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()  # its pid names no running process now
+  left = tmp_path / f".out.{dead.pid}-0a1b2c3d4e5f{files.TEMP_SUFFIX}"
+  (left / "mfwm").mkdir(parents=True)
+  live = tmp_path / f".out.{os.getpid()}-0a1b2c3d4e5f{files.TEMP_SUFFIX}"
+  live.mkdir()
+  other = tmp_path / f".other.{dead.pid}-0a1b2c3d4e5f{files.TEMP_SUFFIX}"
+  other.write_text("another target's")
+  assert files.remove_dead_temporaries(target) == [str(left)]
+  assert sorted(os.listdir(tmp_path)) == sorted([live.name, other.name])

@@ -35,7 +35,7 @@ import os
 import re
 import shutil
 import threading
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -129,12 +129,14 @@ def shard_names(folder: str) -> list[str]:
     return []
   return sorted(n for n in os.listdir(folder) if _SHARD_RE.match(n))
 
-def remove_leftovers(folder: str) -> None:
+def remove_leftovers(folder: str, of: Collection[str] | None = None) -> None:
   """Removes the temporary shard folders left by an interrupted writer (never complete
-  shards)."""
+  shards): all of them, or only those of the shards named `of` (the ones this process
+  writes, when several processes write into `folder`)."""
   if os.path.isdir(folder):
     for name in os.listdir(folder):
-      if name.endswith(files.TEMP_SUFFIX):
+      if name.endswith(files.TEMP_SUFFIX) and (
+          of is None or any(name.startswith(f".{shard}.") for shard in of)):
         shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 def read_shard_metadata(path: str) -> dict:

@@ -9,6 +9,7 @@ interrupted run resumes.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -77,6 +78,12 @@ def embed_dataset(root: str, embedder: Embedder, n_frames: int, batch_size: int 
   done = set(have.shards) if have else set()
   todo = [k for k, s in enumerate(dataset.shards)
           if s.name not in done and k % process_count == process_index]
+  # What an interrupted run of this process left of these shards (each shard is written
+  # by one process only, so no other process's write in progress is touched).
+  dataset_lib.remove_leftovers(
+      os.path.join(root, dataset_lib.EMBEDDINGS_DIR,
+                   embedding_shards.embedding_key(embedder.identifier)),
+      of=[dataset.shards[k].name for k in todo])
   start, episodes, clips = time.perf_counter(), 0, 0
   offsets = np.concatenate([[0], np.cumsum([len(s.episode_ids) for s in dataset.shards])])
   bar = tqdm.tqdm(total=sum(len(dataset.shards[k].episode_ids) for k in todo),

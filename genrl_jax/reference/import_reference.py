@@ -374,7 +374,10 @@ def import_reference(snapshot_path: str, out_dir: str,
     _write(tmp, config, state, step, behaviors, info)
     _check_out_dir(out_dir)  # still empty: nothing appeared there meanwhile
 
-  # An empty `out_dir` is replaced by the rename.
+  # What an interrupted import into `out_dir` left; then an empty `out_dir` is replaced by
+  # the rename.
+  for leftover in files.remove_dead_temporaries(out_dir):
+    logging.info("import-reference: removed %s, left by an interrupted import", leftover)
   files.write_directory(out_dir, fill)
   for w in warnings:
     logging.warning("import-reference: %s", w)

@@ -60,7 +60,7 @@ from genrl_jax.report import open_loop
 from genrl_jax.report import plots
 from genrl_jax.report import results as results_lib
 from genrl_jax.report import tensorboard
-from genrl_jax.report.metrics import MetricWriter
+from genrl_jax.report.metrics import MetricWriter, read_metrics
 from genrl_jax.stages import workdir as workdir_lib
 from genrl_jax.train import checkpoints
 
@@ -209,6 +209,8 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
         and saved.get("random_episodes") == config.eval.random_episodes
         and saved.get("task") == config.task):
       logging.info("eval %s: already evaluated on %s at step %d", name, config.task, step)
+      if jax.process_index() == 0:
+        _write_eval_metrics(workdir, name, saved)  # if a kill came before it was written
       return saved
   mfwm_params = mfwm_lib.load(os.path.join(workdir, "mfwm"))
   action_dim = wm_lib.action_dim_of(mfwm_params["world_model"], config)
@@ -251,9 +253,7 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
       _write_gif(os.path.join(directory, video_file), np.concatenate(recorded),
                  workdir, f"behavior_{name}", int(step))
     files.write_json(path, summary)
-    with MetricWriter(workdir, f"behavior_{name}") as writer:
-      writer.write(int(step), {f"eval_{k}": summary[k] for k in EVAL_METRICS
-                               if summary.get(k) is not None})
+    _write_eval_metrics(workdir, name, summary)
   score = summary["normalized_score"]
   logging.info("eval %s: return %.1f +- %.1f over %d episodes%s; random policy %.1f +- %.1f "
                "(%s)", name, summary["mean_return"], summary["std_return"],
@@ -261,6 +261,19 @@ def evaluate_behavior(config: ml_collections.ConfigDict, workdir: str,
                summary["random_mean_return"], summary["random_std_return"],
                "beats it by 2 std" if summary["beats_random"] else "does not beat it by 2 std")
   return summary
+
+
+def _write_eval_metrics(workdir: str, name: str, summary: dict[str, Any]) -> None:
+  """Adds the `eval_*` metrics of `summary` (an eval.json) to metrics.jsonl, unless the
+  same row is there already at its checkpoint step: eval.json is written first, so a run
+  stopped between the two writes the row when it is run again."""
+  stage, step = f"behavior_{name}", int(summary["checkpoint_step"])
+  row = {f"eval_{k}": summary[k] for k in EVAL_METRICS if summary.get(k) is not None}
+  if any(r.get("step") == step and all(r.get(k) == float(v) for k, v in row.items())
+         for r in read_metrics(workdir, stage)):
+    return
+  with MetricWriter(workdir, stage) as writer:
+    writer.write(step, row)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True

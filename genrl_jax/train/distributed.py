@@ -22,8 +22,9 @@ Failures are bounded in time instead of hanging:
 * processes started with different process counts are refused right after joining, on
   every process;
 * once joined, a process that dies stops sending heartbeats: JAX's coordination service
-  then terminates every other process after `heartbeat_timeout` seconds ("the JAX
-  distributed service detected fatal errors ... another task died").
+  then terminates every other process after `heartbeat_timeout` seconds (at once when
+  process 0, the coordinator's, is lost), and each prints one `error:` line naming the
+  lost process instead of JAX's report (`lost_process`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
+
+from genrl_jax.train import lost_process
 
 MODES = ("auto", "jax", "off")
 # Exit status of a process stopped by the join watchdog (distinct from Python's 1).
@@ -159,12 +162,15 @@ def _fail_now(message: str) -> None:
   os._exit(JOIN_TIMEOUT_EXIT)  # pylint: disable=protected-access
 
 
-def initialize(job: Job, init_timeout: float = 300, heartbeat_timeout: int = 50) -> None:
+def initialize(job: Job, init_timeout: float = 300, heartbeat_timeout: int = 50,
+               translate_job_failures: bool = True) -> None:
   """Joins `job` (`jax.distributed.initialize`), before any other use of JAX.
 
   Waits at most `init_timeout` seconds for the coordinator and all processes, then ends
   the process (status `JOIN_TIMEOUT_EXIT`) with an error naming the address. After
-  joining, checks that every process was started with the same process count.
+  joining, checks that every process was started with the same process count. With
+  `translate_job_failures`, JAX's report of a lost process becomes one `error:` line
+  naming it (`lost_process`).
   """
   deadline = time.monotonic() + init_timeout
   if job.source != "jax" and job.process_id != 0:
@@ -198,6 +204,9 @@ def initialize(job: Job, init_timeout: float = 300, heartbeat_timeout: int = 50)
                                  cluster_detection_method="deactivate", **kwargs)
   finally:
     timer.cancel()
+  if translate_job_failures:
+    lost_process.watch_stderr(jax.process_index(), jax.process_count(),
+                              job.coordinator_address or "")
   if job.num_processes is not None:
     _check_agreement(job)
   if jax.default_backend() == "cpu":
@@ -238,25 +247,48 @@ def _check_agreement(job: Job) -> None:
         "--num_processes")
 
 
-def run_or_exit(fn: Callable[[], Any]) -> Any:
+# A collective that failed because a process of the job is gone (CPU collectives report
+# the closed connection; the coordination service has not yet noticed the loss).
+_LOST_PEER = re.compile(r"Connection (closed|reset) by peer|Broken pipe|Socket closed")
+
+
+def run_or_exit(fn: Callable[[], Any], lost_peer_wait_s: float = 0.0) -> Any:
   """Returns `fn()`; in a multi-process job, an exception ends this process at once.
 
   A plain exit would wait in JAX's shutdown barrier for processes that may be blocked in a
   collective with this one, until `shutdown_timeout` (5 minutes). Exiting at once (status
   1, after printing the error) stops its heartbeats, so the other processes stop too,
   within the heartbeat timeout.
+
+  An exception of a collective whose connection to another process closed means that
+  process is lost, not that this one failed: then this process waits up to
+  `lost_peer_wait_s` seconds (more than the heartbeat timeout) for JAX's coordination
+  service to end it, which prints one line naming the lost process (`lost_process`),
+  instead of a traceback blaming itself.
   """
   try:
     return fn()
-  except Exception:  # pylint: disable=broad-except
+  except Exception as e:  # pylint: disable=broad-except
     if not jax.distributed.is_initialized():
       raise
+    if lost_peer_wait_s > 0 and _LOST_PEER.search(_messages(e)):
+      time.sleep(lost_peer_wait_s)  # normally ended by JAX before this returns
     traceback.print_exc()
     sys.stderr.write(f"error: process {jax.process_index()} of the job stopped by the error "
                      "above; the other processes stop once they miss its heartbeats\n")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)  # pylint: disable=protected-access
+
+
+def _messages(error: BaseException) -> str:
+  """The messages of `error` and of the exceptions it was raised from or during."""
+  out, seen = [], set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    out.append(str(error))
+    error = error.__cause__ or error.__context__
+  return "\n".join(out)
 
 
 def identity() -> str:
