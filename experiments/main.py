@@ -20,6 +20,7 @@ cluster detection (Cloud TPU pods, `launch/tpu_pod.sh`); otherwise it runs alone
 
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -92,7 +93,13 @@ def _join_job() -> None:
       distributed.initialize(job, _INIT_TIMEOUT.value, _HEARTBEAT_TIMEOUT.value)
   except distributed.DistributedError as e:
     if jax.distributed.is_initialized():
-      raise  # main_in_job ends the process at once
+      # Every process of the job finds the same problem (e.g. different process counts):
+      # each says it, then gives the others a moment to say it too before its exit ends
+      # them (JAX ends a job's processes when one leaves).
+      sys.stderr.write(f"error: {e}\n")
+      sys.stderr.flush()
+      time.sleep(2)
+      os._exit(1)  # pylint: disable=protected-access  (JAX's shutdown would wait for the others)
     sys.exit(f"error: {e}")
 
 

@@ -57,6 +57,17 @@ def write_episodes(directory: str, num: int = 3, length: int | list[int] = 40, s
   return directory
 
 
+def micro_behavior(c: ml_collections.ConfigDict, num_steps: int, log_every: int,
+                   save_every: int) -> None:
+  """Shrinks `c.behavior` in place (inside `c.unlocked()`): one 32-unit layer for the actor
+  and the critic, batches of 8 sequences of 8 steps, and the given schedule."""
+  b = c.behavior
+  b.actor.units = b.critic.units = 32
+  b.actor.layers = b.critic.layers = 1
+  b.batch_size, b.batch_length = 8, 8
+  b.num_steps, b.log_every, b.save_every = num_steps, log_every, save_every
+
+
 def micro_config(data_path: str = "", **overrides) -> ml_collections.ConfigDict:
   """The `tiny` walker config shrunk further so that a handful of steps take seconds."""
   c = experiment_config.load_config("configs/walker.py:tiny")

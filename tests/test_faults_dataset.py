@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from genrl_jax.data import dataset_check
 from genrl_jax.data import dataset_reader
 from genrl_jax.data import input_pipeline
 from genrl_jax.data.episodes import DatasetError
+from genrl_jax.report.metrics import read_metrics
 from genrl_jax.stages import mfwm as mfwm_stage
 from genrl_jax.stages import workdir as workdir_lib
 
@@ -150,3 +152,17 @@ def test_mfwm_refuses_a_damaged_shard_and_trains_on_the_rest_when_told(tmp_path)
   skipped = [r for r in rows if "data_skipped_episodes" in r]
   assert len(skipped) == 1 and skipped[0]["data_skipped_episodes"] == 2
   assert skipped[0]["data_skipped_shards"] == 1 and skipped[0]["stage"] == "mfwm"
+
+
+def test_training_stages_record_the_episodes_left_out(tmp_path):
+  # The mfwm stage and the behaviour stage (offline starts) record, at the step they start
+  # from, what config.data.skip_damaged left out; without it nothing is recorded.
+  config = synthetic.micro_config("")
+  dataset = types.SimpleNamespace(skipped_episodes=2, skipped=("shard report",))
+  workdir_lib.write_skipped_metrics(config, str(tmp_path), "behavior_walker_walk", 4, dataset)
+  assert read_metrics(str(tmp_path)) == []
+  with config.unlocked():
+    config.data.skip_damaged = True
+  workdir_lib.write_skipped_metrics(config, str(tmp_path), "behavior_walker_walk", 4, dataset)
+  [row] = read_metrics(str(tmp_path), "behavior_walker_walk")
+  assert (row["step"], row["data_skipped_episodes"], row["data_skipped_shards"]) == (4, 2, 1)

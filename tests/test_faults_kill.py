@@ -203,11 +203,7 @@ def _training_config():
   with c.unlocked():
     c.data.collect_episodes, c.data.num_envs, c.data.episodes_per_shard = 2, 1, 1
     c.mfwm.num_steps, c.mfwm.log_every, c.mfwm.save_every = 6, 2, 2
-    b = c.behavior
-    b.actor.units = b.critic.units = 32
-    b.actor.layers = b.critic.layers = 1
-    b.batch_size, b.batch_length = 8, 8
-    b.num_steps, b.log_every, b.save_every = 4, 2, 2
+    synthetic.micro_behavior(c, num_steps=4, log_every=2, save_every=2)
   return c
 
 

@@ -232,20 +232,19 @@ def get_config(arg=None):
     c.world_model.conv_impl = "native"  # compiles faster; not what these tests check
     c.vlm.name = "random_projection"
     c.mfwm.num_steps, c.mfwm.log_every, c.mfwm.save_every = 3, 1, 1
-    b = c.behavior
-    b.actor.units = b.critic.units = 32
-    b.actor.layers = b.critic.layers = 1
-    b.batch_size, b.batch_length = 8, 8
-    b.num_steps, b.log_every, b.save_every = 2, 1, 1
+    synthetic.micro_behavior(c, num_steps=2, log_every=1, save_every=1)
   return c
 '''
 
 
-def _write_config(root, data: str) -> str:
-  """A config file for experiments/main.py: `micro_config` on the dataset `data`."""
+def _micro_job(root) -> tuple[str, str, str]:
+  """In the folder `root`: a dataset of 4 one-episode shards, a config file for
+  experiments/main.py (`micro_config` on it) and the workdir's path."""
+  data = synthetic.write_episodes(str(root / "episodes"), num=4, length=24,
+                                  episodes_per_shard=1)
   path = root / "micro.py"
   path.write_text(CONFIG_FILE.format(tests=os.path.join(ROOT, "tests"), data=data))
-  return str(path)
+  return data, str(path), str(root / "work")
 
 
 @pytest.fixture(scope="module")
@@ -254,11 +253,7 @@ def pipeline_run(env, tmp_path_factory, two_process_run):
   4 one-episode shards), the MFWM stage (the program `two_process_run` compiled) and the
   behaviour stage. Returns the workdir, the config file, the dataset and each output."""
   del two_process_run  # only run after it, for its compilation cache
-  root = tmp_path_factory.mktemp("pipeline")
-  data = synthetic.write_episodes(str(root / "episodes"), num=4, length=24,
-                                  episodes_per_shard=1)
-  config = _write_config(root, data)
-  workdir = str(root / "work")
+  data, config, workdir = _micro_job(tmp_path_factory.mktemp("pipeline"))
   outputs = {}
   for mode in ("data", "mfwm", "behavior"):
     code, out = launch([f"--config={config}", f"--workdir={workdir}", f"--mode={mode}",
@@ -315,11 +310,7 @@ def pipeline_with_lost_processes(env, tmp_path_factory, pipeline_run):
   same command run again after the other stopped. Returns the workdir, the dataset, per
   stage the survivor's exit status, output and seconds from the kill to its exit, and the
   relaunch's output."""
-  root = tmp_path_factory.mktemp("lost")
-  data = synthetic.write_episodes(str(root / "episodes"), num=4, length=24,
-                                  episodes_per_shard=1)
-  config = _write_config(root, data)
-  workdir = str(root / "work")
+  data, config, workdir = _micro_job(tmp_path_factory.mktemp("lost"))
   results = {}
   for mode, dies, kill_point in _KILLS:
     args = [f"--config={config}", f"--workdir={workdir}", f"--mode={mode}",
@@ -623,16 +614,15 @@ def test_multihost_slurm_script_starts_a_job_that_joins_from_slurm_variables(env
   (bin_dir / "scontrol").write_text("#!/bin/bash\necho 127.0.0.1\n")
   for tool in ("srun", "scontrol"):
     os.chmod(bin_dir / tool, 0o755)
-  data = synthetic.write_episodes(str(tmp_path / "episodes"), num=2, length=16,
-                                  episodes_per_shard=1)
+  data, config, workdir = _micro_job(tmp_path)
   port = local_launcher.free_port()
   job_env = dict(_with_devices(env, 1), PATH=f"{bin_dir}:{os.environ['PATH']}",
                  SLURM_JOB_ID="4242", SLURM_NTASKS="2", SLURM_JOB_NODELIST="127.0.0.1",
                  SLURM_JOB_NUM_NODES="1", SLURM_SUBMIT_DIR=ROOT, GENRL_PYTHON=PY,
                  GENRL_COORDINATOR_PORT=str(port), FAKE_SRUN_LOGS=str(tmp_path))
   code, out = run(["bash", os.path.join(ROOT, "launch", "slurm.sbatch"),
-                   f"--config={_write_config(tmp_path, data)}",
-                   f"--workdir={tmp_path / 'work'}", "--mode=data", *JOB_FLAGS], job_env)
+                   f"--config={config}", f"--workdir={workdir}", "--mode=data", *JOB_FLAGS],
+                  job_env)
   logs = [(tmp_path / f"task{i}.log").read_text() for i in (0, 1)]
   assert code == 0, out + "\n".join(logs)
   assert f"coordinator 127.0.0.1:{port}" in out
@@ -640,7 +630,7 @@ def test_multihost_slurm_script_starts_a_job_that_joins_from_slurm_variables(env
     assert f"joining the job as process {i} of 2 (from slurm)" in log
     assert f"] process {i}/2 on" in log
   dataset = dataset_reader.open_dataset(data)
-  assert len(dataset.embedding_sets[synthetic.SYNTHETIC_VLM].shards) == 2
+  assert len(dataset.embedding_sets[synthetic.SYNTHETIC_VLM].shards) == 4
 
 
 def test_multihost_job_resolution_from_flags_and_slurm():

@@ -179,6 +179,8 @@ def train_behavior(config: ml_collections.ConfigDict, workdir: str,
     if dataset is None:
       raise ValueError("config.behavior.start='offline' needs a dataset (config.data.path "
                        "or the run's own); use start='data_free' to train without data")
+    workdir_lib.write_skipped_metrics(config, workdir, f"behavior_{name}", int(state.step),
+                                      dataset)
     if dataset.spec.action_dim != mfwm.world_model.action_dim:
       raise dataset_lib.DatasetError(
           f"{dataset.root}: actions have {dataset.spec.action_dim} dimensions, the MFWM "

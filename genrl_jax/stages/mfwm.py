@@ -61,10 +61,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True
   state, resumed = ckpt.restore_or_keep(state)
   if resumed:
     logging.info("mfwm: resumed from step %d", int(state.step))
-  if config.data.skip_damaged:  # what this training leaves out, beside its metrics
-    with MetricWriter(workdir, "mfwm") as writer:
-      writer.write(int(state.step), {"data_skipped_episodes": dataset.skipped_episodes,
-                                     "data_skipped_shards": len(dataset.skipped)})
+  workdir_lib.write_skipped_metrics(config, workdir, "mfwm", int(state.step), dataset)
   try:
     state = loop.train_loop(
         stage="mfwm", state=state, step_fn=step_fn,

@@ -23,6 +23,7 @@ from genrl_jax.data import dataset_reader
 from genrl_jax.data import input_pipeline
 from genrl_jax.prompts import behavior_prompt
 from genrl_jax.prompts import cache as prompt_cache
+from genrl_jax.report.metrics import MetricWriter
 from genrl_jax.vlm import embedder as embedder_lib
 
 # Keys that may differ between a workdir's saved config and a resumed run's config.
@@ -238,6 +239,17 @@ def fully_embedded(root: str, identifier: str) -> bool:
   dataset = dataset_reader.open_dataset(root, check_sizes=False)  # metadata only
   have = dataset.embedding_sets.get(identifier)
   return have is not None and {s.name for s in dataset.shards} <= set(have.shards)
+
+
+def write_skipped_metrics(config: ml_collections.ConfigDict, workdir: str, stage: str,
+                          step: int, dataset: dataset_reader.EpisodeDataset) -> None:
+  """With `config.data.skip_damaged`, records in metrics.jsonl (run `stage`, at `step`, the
+  step training starts from) what the training leaves out: `data_skipped_episodes` and
+  `data_skipped_shards`."""
+  if config.data.skip_damaged:
+    with MetricWriter(workdir, stage) as writer:
+      writer.write(step, {"data_skipped_episodes": dataset.skipped_episodes,
+                          "data_skipped_shards": len(dataset.skipped)})
 
 
 def open_run_dataset(config: ml_collections.ConfigDict, workdir: str,
