@@ -49,16 +49,22 @@ def temp_name(path: str) -> str:
                       f".{name}.{os.getpid()}-{secrets.token_hex(6)}{TEMP_SUFFIX}")
 
 
+def temporary_of(entry: str, name: str) -> re.Match | None:
+  """Whether the directory entry `entry` is a temporary of `name` (made by `temp_name`);
+  the match's group 1 is the writer's pid."""
+  return re.fullmatch(re.escape(f".{name}.") + r"(\d+)-[0-9a-f]+" + re.escape(TEMP_SUFFIX),
+                      entry)
+
+
 def remove_dead_temporaries(path: str) -> list[str]:
   """Removes the temporaries of `path` (`temp_name`) whose writer process is gone: its pid,
   part of the name, names no running process on this host. For writers that run as one
   process on one host (a temporary of a live process, e.g. a concurrent run, is kept).
   Returns what was removed."""
   directory, name = os.path.split(path.rstrip(os.sep) or path)
-  pattern = re.compile(re.escape(f".{name}.") + r"(\d+)-[0-9a-f]+" + re.escape(TEMP_SUFFIX))
   removed = []
   for entry in sorted(os.listdir(directory or ".")) if os.path.isdir(directory or ".") else []:
-    match = pattern.fullmatch(entry)
+    match = temporary_of(entry, name)
     if match is None or _process_runs(int(match.group(1))):
       continue
     target = os.path.join(directory, entry)

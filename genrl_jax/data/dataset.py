@@ -136,7 +136,7 @@ def remove_leftovers(folder: str, of: Collection[str] | None = None) -> None:
   if os.path.isdir(folder):
     for name in os.listdir(folder):
       if name.endswith(files.TEMP_SUFFIX) and (
-          of is None or any(name.startswith(f".{shard}.") for shard in of)):
+          of is None or any(files.temporary_of(name, shard) for shard in of)):
         shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 def read_shard_metadata(path: str) -> dict:

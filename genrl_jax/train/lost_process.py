@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 # Held-back lines pass through if no fatal error follows within this many seconds.
 _HOLD_S = 10.0
@@ -121,7 +122,7 @@ def _filter(args: argparse.Namespace) -> None:
     for line in lines:
       line += b"\n"
       if held_since is None and _COORDINATION_LINE.match(line):
-        held_since = _now()
+        held_since = time.monotonic()
       if held_since is None:
         out.write(line)
       else:
@@ -140,7 +141,7 @@ def _filter(args: argparse.Namespace) -> None:
       out.write(partial)  # e.g. a progress bar redrawn with "\r": shown as it comes
       partial = b""
     out.flush()
-    if held_since is not None and _now() - held_since > _HOLD_S:
+    if held_since is not None and time.monotonic() - held_since > _HOLD_S:
       release()
   if fatal:
     with open(args.report, "wb") as f:
@@ -154,10 +155,6 @@ def _could_start_coordination_line(text: bytes) -> bool:
   """Whether `text`, the start of a line, may still become a coordination service line."""
   return bool(re.match(rb"^[EFW]\d{0,4}( [\d:.]*)?( +\d*)?( [\w.]*)?$", text)
               or _COORDINATION_LINE.match(text))
-
-
-def _now() -> float:
-  return os.times().elapsed
 
 
 if __name__ == "__main__":
